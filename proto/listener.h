@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uvhost: where vhost-user connections come from (rust-vmm's Listener and
+ * BackendListener): listen on a socket path and accept, or connect to one
+ * as a client with a reconnect back-off. Both roles (front-end and
+ * back-end) use it: either side may be the server.
+ */
+#ifndef UVHOST_LISTENER_H
+#define UVHOST_LISTENER_H
+
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Options of a listening socket. Zeroed = the defaults. */
+struct uvh_listener_opts {
+	mode_t mode;		/**< socket file mode; 0 = 0600 */
+	uid_t owner;		/**< chown to this uid when set_owner */
+	gid_t group;		/**< and this gid */
+	int set_owner;		/**< apply owner/group */
+	int backlog;		/**< listen() backlog; 0 = 16 */
+};
+
+struct uvh_listener;
+
+/**
+ * Listen on @path. A stale socket file (nothing accepting on it) is
+ * replaced; a live one gives -EADDRINUSE; a path that is not a socket
+ * gives -EEXIST. The socket is non-blocking and close-on-exec.
+ * Returns 0 and *out, or a negative errno.
+ */
+int uvh_listener_open(const char *path, const struct uvh_listener_opts *opts,
+		      struct uvh_listener **out);
+/** Stop listening, unlink the path, free. */
+void uvh_listener_close(struct uvh_listener *l);
+/** The listening fd, for a poller. */
+int uvh_listener_fd(const struct uvh_listener *l);
+/** The path listened on. */
+const char *uvh_listener_path(const struct uvh_listener *l);
+/**
+ * Accept one connection, waiting up to @timeout_ms (-1 forever, 0 none).
+ * Returns the connected fd (blocking, close-on-exec) or -ETIMEDOUT /
+ * another negative errno.
+ */
+int uvh_listener_accept(struct uvh_listener *l, int timeout_ms);
+
+/** Client reconnect policy. Zeroed = the defaults. */
+struct uvh_connect_opts {
+	int timeout_ms;		/**< give up after this long; 0 = one try, -1 = never */
+	int initial_delay_ms;	/**< first back-off; 0 = 10 ms */
+	int max_delay_ms;	/**< back-off cap; 0 = 1000 ms */
+	volatile int *stop;	/**< when set and non-zero, give up (-ECANCELED) */
+};
+
+/**
+ * Connect to @path as a client, retrying with exponential back-off while
+ * the server is not there (ENOENT, ECONNREFUSED) until @opts' timeout.
+ * Returns the connected fd (blocking, close-on-exec) or a negative errno.
+ */
+int uvh_connect(const char *path, const struct uvh_connect_opts *opts);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
