@@ -36,14 +36,18 @@ extern "C" {
  * returns 0 or a negative errno. Payloads have been validated for size,
  * fd count, gating feature and vring index before the callback runs.
  * fds passed to a callback belong to it whatever it returns: it keeps or
- * closes them. A NULL callback makes the request fail with -ENOSYS, except
- * where noted.
+ * closes them. fds a callback returns through a pointer (replies) are
+ * taken only when it returns 0; the library closes them once sent. A NULL
+ * callback makes the request fail with -ENOSYS, except where noted.
  */
 struct uvh_backend_handler_ops {
 	int (*set_owner)(void *dev);
 	/** Deprecated by the spec; NULL = accepted and ignored. */
 	int (*reset_owner)(void *dev);
 	int (*get_features)(void *dev, uint64_t *features);
+	/** Features are checked against get_features() first. Without
+	 * F_PROTOCOL_FEATURES every ring is then enabled (see
+	 * uvh_backend_req_vring()); set_vring_enable is not called. */
 	int (*set_features)(void *dev, uint64_t features);
 	int (*get_protocol_features)(void *dev, uint64_t *protocol_features);
 	/** Called with the subset of the offered bits the front-end acked. */

@@ -41,7 +41,9 @@ extern "C" {
 /** Room for the control message of one read: more than UVH_MSG_MAX_FDS so
  * that an excess can be seen (and closed) rather than silently truncated. */
 #define UVH_ENDPOINT_CMSG_FDS	32u
-#define UVH_ENDPOINT_CMSG_SPACE	CMSG_SPACE(UVH_ENDPOINT_CMSG_FDS * sizeof(int))
+/* CMSG_SPACE() is not an integer constant expression for clang; this is the
+ * same value spelled so (the header is 8-byte aligned, 32 ints are too). */
+#define UVH_ENDPOINT_CMSG_SPACE	(sizeof(struct cmsghdr) + UVH_ENDPOINT_CMSG_FDS * sizeof(int))
 
 /** Receive-side state: the message being assembled. */
 struct uvh_endpoint_rx {
@@ -49,7 +51,9 @@ struct uvh_endpoint_rx {
 	uint32_t got;			/**< bytes of header + payload received */
 	struct iovec iov;		/**< for rx_prepare's msghdr */
 	union {
-		struct cmsghdr align;
+		/* Not struct cmsghdr: its flexible array member would make
+		 * every struct embedding an endpoint variably sized. */
+		uint64_t align;
 		char buf[UVH_ENDPOINT_CMSG_SPACE];
 	} cmsg;
 };

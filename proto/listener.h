@@ -56,8 +56,11 @@ struct uvh_connect_opts {
 
 /**
  * Connect to @path as a client, retrying with exponential back-off while
- * the server is not there (ENOENT, ECONNREFUSED) until @opts' timeout.
- * Returns the connected fd (blocking, close-on-exec) or a negative errno.
+ * the server is not there (ENOENT, ECONNREFUSED, EAGAIN) until @opts'
+ * timeout. Returns the connected fd (blocking, close-on-exec) or a negative
+ * errno: -ETIMEDOUT when the timeout ran out, the connect() error itself
+ * for a single try (timeout_ms 0) or an error not worth retrying,
+ * -ECANCELED when *stop was set.
  */
 int uvh_connect(const char *path, const struct uvh_connect_opts *opts);
 
