@@ -11,8 +11,14 @@
  * deadlock QEMU avoids by nesting its main loop).
  *
  * Errors: negative errno. -EPROTO for a malformed reply (wrong request,
- * flags other than REPLY|VERSION, bad size, missing fd); after a transport
- * or protocol error the connection is unusable (-ENOTCONN afterwards).
+ * flags other than REPLY|VERSION, bad size, missing or unexpected fd, the
+ * latter closed); -ETIMEDOUT when no reply comes in time; after a transport
+ * or protocol error or a timeout the connection is unusable (-ENOTCONN
+ * afterwards). -EIO is the back-end's refusal (a NACK or a failure reply)
+ * and leaves the connection usable. A request whose gating protocol or
+ * virtio feature is not in force (as set through this uvh_frontend) fails
+ * with -EOPNOTSUPP without being sent; bad arguments give -EINVAL or
+ * -EBADF (a required fd < 0), also without sending anything.
  */
 #ifndef UVHOST_FRONTEND_H
 #define UVHOST_FRONTEND_H
@@ -66,7 +72,15 @@ int uvh_frontend_set_backend_req(struct uvh_frontend *fe,
 				 const struct uvh_frontend_req_ops *ops, void *opaque);
 /** The back-end channel's fd (-1 if none), for the caller's poller. */
 int uvh_frontend_backend_req_fd(const struct uvh_frontend *fe);
-/** Serve back-end requests already waiting, for up to @timeout_ms. */
+/**
+ * Wait up to @timeout_ms (-1 forever, 0 not at all) for a back-end request,
+ * then serve it and every other one already waiting. Returns how many were
+ * served, or a negative errno (-ENOTCONN without a channel; when the
+ * channel fails it is closed and its error returned).
+ *
+ * Channel callbacks run with the front-end's lock held: a callback that
+ * calls back into this uvh_frontend gets -EDEADLK (defer such work).
+ */
 int uvh_frontend_poll_backend(struct uvh_frontend *fe, int timeout_ms);
 
 /* One call per request (spec section numbers in message.h). */
@@ -109,7 +123,11 @@ int uvh_frontend_send_rarp(struct uvh_frontend *fe, const uint8_t mac[6]);
 int uvh_frontend_set_status(struct uvh_frontend *fe, uint8_t status);
 int uvh_frontend_get_status(struct uvh_frontend *fe, uint8_t *status);
 int uvh_frontend_reset_device(struct uvh_frontend *fe);
-/** The back-end's inflight region: description in @out, fd (caller owns) in *fd. */
+/**
+ * The back-end's inflight region: description in @out, fd (caller owns) in
+ * *fd. A reply with mmap_size 0 and no fd means the back-end has none: 0
+ * is returned with @out zeroed and *fd -1 (as QEMU reads it).
+ */
 int uvh_frontend_get_inflight_fd(struct uvh_frontend *fe, const struct uvh_inflight *in,
 				 struct uvh_inflight *out, int *fd);
 int uvh_frontend_set_inflight_fd(struct uvh_frontend *fe, const struct uvh_inflight *in, int fd);
@@ -129,6 +147,13 @@ int uvh_frontend_gpu_set_socket(struct uvh_frontend *fe, int fd);
 int uvh_frontend_postcopy_advise(struct uvh_frontend *fe, int *userfault_fd);
 int uvh_frontend_postcopy_listen(struct uvh_frontend *fe);
 int uvh_frontend_postcopy_end(struct uvh_frontend *fe);
+/**
+ * CREATE_CRYPTO_SESSION: send @size (8..4096) bytes of session parameters;
+ * the reply (up to *out_size bytes, else -ENOBUFS) goes to @out and its
+ * length to *out_size.
+ */
+int uvh_frontend_create_crypto_session(struct uvh_frontend *fe, const void *in,
+				       uint32_t size, void *out, uint32_t *out_size);
 int uvh_frontend_close_crypto_session(struct uvh_frontend *fe, uint64_t session_id);
 
 #ifdef __cplusplus

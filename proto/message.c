@@ -152,8 +152,10 @@ int uvh_msg_check_size(const struct uvh_request_info *info,
 	uint32_t hi = reply ? info->reply_size_max : info->size_max;
 	int rule = info->size_rule;
 
-	if (reply && info->reply_rule != UVH_REPLY_BODY)
-		rule = UVH_SIZE_RANGE;	/* an ack, or SET_LOG_BASE's reply */
+	/* Replies have their own bounds: a config reply follows the config
+	 * rule, every other one is a range (an ack is exactly a u64). */
+	if (reply && !(rule == UVH_SIZE_CONFIG && info->reply_rule == UVH_REPLY_BODY))
+		rule = UVH_SIZE_RANGE;
 	if (reply && info->reply_rule == UVH_REPLY_ACK)
 		lo = hi = 8;
 	if (size > UVH_MSG_MAX_PAYLOAD)
