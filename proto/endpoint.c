@@ -341,6 +341,17 @@ int uvh_endpoint_rx_complete(struct uvh_endpoint *ep, struct msghdr *mh,
 			msg_clear_fds(msg);
 			return res;
 		}
+		/* A peer that closes with our data unread shows up as
+		 * ECONNRESET rather than EOF: same meaning as res == 0. */
+		if (res == -ECONNRESET && rx->got == 0) {
+			UVH_DEBUG("peer reset the connection");
+			return rx_fail(ep, msg, NULL, 0, -ECONNRESET);
+		}
+		if (res == -ECONNRESET) {
+			UVH_ERR("%s: peer reset mid-message (%u bytes in)",
+				rx_name(ep), rx->got);
+			return rx_fail(ep, msg, NULL, 0, -ENODATA);
+		}
 		UVH_ERR("%s: receive failed: %s", rx_name(ep), strerror(-res));
 		return rx_fail(ep, msg, NULL, 0, res);
 	}
