@@ -1,0 +1,5 @@
+/* SPDX-License-Identifier: MIT */
+/* placeholder: being written */
+#ifndef UVHOST_INFLIGHT_H
+#define UVHOST_INFLIGHT_H
+#endif

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uvhost: what virtq.c dispatches to: the split and packed implementations
+ * of the device side (virtq_split.c, virtq_packed.c) and of the driver side
+ * (virtq_driver_split.c, virtq_driver_packed.c). Not installed.
+ */
+#ifndef UVHOST_VIRTQ_INTERNAL_H
+#define UVHOST_VIRTQ_INTERNAL_H
+
+#include "log.h"
+#include "virtq.h"
+
+/* Mark @vq broken with @err (logged once, with @detail); returns -EIO. */
+int uvh_vq_fail(struct uvh_vq *vq, enum uvh_vq_error err, const char *detail);
+
+/* device side: set up ring pointers from cfg + mem (0 or -EFAULT) */
+int uvh_vq_split_map(struct uvh_vq *vq);
+int uvh_vq_split_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned int max,
+		     struct iovec *iov, unsigned int iov_max);
+void uvh_vq_split_push(struct uvh_vq *vq, const struct uvh_vq_used *used, unsigned int n);
+bool uvh_vq_split_need_call(struct uvh_vq *vq);
+bool uvh_vq_split_notify(struct uvh_vq *vq, bool enable);
+bool uvh_vq_split_avail_pending(struct uvh_vq *vq);
+uint32_t uvh_vq_split_base(const struct uvh_vq *vq);
+
+int uvh_vq_packed_map(struct uvh_vq *vq);
+int uvh_vq_packed_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned int max,
+		      struct iovec *iov, unsigned int iov_max);
+void uvh_vq_packed_push(struct uvh_vq *vq, const struct uvh_vq_used *used, unsigned int n);
+bool uvh_vq_packed_need_call(struct uvh_vq *vq);
+bool uvh_vq_packed_notify(struct uvh_vq *vq, bool enable);
+bool uvh_vq_packed_avail_pending(struct uvh_vq *vq);
+uint32_t uvh_vq_packed_base(const struct uvh_vq *vq);
+
+/* driver side */
+int uvh_vq_driver_split_init(struct uvh_vq_driver *drv);
+int uvh_vq_driver_split_add(struct uvh_vq_driver *drv, const struct uvh_vq_buf *bufs,
+			    unsigned int nout, unsigned int nin, void *token);
+void uvh_vq_driver_split_publish(struct uvh_vq_driver *drv);
+bool uvh_vq_driver_split_need_kick(struct uvh_vq_driver *drv);
+unsigned int uvh_vq_driver_split_get_used(struct uvh_vq_driver *drv, void **tokens,
+					  uint32_t *lens, unsigned int max);
+void uvh_vq_driver_split_enable_cb(struct uvh_vq_driver *drv, bool enable);
+
+int uvh_vq_driver_packed_init(struct uvh_vq_driver *drv);
+int uvh_vq_driver_packed_add(struct uvh_vq_driver *drv, const struct uvh_vq_buf *bufs,
+			     unsigned int nout, unsigned int nin, void *token);
+void uvh_vq_driver_packed_publish(struct uvh_vq_driver *drv);
+bool uvh_vq_driver_packed_need_kick(struct uvh_vq_driver *drv);
+unsigned int uvh_vq_driver_packed_get_used(struct uvh_vq_driver *drv, void **tokens,
+					   uint32_t *lens, unsigned int max);
+void uvh_vq_driver_packed_enable_cb(struct uvh_vq_driver *drv, bool enable);
+
+#endif
