@@ -50,29 +50,45 @@ struct uvh_memory {
 	struct uvh_memory_region regions[];
 };
 
-/** An empty table with room for @max_regions (0 = UVH_MAX_MEM_SLOTS). */
+/**
+ * An empty table with room for @max_regions (0 = UVH_MAX_MEM_SLOTS). NULL
+ * with errno EINVAL above UVH_MAX_MEM_SLOTS, or ENOMEM.
+ */
 struct uvh_memory *uvh_memory_new(uint32_t max_regions);
-/** A new table with the same regions (sharing their mappings). */
+/** A new table with the same regions (sharing their mappings), or NULL. */
 struct uvh_memory *uvh_memory_copy(const struct uvh_memory *mem);
 /**
  * Free @old and unmap every mapping of it that @keep does not also hold
  * (@keep NULL: unmap all). Call only once no engine can still read @old.
+ * Typical uses: release(old, new) after publishing new; release(new, old)
+ * to drop a copy that failed to build (only its own new mappings go).
  */
 void uvh_memory_release(struct uvh_memory *old, const struct uvh_memory *keep);
 
 /**
  * Map @region from @fd (which is always consumed: closed once mapped or on
- * error). Checks: size != 0, no overflow of gpa/uva/mmap_offset + size,
- * the file is large enough (no SIGBUS later), no overlap in gpa or uva with
- * the table, room left. Returns 0, -EINVAL, -EEXIST (overlap), -ENOSPC,
- * -EOVERFLOW or the mmap error.
+ * error; a negative fd gives -EBADF). Checks: size != 0, no overflow of
+ * gpa/uva/mmap_offset + size, @fd is a regular file holding
+ * mmap_offset + size bytes (no SIGBUS later), no overlap in gpa or uva
+ * with the table, room left. mmap_offset need not be page aligned; on
+ * hugetlbfs the mapping is aligned and sized to the huge page size.
+ * Returns 0, -EINVAL (size 0, not a regular file), -ENXIO (the file is
+ * shorter than mmap_offset + size), -EEXIST (overlap), -ENOSPC (table
+ * full), -EOVERFLOW (a wrap) or the fstat/mmap error.
  */
 int uvh_memory_add_fd(struct uvh_memory *mem, const struct uvh_mem_region *region, int fd);
-/** Add a host-pointer region (soft backend): @hva backs [gpa, gpa+size). */
+/**
+ * Add a host-pointer region (soft backend): @hva backs [gpa, gpa+size).
+ * Nothing is mapped or unmapped for it; it has no front-end virtual
+ * address (uva 0), so the uva lookups below never return it.
+ * 0, -EINVAL, -EOVERFLOW, -ENOSPC or -EEXIST (gpa overlap).
+ */
 int uvh_memory_add_host(struct uvh_memory *mem, uint64_t gpa, uint64_t size, void *hva);
 /**
  * Drop the region matching @region's gpa, size and uva (-ENOENT if none).
- * The mapping stays until uvh_memory_release() of the table that had it.
+ * The mapping stays until uvh_memory_release() of the table that had it,
+ * so remove only regions @mem inherited from a published table (a region
+ * added to and removed from the same unpublished copy stays mapped).
  */
 int uvh_memory_remove(struct uvh_memory *mem, const struct uvh_mem_region *region);
 
@@ -112,7 +128,10 @@ static inline void *uvh_memory_gpa_to_hva(const struct uvh_memory *mem, uint64_t
 int uvh_memory_gpa_to_iov(const struct uvh_memory *mem, uint64_t gpa, uint64_t len,
 			  struct iovec *iov, unsigned int max, uint32_t *hint);
 
-/** Translate a front-end virtual range (SET_VRING_ADDR) in one region, or NULL. */
+/**
+ * Translate a front-end virtual range (SET_VRING_ADDR) in one fd region,
+ * or NULL. A scan of the table: for the control path.
+ */
 void *uvh_memory_uva_to_hva(const struct uvh_memory *mem, uint64_t uva, uint64_t len);
 /** The guest-physical address of a front-end virtual one; false if unmapped. */
 bool uvh_memory_uva_to_gpa(const struct uvh_memory *mem, uint64_t uva, uint64_t *gpa);
@@ -129,15 +148,20 @@ struct uvh_dirty_log {
 
 /**
  * Map the log area from @fd (consumed) at @offset, @size bytes
- * (SET_LOG_BASE). Replaces (unmaps) a previous log. 0 or negative errno.
+ * (SET_LOG_BASE); @log starts zeroed. On success a previous log is
+ * unmapped (so no engine may be marking it: swap through the dispatcher);
+ * on error the previous log stays. 0, -EBADF, -EINVAL (size 0, not a
+ * regular file), -ENXIO (past the file's end), -EOVERFLOW, or the
+ * fstat/mmap error.
  */
 int uvh_dirty_log_map(struct uvh_dirty_log *log, int fd, uint64_t size, uint64_t offset);
-/** Unmap the log. */
+/** Unmap the log (and zero @log); a no-op on an unmapped one. */
 void uvh_dirty_log_unmap(struct uvh_dirty_log *log);
 
 /**
  * Mark every page of [gpa, gpa+len) dirty (atomic OR per byte, as the spec
- * says). Pages beyond the log are ignored, with a rate-limited warning.
+ * says). Pages beyond the log are silently ignored (no syscall, no log line
+ * on the data path); a range whose end wraps marks nothing.
  */
 static inline void uvh_dirty_log_mark(struct uvh_dirty_log *log, uint64_t gpa, uint64_t len)
 {
@@ -156,10 +180,26 @@ static inline void uvh_dirty_log_mark(struct uvh_dirty_log *log, uint64_t gpa, u
 
 struct uvh_iotlb_cache;
 
-/** A cache holding at most @max_entries translations (0 = 2048). */
+/*
+ * Thread safety: uvh_iotlb_apply() and uvh_iotlb_flush() may be called from
+ * any thread (writers are serialised); uvh_iotlb_translate() may run on any
+ * number of engines at the same time, without taking a lock (seqlock: a
+ * reader that overlapped an update retries).
+ */
+
+/** A cache holding at most @max_entries translations (0 = 2048), or NULL. */
 struct uvh_iotlb_cache *uvh_iotlb_new(unsigned int max_entries);
+/** Free @cache (NULL is a no-op). No translation may be running. */
 void uvh_iotlb_free(struct uvh_iotlb_cache *cache);
-/** Apply an IOTLB_MSG update or invalidate. 0, -EINVAL (bad msg), -ENOSPC. */
+/**
+ * Apply an IOTLB_MSG update or invalidate. An update replaces what it
+ * overlaps and merges with a neighbour it continues (same perm, iova and
+ * uaddr both contiguous); a full cache forgets older entries to make room.
+ * An invalidate removes [iova, iova+size) (splitting entries; a size that
+ * wraps means "to the end"). 0, or -EINVAL (bad msg: size 0, wrap on
+ * update, perm NONE or unknown, type other than UPDATE/INVALIDATE). Since
+ * a full cache evicts, -ENOSPC is not returned for max_entries >= 1.
+ */
 int uvh_iotlb_apply(struct uvh_iotlb_cache *cache, const struct uvh_iotlb *msg);
 /** Drop every entry. */
 void uvh_iotlb_flush(struct uvh_iotlb_cache *cache);

@@ -1,3 +1,645 @@
 /* SPDX-License-Identifier: MIT */
-/* placeholder: being written */
-#include "log.h"
+/*
+ * uvhost: device side of a packed virtqueue (virtio 1.2, 2.8).
+ *
+ * One ring of descriptors shared both ways. The driver makes a chain
+ * available by filling consecutive slots and writing the first slot's flags
+ * last (AVAIL = its wrap counter, USED = the inverse); we give a chain back
+ * by writing one used descriptor (AVAIL = USED = our used wrap counter) at
+ * our used position and skipping as many slots as the chain took.
+ *
+ * Guest memory is hostile: every descriptor field is read once into a local,
+ * checked, then used; nothing outside the memory table is dereferenced.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "inflight.h"
+#include "virtq_internal.h"
+
+#define PACKED_WRAP_BIT		15
+#define PACKED_IDX_MASK		0x7fffu
+#define PACKED_EVENT_FLAGS_MASK	0x3u
+/* the AVAIL/USED pair of a descriptor marked used with wrap counter w */
+#define PACKED_USED_FLAGS(w)	((w) ? (UVH_VRING_PACKED_DESC_F_AVAIL | \
+					UVH_VRING_PACKED_DESC_F_USED) : 0)
+
+/* ---- access to shared memory ------------------------------------------------- */
+
+static inline uint16_t ld16(const uint16_t *p, memory_order mo)
+{
+	return atomic_load_explicit((const _Atomic uint16_t *)p, mo);
+}
+
+static inline uint32_t ld32(const uint32_t *p)
+{
+	return atomic_load_explicit((const _Atomic uint32_t *)p, memory_order_relaxed);
+}
+
+static inline uint64_t ld64(const uint64_t *p)
+{
+	return atomic_load_explicit((const _Atomic uint64_t *)p, memory_order_relaxed);
+}
+
+static inline void st16(uint16_t *p, uint16_t v, memory_order mo)
+{
+	atomic_store_explicit((_Atomic uint16_t *)p, v, mo);
+}
+
+static inline void st32(uint32_t *p, uint32_t v)
+{
+	atomic_store_explicit((_Atomic uint32_t *)p, v, memory_order_relaxed);
+}
+
+/* An event suppression structure as one 32-bit word: off_wrap low, flags high. */
+static inline uint32_t ld_event(const struct uvh_vring_packed_event *e, memory_order mo)
+{
+	return atomic_load_explicit((const _Atomic uint32_t *)(const void *)e, mo);
+}
+
+static inline void st_event(struct uvh_vring_packed_event *e, uint16_t off_wrap, uint16_t flags,
+			    memory_order mo)
+{
+	atomic_store_explicit((_Atomic uint32_t *)(void *)e,
+			      (uint32_t)off_wrap | ((uint32_t)flags << 16), mo);
+}
+
+/* Available to a device whose avail wrap counter is @wrap (2.8.1). */
+static inline bool desc_is_avail(uint16_t flags, bool wrap)
+{
+	return !!(flags & UVH_VRING_PACKED_DESC_F_AVAIL) == wrap &&
+	       !!(flags & UVH_VRING_PACKED_DESC_F_USED) != wrap;
+}
+
+/* One descriptor read once from the ring or an indirect table. */
+struct pdesc_val {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t id;
+	uint16_t flags;
+};
+
+static inline void read_ring_desc(const struct uvh_vring_packed_desc *d, uint16_t flags,
+				  struct pdesc_val *v)
+{
+	v->addr = ld64(&d->addr);
+	v->len = ld32(&d->len);
+	v->id = ld16(&d->id, memory_order_relaxed);
+	v->flags = flags;
+}
+
+/* ---- setup ------------------------------------------------------------------- */
+
+int uvh_vq_packed_map(struct uvh_vq *vq)
+{
+	const struct uvh_vq_config *cfg = &vq->cfg;
+	void *desc, *drv, *dev;
+
+	if (!cfg->size || cfg->size > UVH_VRING_MAX_SIZE)
+		return -EINVAL;
+	/* Atomic access needs natural alignment of our pointers too, and a
+	 * region's gpa need not be page aligned: check the translations. */
+	desc = uvh_memory_gpa_to_hva(vq->mem, cfg->desc_gpa,
+				     (uint64_t)cfg->size * sizeof(struct uvh_vring_packed_desc), NULL);
+	drv = uvh_memory_gpa_to_hva(vq->mem, cfg->driver_gpa,
+				    sizeof(struct uvh_vring_packed_event), NULL);
+	dev = uvh_memory_gpa_to_hva(vq->mem, cfg->device_gpa,
+				    sizeof(struct uvh_vring_packed_event), NULL);
+	if (!desc || !drv || !dev) {
+		uvh_vq_fail(vq, UVH_VQ_ERR_RING_ADDR, "packed ring area not in guest memory");
+		return -EFAULT;
+	}
+	if (((uintptr_t)desc & 15) || ((uintptr_t)drv & 3) || ((uintptr_t)dev & 3)) {
+		uvh_vq_fail(vq, UVH_VQ_ERR_RING_ADDR, "packed ring area misaligned");
+		return -EFAULT;
+	}
+	vq->pdesc = desc;
+	vq->driver_event = drv;
+	vq->device_event = dev;
+	return 0;
+}
+
+/* ---- pop ----------------------------------------------------------------------- */
+
+/* Where one chain's iovecs go and what has been seen so far. */
+struct chain_ctx {
+	struct uvh_vq_chain *c;
+	struct iovec *iov;		/* the chain's first iovec */
+	unsigned int iov_room;		/* iovecs left for it */
+	uint64_t total;			/* bytes, both directions */
+	bool pool_short;		/* ran out of the burst's iovecs, not of iov_max */
+	bool burst_start;		/* first chain of the burst: has the whole pool */
+};
+
+static void iov_reverse(struct iovec *v, unsigned int n)
+{
+	unsigned int i;
+
+	for (i = 0; i < n / 2; i++) {
+		struct iovec t = v[i];
+
+		v[i] = v[n - 1 - i];
+		v[n - 1 - i] = t;
+	}
+}
+
+/* Move the last @k of @n iovecs to the front, the rest keeping their order. */
+static void iov_rotate(struct iovec *v, unsigned int n, unsigned int k)
+{
+	iov_reverse(v, n);
+	iov_reverse(v, k);
+	iov_reverse(v + k, n - k);
+}
+
+/* Add one buffer to the chain. 0 or a uvh_vq_error. */
+static enum uvh_vq_error chain_add(struct uvh_vq *vq, struct chain_ctx *cx, uint64_t gpa,
+				   uint32_t len, bool write)
+{
+	struct uvh_vq_chain *c = cx->c;
+	unsigned int nseg = (unsigned int)c->nout + c->nin;
+	int r;
+
+	if (!write && c->nin && vq->cfg.strict_order)
+		return UVH_VQ_ERR_WRITE_ORDER;
+	if (!len)
+		return UVH_VQ_OK;
+	if (gpa + len < gpa)
+		return UVH_VQ_ERR_DESC_ADDR;
+	cx->total += len;
+	if (cx->total > UINT32_MAX)
+		return UVH_VQ_ERR_LEN_OVERFLOW;
+	r = uvh_memory_gpa_to_iov(vq->mem, gpa, len, cx->iov + nseg, cx->iov_room - nseg,
+				  &vq->mem_hint);
+	if (r == -ENOBUFS) {
+		cx->pool_short = !cx->burst_start;
+		return UVH_VQ_ERR_TOO_MANY_SEGMENTS;
+	}
+	if (r < 0)
+		return UVH_VQ_ERR_DESC_ADDR;
+	if (nseg + (unsigned int)r > UINT16_MAX)
+		return UVH_VQ_ERR_TOO_MANY_SEGMENTS;
+	if (write) {
+		c->nin = (uint16_t)(c->nin + r);
+		c->in_len += len;
+		if (vq->log) {
+			/* also marked at push; marking here as well covers chains
+			 * completed out of order, whose descriptors push can't find */
+			uvh_dirty_log_mark(vq->log, gpa, len);
+		}
+	} else {
+		/* not strict: keep readable first, moving these iovecs in
+		 * front of the writable ones (as split does) */
+		if (c->nin)
+			iov_rotate(cx->iov + c->nout, c->nin + (unsigned int)r, (unsigned int)r);
+		c->nout = (uint16_t)(c->nout + r);
+		c->out_len += len;
+	}
+	return UVH_VQ_OK;
+}
+
+/* Read an indirect table entry @i once, aligned or not. */
+static inline void read_table_desc(const uint8_t *table, unsigned int i, bool aligned,
+				   struct pdesc_val *v)
+{
+	const struct uvh_vring_packed_desc *d =
+		(const struct uvh_vring_packed_desc *)(const void *)(table + 16u * i);
+	struct uvh_vring_packed_desc tmp;
+
+	if (aligned) {
+		read_ring_desc(d, ld16(&d->flags, memory_order_relaxed), v);
+		return;
+	}
+	memcpy(&tmp, d, sizeof(tmp));
+	v->addr = tmp.addr;
+	v->len = tmp.len;
+	v->id = tmp.id;
+	v->flags = tmp.flags;
+}
+
+/* Walk an indirect table given by ring descriptor @v. */
+static enum uvh_vq_error chain_indirect(struct uvh_vq *vq, struct chain_ctx *cx,
+					const struct pdesc_val *v)
+{
+	const uint8_t *table;
+	unsigned int i, n;
+	bool aligned;
+
+	if (!vq->cfg.indirect)
+		return UVH_VQ_ERR_INDIRECT_FEATURE;
+	if (!v->len || v->len % sizeof(struct uvh_vring_packed_desc))
+		return UVH_VQ_ERR_INDIRECT_SIZE;
+	n = v->len / sizeof(struct uvh_vring_packed_desc);
+	/* a chain is never longer than the queue (2.8.17), indirect included */
+	if (n > vq->cfg.size)
+		return UVH_VQ_ERR_INDIRECT_SIZE;
+	/* the table must be one contiguous mapping: we index it directly */
+	table = uvh_memory_gpa_to_hva(vq->mem, v->addr, v->len, &vq->mem_hint);
+	if (!table)
+		return UVH_VQ_ERR_DESC_ADDR;
+	aligned = !((uintptr_t)table & 7);
+	for (i = 0; i < n; i++) {
+		struct pdesc_val e;
+		enum uvh_vq_error err;
+
+		read_table_desc(table, i, aligned, &e);
+		if (e.flags & UVH_VRING_DESC_F_INDIRECT)
+			return UVH_VQ_ERR_NESTED_INDIRECT;
+		/* NEXT means nothing inside a table: entries are consecutive */
+		err = chain_add(vq, cx, e.addr, e.len, e.flags & UVH_VRING_DESC_F_WRITE);
+		if (err)
+			return err;
+	}
+	return UVH_VQ_OK;
+}
+
+/* Parse the chain of one ring descriptor @v (direct or indirect). */
+static inline enum uvh_vq_error chain_desc(struct uvh_vq *vq, struct chain_ctx *cx,
+					   const struct pdesc_val *v, bool first)
+{
+	if (v->flags & UVH_VRING_DESC_F_INDIRECT) {
+		/* an indirect descriptor is a chain on its own (2.8.19) */
+		if (!first || (v->flags & UVH_VRING_DESC_F_NEXT))
+			return UVH_VQ_ERR_NESTED_INDIRECT;
+		return chain_indirect(vq, cx, v);
+	}
+	return chain_add(vq, cx, v->addr, v->len, v->flags & UVH_VRING_DESC_F_WRITE);
+}
+
+static inline void chain_reset(struct chain_ctx *cx, struct uvh_vq_chain *c, struct iovec *iov,
+			       unsigned int room, bool burst_start)
+{
+	cx->c = c;
+	cx->iov = iov;
+	cx->iov_room = room;
+	cx->total = 0;
+	cx->pool_short = false;
+	cx->burst_start = burst_start;
+	c->iov = iov;
+	c->nout = 0;
+	c->nin = 0;
+	c->out_len = 0;
+	c->in_len = 0;
+}
+
+/* Slots between the used position and the avail position: chains in flight. */
+static inline unsigned int slots_in_flight(const struct uvh_vq *vq)
+{
+	unsigned int d = (unsigned int)vq->last_avail - vq->used_slot;
+
+	if (vq->avail_wrap != vq->used_wrap)
+		d += vq->cfg.size;
+	return d & 0xffffu;
+}
+
+/* Record chain @c (slots from @slot/@wrap) in the inflight region. */
+static void inflight_record(struct uvh_vq *vq, uint16_t slot, uint16_t ndesc, uint16_t id)
+{
+	struct uvh_inflight_vq *ifq = vq->inflight;
+	uint16_t i;
+
+	/* The chain is read a second time here: a guest changing it under us
+	 * only changes what is resubmitted after a restart, which is parsed
+	 * and checked again then. */
+	for (i = 0; i < ndesc; i++) {
+		const struct uvh_vring_packed_desc *d = &vq->pdesc[slot];
+		struct uvh_vring_packed_desc copy;
+
+		copy.addr = ld64(&d->addr);
+		copy.len = ld32(&d->len);
+		copy.id = ld16(&d->id, memory_order_relaxed);
+		copy.flags = ld16(&d->flags, memory_order_relaxed);
+		uvh_inflight_packed_get(ifq, &copy, i == 0, i + 1 == ndesc, id);
+		if (++slot == vq->cfg.size)
+			slot = 0;
+	}
+}
+
+/* Hand out one chain saved in the inflight region (after a restart). */
+static int pop_resubmit(struct uvh_vq *vq, struct chain_ctx *cx)
+{
+	struct uvh_inflight_vq *ifq = vq->inflight;
+	/* a resubmitted chain is at most the queue size; keep the stack small
+	 * by checking it one descriptor at a time */
+	struct uvh_vring_packed_desc saved[128];
+	uint16_t entry = ifq->resubmit[ifq->resubmit_next];
+	enum uvh_vq_error err = UVH_VQ_OK;
+	int n, i;
+
+	n = uvh_inflight_packed_chain(ifq, entry, saved, 128);
+	if (n <= 0) {
+		/* too long for us or corrupt: drop it, the front-end kept no
+		 * promise we can honour */
+		UVH_WARN("virtq: inflight entry %u not resubmitted", entry);
+		ifq->resubmit_next++;
+		return 0;
+	}
+	for (i = 0; i < n && !err; i++) {
+		struct pdesc_val v = {
+			.addr = saved[i].addr, .len = saved[i].len,
+			.id = saved[i].id, .flags = saved[i].flags,
+		};
+
+		if (i + 1 < n && !(v.flags & UVH_VRING_DESC_F_NEXT))
+			v.flags |= UVH_VRING_DESC_F_NEXT;
+		err = chain_desc(vq, cx, &v, i == 0);
+	}
+	if (err) {
+		if (cx->pool_short)
+			return -ENOBUFS;
+		return uvh_vq_fail(vq, err, "inflight chain");
+	}
+	if (saved[n - 1].id >= vq->cfg.size)
+		return uvh_vq_fail(vq, UVH_VQ_ERR_BUFFER_ID, "inflight chain");
+	cx->c->id = saved[n - 1].id;
+	cx->c->ndesc = (uint16_t)n;
+	/* a fresh ifq after a restart does not know the id yet: push
+	 * retires the entry through this map */
+	ifq->id_entry[cx->c->id] = entry;
+	ifq->resubmit_next++;
+	return 1;
+}
+
+int uvh_vq_packed_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned int max,
+		      struct iovec *iov, unsigned int iov_max)
+{
+	const uint16_t size = vq->cfg.size;
+	struct uvh_vring_packed_desc *ring = vq->pdesc;
+	unsigned int n = 0, iov_used = 0, busy;
+	struct chain_ctx cx;
+
+	if (vq->error)
+		return 0;
+
+	while (vq->inflight && n < max &&
+	       uvh_inflight_resubmit_pending(vq->inflight)) {
+		int r;
+
+		chain_reset(&cx, &chains[n], iov + iov_used, iov_max - iov_used, n == 0);
+		r = pop_resubmit(vq, &cx);
+		if (r < 0)
+			return (int)n;
+		if (r) {
+			iov_used += (unsigned int)chains[n].nout + chains[n].nin;
+			n++;
+		}
+	}
+
+	busy = slots_in_flight(vq);
+	while (n < max) {
+		uint16_t slot = vq->last_avail, first_slot = slot;
+		bool wrap = vq->avail_wrap;
+		enum uvh_vq_error err = UVH_VQ_OK;
+		struct pdesc_val v;
+		uint16_t flags;
+		unsigned int ndesc = 0;
+
+		/* acquire: pairs with the driver's release store of the first
+		 * descriptor's flags, made after the chain's addr/len/id */
+		flags = ld16(&ring[slot].flags, memory_order_acquire);
+		if (!desc_is_avail(flags, wrap))
+			break;
+		chain_reset(&cx, &chains[n], iov + iov_used, iov_max - iov_used, n == 0);
+		for (;;) {
+			read_ring_desc(&ring[slot], flags, &v);
+			ndesc++;
+			err = chain_desc(vq, &cx, &v, ndesc == 1);
+			if (err)
+				break;
+			if (++slot == size) {
+				slot = 0;
+				wrap = !wrap;
+			}
+			if (!(v.flags & UVH_VRING_DESC_F_NEXT))
+				break;
+			if (ndesc >= size) {
+				err = UVH_VQ_ERR_CHAIN_LOOP;
+				break;
+			}
+			/* the rest of the chain was written before the first
+			 * flags: the acquire above covers it */
+			flags = ld16(&ring[slot].flags, memory_order_relaxed);
+		}
+		if (!err && busy + ndesc > size)
+			err = UVH_VQ_ERR_AVAIL_IDX;	/* more slots than the ring has */
+		if (!err && v.id >= size)
+			err = UVH_VQ_ERR_BUFFER_ID;
+		if (err) {
+			if (cx.pool_short)
+				break;	/* this chain goes into the next burst */
+			uvh_vq_fail(vq, err, "packed chain");
+			break;
+		}
+		cx.c->id = v.id;
+		cx.c->ndesc = (uint16_t)ndesc;
+		if (vq->inflight)
+			inflight_record(vq, first_slot, (uint16_t)ndesc, v.id);
+		vq->last_avail = slot;
+		vq->avail_wrap = wrap;
+		busy += ndesc;
+		iov_used += (unsigned int)cx.c->nout + cx.c->nin;
+		n++;
+	}
+	vq->popped += n;
+	return (int)n;
+}
+
+/* ---- push ---------------------------------------------------------------------- */
+
+/*
+ * Dirty-log the writable buffers of a chain completed in order: its
+ * descriptors are still in the ring at @slot (we have not written over
+ * them, the driver may not touch them yet). A chain found not to match
+ * (completed out of order) was marked at pop already.
+ */
+static void log_chain(struct uvh_vq *vq, uint16_t slot, const struct uvh_vq_used *u)
+{
+	const uint16_t size = vq->cfg.size;
+	uint16_t i, s = slot, last = slot;
+
+	for (i = 1; i < u->ndesc; i++)
+		last = (uint16_t)(last + 1 == size ? 0 : last + 1);
+	if (ld16(&vq->pdesc[last].id, memory_order_relaxed) != u->id)
+		return;
+	for (i = 0; i < u->ndesc; i++) {
+		struct pdesc_val v;
+
+		read_ring_desc(&vq->pdesc[s], ld16(&vq->pdesc[s].flags, memory_order_relaxed), &v);
+		if (v.flags & UVH_VRING_DESC_F_INDIRECT) {
+			const uint8_t *table;
+			unsigned int j, n = v.len / 16;
+
+			if (n > size)
+				return;
+			table = uvh_memory_gpa_to_hva(vq->mem, v.addr, v.len, &vq->mem_hint);
+			if (!table)
+				return;
+			for (j = 0; j < n; j++) {
+				struct pdesc_val e;
+
+				read_table_desc(table, j, !((uintptr_t)table & 7), &e);
+				if (e.flags & UVH_VRING_DESC_F_WRITE)
+					uvh_dirty_log_mark(vq->log, e.addr, e.len);
+			}
+		} else if (v.flags & UVH_VRING_DESC_F_WRITE) {
+			uvh_dirty_log_mark(vq->log, v.addr, v.len);
+		}
+		s = (uint16_t)(s + 1 == size ? 0 : s + 1);
+	}
+}
+
+void uvh_vq_packed_push(struct uvh_vq *vq, const struct uvh_vq_used *used, unsigned int n)
+{
+	const uint16_t size = vq->cfg.size;
+	struct uvh_vring_packed_desc *ring = vq->pdesc;
+	uint16_t slot = vq->used_slot, first_slot = slot, first_flags = 0;
+	bool wrap = vq->used_wrap;
+	unsigned int i;
+
+	if (!n || vq->error)
+		return;
+	if (vq->log) {
+		for (i = 0; i < n; i++) {
+			if (!used[i].ndesc || used[i].ndesc > size)
+				break;
+			log_chain(vq, slot, &used[i]);
+			slot = (uint16_t)(slot + used[i].ndesc);
+			if (slot >= size)
+				slot = (uint16_t)(slot - size);
+		}
+		slot = first_slot;
+	}
+
+	for (i = 0; i < n; i++) {
+		struct uvh_vring_packed_desc *d = &ring[slot];
+		uint16_t flags = PACKED_USED_FLAGS(wrap);
+		unsigned int nd = used[i].ndesc;
+
+		/* a zero count would write the same slot twice; ours come
+		 * from pop, so this only guards against a caller's bug */
+		if (!nd || nd > size)
+			nd = 1;
+		st16(&d->id, used[i].id, memory_order_relaxed);
+		st32(&d->len, used[i].len);
+		if (i == 0)
+			first_flags = flags;
+		else
+			st16(&d->flags, flags, memory_order_relaxed);
+		slot = (uint16_t)(slot + nd);
+		if (slot >= size) {
+			slot = (uint16_t)(slot - size);
+			wrap = !wrap;
+		}
+	}
+	if (vq->inflight)
+		uvh_inflight_packed_pre_put(vq->inflight, used, n, slot, wrap);
+	/* release: every used descriptor of the burst (id, len, the other
+	 * flags) before the first one's flags; pairs with the acquire load
+	 * of the flags in the driver's get_used, which reads on in order */
+	st16(&ring[first_slot].flags, first_flags, memory_order_release);
+	if (vq->inflight)
+		uvh_inflight_packed_post_put(vq->inflight, used, n);
+
+	if (vq->log) {
+		uint16_t s = first_slot;
+
+		for (i = 0; i < n; i++) {
+			unsigned int nd = used[i].ndesc ? used[i].ndesc : 1;
+
+			uvh_dirty_log_mark(vq->log, vq->cfg.log_used_gpa + 16u * s, 16);
+			s = (uint16_t)(s + (nd > size ? 1 : nd));
+			if (s >= size)
+				s = (uint16_t)(s - size);
+		}
+	}
+	vq->used_slot = slot;
+	vq->used_wrap = wrap;
+	vq->pushed += n;
+}
+
+/* ---- notifications --------------------------------------------------------------- */
+
+bool uvh_vq_packed_need_call(struct uvh_vq *vq)
+{
+	uint16_t new_pos = (uint16_t)(vq->used_slot | ((unsigned int)vq->used_wrap << PACKED_WRAP_BIT));
+	uint16_t old_pos = vq->signalled_used;
+	bool old_valid = vq->signalled_used_valid;
+	uint16_t old, ev, ev_flags, off_wrap;
+	uint32_t e;
+
+	vq->signalled_used = new_pos;
+	vq->signalled_used_valid = true;
+
+	/* full fence: our used descriptors before reading the driver's event
+	 * suppression; pairs with the fence in the driver's enable_cb between
+	 * writing its event and re-checking the ring, so one of us sees the
+	 * other and no interrupt is lost */
+	atomic_thread_fence(memory_order_seq_cst);
+	e = ld_event(vq->driver_event, memory_order_relaxed);
+	off_wrap = (uint16_t)e;
+	ev_flags = (uint16_t)(e >> 16) & PACKED_EVENT_FLAGS_MASK;
+
+	/* nothing marked used since the last call: nothing to tell */
+	if ((old_valid && old_pos == new_pos) || ev_flags == UVH_VRING_PACKED_EVENT_DISABLE)
+		return false;
+	if (ev_flags != UVH_VRING_PACKED_EVENT_DESC || !vq->cfg.event_idx || !old_valid)
+		return true;
+
+	/* Everything relative to the current lap of the used ring: positions
+	 * from the previous lap are moved back by one ring size (u16 math). */
+	old = old_pos & PACKED_IDX_MASK;
+	if (!!(old_pos >> PACKED_WRAP_BIT) != vq->used_wrap)
+		old = (uint16_t)(old - vq->cfg.size);
+	ev = off_wrap & PACKED_IDX_MASK;
+	if (!!(off_wrap >> PACKED_WRAP_BIT) != vq->used_wrap)
+		ev = (uint16_t)(ev - vq->cfg.size);
+	/* the event slot lies in [old, new): it was marked used since the last call */
+	return (uint16_t)(vq->used_slot - ev - 1) < (uint16_t)(vq->used_slot - old);
+}
+
+bool uvh_vq_packed_avail_pending(struct uvh_vq *vq)
+{
+	uint16_t flags;
+
+	if (vq->error)
+		return false;
+	/* acquire: pairs with the driver's release of the first flags */
+	flags = ld16(&vq->pdesc[vq->last_avail].flags, memory_order_acquire);
+	return desc_is_avail(flags, vq->avail_wrap);
+}
+
+bool uvh_vq_packed_notify(struct uvh_vq *vq, bool enable)
+{
+	if (vq->error)
+		return false;
+	if (!enable) {
+		st_event(vq->device_event, 0, UVH_VRING_PACKED_EVENT_DISABLE,
+			 memory_order_relaxed);
+		return false;
+	}
+	if (vq->cfg.event_idx) {
+		/* kick me when the slot I read next is made available */
+		uint16_t off = (uint16_t)(vq->last_avail |
+					  ((unsigned int)vq->avail_wrap << PACKED_WRAP_BIT));
+
+		st_event(vq->device_event, off, UVH_VRING_PACKED_EVENT_DESC,
+			 memory_order_relaxed);
+	} else {
+		st_event(vq->device_event, 0, UVH_VRING_PACKED_EVENT_ENABLE,
+			 memory_order_relaxed);
+	}
+	/* full fence: the event store before re-reading the ring; pairs with
+	 * the fence in the driver's need_kick between publishing and reading
+	 * our event, so a chain published meanwhile is either seen here or
+	 * kicked */
+	atomic_thread_fence(memory_order_seq_cst);
+	return uvh_vq_packed_avail_pending(vq);
+}
+
+uint32_t uvh_vq_packed_base(const struct uvh_vq *vq)
+{
+	return (uint32_t)(vq->last_avail & PACKED_IDX_MASK) |
+	       ((uint32_t)vq->avail_wrap << 15) |
+	       ((uint32_t)(vq->used_slot & PACKED_IDX_MASK) << 16) |
+	       ((uint32_t)vq->used_wrap << 31);
+}
