@@ -1,5 +1,426 @@
 /* SPDX-License-Identifier: MIT */
-/* placeholder: being written */
+/*
+ * uvhost: the virtio-net device.
+ *
+ * One implementation for every hosting style. The device owns no ring and
+ * no thread: a host (the vhost-user device host of vhost_user_dev.h, or
+ * the in-process soft backend) sets rings up (struct uvh_vq), attaches
+ * them to engines and calls the device per ring:
+ *
+ *   uvh_net_queue_start(dev, index, &binding)   the ring runs
+ *   uvh_net_queue_process(dev, index)           one burst (engine thread)
+ *   uvh_net_queue_stop(dev, index)              the ring stops
+ *
+ * uvh_net_vud_ops is that glue for vhost_user_dev.h, ready-made.
+ *
+ * Rings: RX of pair N is ring 2N, TX of pair N is ring 2N+1, the control
+ * ring is the last one (2 * max pairs). Both rings of a pair MUST be
+ * served by the same engine (the pair's RX is filled from its TX's
+ * process() without a lock; uvh_net_vud_ops.engine_for_queue does this).
+ *
+ * Ports (what happens to the frames), chosen at creation:
+ *   LOOPBACK  every frame the guest sends on TX N comes back on its RX N
+ *   SINK      frames from the guest are counted and dropped
+ *   SOURCE    the guest's RX rings are filled with generated frames of
+ *             opts.frame_size bytes (Ethernet header, then a 64-bit
+ *             counter); its TX is counted and dropped
+ *   SWITCH    an L2 learning switch between the devices that share one
+ *             struct uvh_net_switch (two: a cross-connect)
+ *   TAP       a kernel tap (IFF_VNET_HDR, IFF_MULTI_QUEUE): one tap queue
+ *             per pair, reads and writes through io_uring straight on
+ *             guest buffers
+ *
+ * Frames are copied once: from the TX chain's buffers into the RX chain's
+ * buffers (loopback, switch), or not at all (sink; tap: the kernel copies).
+ * The virtio-net header is 12 bytes (VERSION_1 or MRG_RXBUF; 10 for a
+ * legacy driver with neither). With MRG_RXBUF a frame may span several RX
+ * chains (num_buffers); without it a frame needs one chain big enough, or
+ * it is dropped (counted) and the chain given back with 0 bytes.
+ *
+ * Counters are from the device's side: "rx" = taken from the guest's TX
+ * rings, "tx" = put into the guest's RX rings.
+ */
 #ifndef UVHOST_NET_H
 #define UVHOST_NET_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine.h"
+#include "virtq.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- virtio-net constants (virtio 1.2, 5.1) ----------------------------------- */
+
+#define UVH_VIRTIO_NET_F_CSUM			0
+#define UVH_VIRTIO_NET_F_GUEST_CSUM		1
+#define UVH_VIRTIO_NET_F_CTRL_GUEST_OFFLOADS	2
+#define UVH_VIRTIO_NET_F_MTU			3
+#define UVH_VIRTIO_NET_F_MAC			5
+#define UVH_VIRTIO_NET_F_GUEST_TSO4		7
+#define UVH_VIRTIO_NET_F_GUEST_TSO6		8
+#define UVH_VIRTIO_NET_F_GUEST_ECN		9
+#define UVH_VIRTIO_NET_F_GUEST_UFO		10
+#define UVH_VIRTIO_NET_F_HOST_TSO4		11
+#define UVH_VIRTIO_NET_F_HOST_TSO6		12
+#define UVH_VIRTIO_NET_F_HOST_ECN		13
+#define UVH_VIRTIO_NET_F_HOST_UFO		14
+#define UVH_VIRTIO_NET_F_MRG_RXBUF		15
+#define UVH_VIRTIO_NET_F_STATUS			16
+#define UVH_VIRTIO_NET_F_CTRL_VQ		17
+#define UVH_VIRTIO_NET_F_CTRL_RX		18
+#define UVH_VIRTIO_NET_F_CTRL_VLAN		19
+#define UVH_VIRTIO_NET_F_GUEST_ANNOUNCE		21
+#define UVH_VIRTIO_NET_F_MQ			22
+#define UVH_VIRTIO_NET_F_CTRL_MAC_ADDR		23
+
+#define UVH_VIRTIO_NET_S_LINK_UP		1
+#define UVH_VIRTIO_NET_S_ANNOUNCE		2
+
+/* control ring: classes, commands, acks */
+#define UVH_VIRTIO_NET_CTRL_RX			0
+#define UVH_VIRTIO_NET_CTRL_RX_PROMISC		0
+#define UVH_VIRTIO_NET_CTRL_RX_ALLMULTI		1
+#define UVH_VIRTIO_NET_CTRL_MAC			1
+#define UVH_VIRTIO_NET_CTRL_MAC_TABLE_SET	0
+#define UVH_VIRTIO_NET_CTRL_MAC_ADDR_SET	1
+#define UVH_VIRTIO_NET_CTRL_VLAN		2
+#define UVH_VIRTIO_NET_CTRL_ANNOUNCE		3
+#define UVH_VIRTIO_NET_CTRL_MQ			4
+#define UVH_VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET	0
+#define UVH_VIRTIO_NET_OK			0
+#define UVH_VIRTIO_NET_ERR			1
+
+/** The header in front of every frame (struct virtio_net_hdr_mrg_rxbuf). */
+struct uvh_virtio_net_hdr {
+	uint8_t flags;
+	uint8_t gso_type;
+	uint16_t hdr_len;
+	uint16_t gso_size;
+	uint16_t csum_start;
+	uint16_t csum_offset;
+	uint16_t num_buffers;	/**< MRG_RXBUF: RX chains this frame spans */
+};
+
+/** Its size with VERSION_1 or MRG_RXBUF. */
+#define UVH_NET_HDR_LEN		12u
+
+/** Config space (struct virtio_net_config, the part we fill). */
+struct uvh_virtio_net_config {
+	uint8_t mac[6];
+	uint16_t status;
+	uint16_t max_virtqueue_pairs;
+	uint16_t mtu;
+} __attribute__((packed));
+
+/* ---- the device ------------------------------------------------------------------ */
+
+/** Frames per burst (per ring per process() call). */
+#define UVH_NET_BURST		32u
+/** Most queue pairs of one device (2N + 1 rings <= 256). */
+#define UVH_NET_MAX_PAIRS	127u
+/** Most ports of one switch. */
+#define UVH_NET_SWITCH_MAX_PORTS	64u
+/** Biggest frame (Ethernet header included, virtio-net header not). */
+#define UVH_NET_MAX_FRAME	65535u
+
+/** What the device does with frames. */
+enum uvh_net_port_type {
+	UVH_NET_PORT_LOOPBACK = 0,
+	UVH_NET_PORT_SINK,
+	UVH_NET_PORT_SOURCE,
+	UVH_NET_PORT_SWITCH,
+	UVH_NET_PORT_TAP,
+};
+
+struct uvh_net_dev;
+struct uvh_net_switch;
+
+/** uvh_net_create() options; zeroed fields take the defaults. */
+struct uvh_net_opts {
+	enum uvh_net_port_type type;
+	/** Port name for logs and stats (copied; default "net"). */
+	const char *name;
+	/** Queue pairs offered (1 .. UVH_NET_MAX_PAIRS; 0 = 1). With more
+	 *  than one, MQ and CTRL_VQ are offered; the control ring always
+	 *  exists (CTRL_VQ is always offered). */
+	unsigned int queue_pairs;
+	/** The guest's MAC in config space; all zeroes = 02:75:76:68:xx:xx
+	 *  from a per-process counter. */
+	uint8_t mac[6];
+	/** MTU in config space (68 .. 65535 - 14; 0 = 1500). */
+	uint16_t mtu;
+	/** SOURCE: frame size in bytes without the virtio-net header
+	 *  (60 .. UVH_NET_MAX_FRAME; 0 = 64). */
+	unsigned int frame_size;
+	/** TAP: interface name (at most 15 bytes; NULL or "" = the kernel's
+	 *  choice, "tap%d"). The tap exists from uvh_net_create() on. */
+	const char *tap_name;
+	/** SWITCH: the switch to join (required; must outlive the device). */
+	struct uvh_net_switch *sw;
+};
+
+/**
+ * A new device (no ring running). NULL with errno: EINVAL (bad option,
+ * SWITCH without a switch), ENOSPC (switch full), ENOMEM, or the error of
+ * opening the tap (TAP: ENOENT/EPERM... when /dev/net/tun is not usable).
+ */
+struct uvh_net_dev *uvh_net_create(const struct uvh_net_opts *opts);
+
+/**
+ * Free @dev (NULL is a no-op). No ring may be running. A switch port
+ * leaves its switch: no ring of any port of that switch may be running
+ * either (another port's TX could be forwarding to this one).
+ */
+void uvh_net_destroy(struct uvh_net_dev *dev);
+
+/** The port's name. */
+const char *uvh_net_name(const struct uvh_net_dev *dev);
+/** The port's type. */
+enum uvh_net_port_type uvh_net_type(const struct uvh_net_dev *dev);
+/** TAP: the interface name the kernel gave (NULL for other types). */
+const char *uvh_net_tap_name(const struct uvh_net_dev *dev);
+
+/**
+ * Virtio feature bits offered: VERSION_1, MRG_RXBUF, MAC, STATUS, MTU,
+ * CTRL_VQ, CTRL_RX, MQ (pairs > 1), RING_EVENT_IDX, RING_INDIRECT_DESC,
+ * RING_PACKED, IN_ORDER; TAP adds CSUM, GUEST_CSUM, HOST_TSO4, HOST_TSO6,
+ * HOST_ECN (passed through to the tap in the header). No vhost-user bits.
+ */
+uint64_t uvh_net_features(const struct uvh_net_dev *dev);
+
+/**
+ * The features in force (a subset of uvh_net_features(); other bits,
+ * such as vhost-user's, are ignored). Sets the header size; TAP sets the
+ * tap's offloads (TUNSETOFFLOAD). May be called while rings run (the
+ * virtio-net bits must then be unchanged). 0, or a TUNSETOFFLOAD error.
+ */
+int uvh_net_set_features(struct uvh_net_dev *dev, uint64_t features);
+
+/** Rings: 2 * max pairs + 1 (the control ring is the last). */
+uint32_t uvh_net_num_queues(const struct uvh_net_dev *dev);
+/** Max queue pairs (opts.queue_pairs). */
+uint32_t uvh_net_max_pairs(const struct uvh_net_dev *dev);
+/** Pairs the driver uses (1 until VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET). */
+uint32_t uvh_net_active_pairs(const struct uvh_net_dev *dev);
+
+/**
+ * Config space: @size bytes at @offset (struct uvh_virtio_net_config:
+ * mac, status LINK_UP, max_virtqueue_pairs, mtu; bytes past it read as
+ * zero). 0, or -EINVAL when offset + size passes 256.
+ */
+int uvh_net_get_config(const struct uvh_net_dev *dev, uint32_t offset, uint32_t size,
+		       uint8_t *buf);
+
+/**
+ * SEND_RARP: queue one RARP frame (from @mac) for the guest's RX ring 0;
+ * it is delivered by the next burst serving that ring. 0.
+ */
+int uvh_net_send_rarp(struct uvh_net_dev *dev, const uint8_t mac[6]);
+
+/** NET_SET_MTU: 68 .. 65521 (else -EINVAL); shows in config space. */
+int uvh_net_set_mtu(struct uvh_net_dev *dev, uint16_t mtu);
+
+/** Back to a fresh device's state (features, active pairs, pending RARP). */
+void uvh_net_reset(struct uvh_net_dev *dev);
+
+/* ---- rings --------------------------------------------------------------------- */
+
+/** How a host hands a ring to the device. */
+struct uvh_net_binding {
+	/** The device-side ring, initialised (uvh_vq_init); stays valid and
+	 *  owned by the host until uvh_net_queue_stop(). */
+	struct uvh_vq *vq;
+	/** The engine queue serving it (attached right after start), or NULL
+	 *  when the host does not attach it; then calls are made with
+	 *  call_fd by the device itself. Its call_fd is used for calls made
+	 *  from another engine (switch). */
+	struct uvh_engine_queue *eq;
+	/** The engine that will serve this ring (NULL: none / the caller). */
+	struct uvh_engine *engine;
+	/** The guest's kick eventfd or -1. TAP registers it with the ring's
+	 *  own io_uring so a tap completion wakes the engine as a kick does. */
+	int kick_fd;
+	/** The call eventfd or -1 (used only when eq is NULL). */
+	int call_fd;
+	/** SET_VRING_ENABLE state (see uvh_net_queue_enable). */
+	bool enabled;
+};
+
+/**
+ * Ring @index starts: call on the thread of the engine that will serve
+ * it (or with that engine stopped). May allocate (TAP: the ring's
+ * io_uring). 0, -EINVAL (index, vq), -EBUSY (already running), -ENOMEM.
+ */
+int uvh_net_queue_start(struct uvh_net_dev *dev, uint32_t index,
+			const struct uvh_net_binding *b);
+
+/**
+ * Ring @index stops (already detached from its engine; on the thread that
+ * served it). RX chains the device held are given back (0 bytes); TAP
+ * waits for its reads and writes on guest buffers to end. The vq's base
+ * is then final.
+ */
+void uvh_net_queue_stop(struct uvh_net_dev *dev, uint32_t index);
+
+/** SET_VRING_ENABLE on a running ring (its engine's thread). A disabled
+ *  ring is still processed: TX is consumed and dropped, RX gets nothing. */
+void uvh_net_queue_enable(struct uvh_net_dev *dev, uint32_t index, bool enable);
+
+/**
+ * One burst on ring @index (the engine's process()): returns the work
+ * done (0 = none). Never blocks, never allocates, no lock except a
+ * switch's per-RX-ring spinlock.
+ */
+unsigned int uvh_net_queue_process(struct uvh_net_dev *dev, uint32_t index);
+
+/* ---- counters ----------------------------------------------------------------- */
+
+/** Counters of one port (summed over its pairs; relaxed reads). */
+struct uvh_net_stats {
+	uint64_t rx_packets;	/**< frames taken from the guest's TX */
+	uint64_t rx_bytes;	/**< their bytes, virtio-net header excluded */
+	uint64_t rx_drops;	/**< taken but malformed (shorter than the header) or
+				 *   disabled ring, or the tap refused them */
+	uint64_t tx_packets;	/**< frames put into the guest's RX */
+	uint64_t tx_bytes;
+	uint64_t tx_drops;	/**< frames for the guest that found no room (RX full,
+				 *   chain too small, ring stopped or disabled) */
+	uint64_t ctrl_cmds;	/**< control ring commands handled */
+};
+
+/** Fill @st. Safe from any thread. */
+void uvh_net_get_stats(const struct uvh_net_dev *dev, struct uvh_net_stats *st);
+
+/* ---- switch -------------------------------------------------------------------- */
+
+/**
+ * An L2 learning switch: MACs learned from source addresses (lock-free
+ * table, last writer wins), unknown and broadcast/multicast destinations
+ * flooded to every other port. A frame for a port goes to the RX ring of
+ * the same pair index when that pair is active there, else pair 0.
+ * NULL with errno ENOMEM.
+ */
+struct uvh_net_switch *uvh_net_switch_create(void);
+/** Free (NULL is a no-op); every port must have been destroyed. */
+void uvh_net_switch_destroy(struct uvh_net_switch *sw);
+/** Ports on the switch. */
+unsigned int uvh_net_switch_ports(const struct uvh_net_switch *sw);
+/** The port a MAC was learned on (the device), or NULL. */
+struct uvh_net_dev *uvh_net_switch_lookup(const struct uvh_net_switch *sw, const uint8_t mac[6]);
+
+/* ---- vhost-user glue --------------------------------------------------------------- */
+
+struct uvh_vud_device_ops;
+/**
+ * The device ops for struct uvh_vud (vhost_user_dev.h), with the
+ * struct uvh_net_dev * as opts.dev: features, protocol features (MQ,
+ * RARP, NET_MTU, CONFIG), num_queues (2N + 1), queue_num_reply (N),
+ * engine_for_queue (pair N on engine N % nengines, the control ring on
+ * engine 0), get_config, queue_start/stop/enable, process, reset,
+ * send_rarp, net_set_mtu.
+ */
+extern const struct uvh_vud_device_ops uvh_net_vud_ops;
+
+
+/* ---- internal: shared by net.c, net_ports.c, net_tap.c only ----------------------- */
+#ifdef UVH_NET_INTERNAL
+#include <stdatomic.h>
+#include <sys/uio.h>
+
+#define NET_TX_IOV	512u	/* TX burst iovecs (pop fails only a lone chain longer) */
+#define NET_RX_POOL	64u	/* RX chains popped and not yet used */
+#define NET_RX_IOV	1024u
+#define NET_RX_USED	256u
+
+/* RX chains taken from the ring and not used yet (kept in pop order). */
+struct net_rxpool {
+	struct uvh_vq_chain ch[NET_RX_POOL];
+	struct iovec iov[NET_RX_IOV];
+	unsigned int head, n, iov_used;
+	bool dry;			/* the ring had nothing this burst */
+	struct uvh_vq_used used[NET_RX_USED];
+	unsigned int nused;
+};
+
+struct net_tapq;
+
+struct net_ring {
+	struct uvh_net_dev *dev;
+	uint32_t index, pair;
+	bool is_rx, is_ctrl;
+	bool running, enabled;
+	struct uvh_vq *vq;
+	struct uvh_engine_queue *eq;
+	struct uvh_engine *engine;
+	int kick_fd, call_fd;
+	/* switch: RX rings are filled by every port's TX engines; see net_ports.c */
+	atomic_int lock;
+	bool shared;
+	/* TX burst */
+	struct uvh_vq_chain *tch;
+	struct iovec *tiov;
+	struct uvh_vq_used *tused;
+	/* RX */
+	struct net_rxpool *rx;
+	uint8_t *frame;			/* source: this ring's frame template */
+	uint64_t seq;
+	struct net_tapq *tap;
+	/* counters: single writer (the serving engine, or the lock holder) */
+	_Atomic uint64_t packets, bytes, drops;
+};
+
+struct uvh_net_dev {
+	char name[32];
+	enum uvh_net_port_type type;
+	uint32_t max_pairs, nrings;
+	_Atomic uint32_t active_pairs;
+	uint64_t features;
+	uint32_t hdr_len;
+	bool mrg;
+	struct uvh_virtio_net_config cfg;
+	unsigned int frame_size;
+	uint8_t rarp_mac[6];
+	atomic_bool rarp_pending;
+	_Atomic uint64_t ctrl_cmds;
+	struct uvh_net_switch *sw;
+	int port;			/* index on the switch */
+	/* tap */
+	char tap_name[16];
+	int *tap_fds;			/* one per pair */
+	struct net_ring rings[];
+};
+
+/* net.c */
+void net_rx_begin(struct net_ring *r);
+bool net_rx_put(struct net_ring *r, const struct uvh_virtio_net_hdr *hdr,
+		const struct iovec *src, unsigned int nsrc, size_t skip, uint32_t len);
+void net_rx_end(struct net_ring *r);
+bool net_rx_room(struct net_ring *r);
+void net_count(_Atomic uint64_t *c, uint64_t v);
+size_t net_iov_read(const struct iovec *iov, unsigned int n, size_t off, void *buf, size_t len);
+/* net_ports.c */
+unsigned int net_switch_tx(struct net_ring *r, unsigned int n);
+int net_switch_join(struct uvh_net_switch *sw, struct uvh_net_dev *dev);
+void net_switch_leave(struct uvh_net_switch *sw, struct uvh_net_dev *dev);
+void net_source_init(struct uvh_net_dev *dev, uint8_t *frame, uint32_t index);
+unsigned int net_source_rx(struct net_ring *r);
+void net_lock(struct net_ring *r);
+void net_unlock(struct net_ring *r);
+/* net_tap.c */
+int net_tap_open(struct uvh_net_dev *dev, const char *name);
+void net_tap_close(struct uvh_net_dev *dev);
+int net_tap_set_offloads(struct uvh_net_dev *dev);
+int net_tap_start(struct net_ring *r);
+void net_tap_stop(struct net_ring *r);
+unsigned int net_tap_process(struct net_ring *r);
+#endif /* UVH_NET_INTERNAL */
+
+#ifdef __cplusplus
+}
+#endif
+
 #endif

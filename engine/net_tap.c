@@ -1,3 +1,449 @@
 /* SPDX-License-Identifier: MIT */
-/* placeholder: being written */
+/*
+ * uvhost: the tap port. One tap queue fd per queue pair (IFF_MULTI_QUEUE),
+ * with the virtio-net header in front of every frame (IFF_VNET_HDR,
+ * TUNSETVNETHDRSZ = our header size), so the guest's header reaches the
+ * kernel intact and the kernel's reaches the guest.
+ *
+ * Each ring has its own small io_uring (the engine's ring is private to
+ * the engine): TX chains are written with writev straight from the
+ * guest's buffers, RX chains are filled with readv straight into them;
+ * used entries are pushed only after the CQE, in the order the chains
+ * were popped. The guest's kick eventfd is registered as the ring's CQE
+ * eventfd, so in event mode a tap completion wakes the engine exactly as
+ * a kick does.
+ */
+#define UVH_NET_INTERNAL
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
 #include "log.h"
+#include "net.h"
+
+#define TAP_SLOTS	32u	/* reads in flight per RX ring (a power of two) */
+#define TAP_SLOT_CHAINS	8u
+#define TAP_SLOT_IOV	128u
+#define TAP_RING	64u
+
+struct tap_slot {
+	struct uvh_vq_chain ch[TAP_SLOT_CHAINS];
+	unsigned int nch;
+	struct iovec iov[TAP_SLOT_IOV];		/* what uvh_vq_pop filled */
+	struct iovec wiov[TAP_SLOT_IOV];	/* the writable parts, for readv */
+	unsigned int nw;
+	uint64_t cap;
+	bool busy;		/* a read is in flight on it */
+};
+
+struct net_tapq {
+	struct io_uring ring;
+	int fd;
+	/* RX: reads in flight */
+	struct tap_slot slots[TAP_SLOTS];
+	unsigned int count, next;
+	struct uvh_vq_used used[TAP_SLOTS * TAP_SLOT_CHAINS];
+	unsigned int nused;
+	uint64_t rx_frames, rx_bytes, rx_drops;
+	/* TX: one burst in flight at a time */
+	unsigned int ntx, tx_done;
+	int tx_res[UVH_NET_BURST];
+};
+
+int net_tap_open(struct uvh_net_dev *dev, const char *name)
+{
+	struct ifreq ifr;
+	unsigned int i;
+	int fd, sz = (int)UVH_NET_HDR_LEN, err;
+
+	dev->tap_fds = malloc(dev->max_pairs * sizeof(int));
+	if (!dev->tap_fds)
+		return -ENOMEM;
+	for (i = 0; i < dev->max_pairs; i++)
+		dev->tap_fds[i] = -1;
+	for (i = 0; i < dev->max_pairs; i++) {
+		/* blocking fd on purpose: io_uring then waits for a frame
+		 * (internal poll) instead of failing the read with EAGAIN */
+		fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+		if (fd < 0) {
+			err = -errno;
+			goto fail;
+		}
+		dev->tap_fds[i] = fd;
+		memset(&ifr, 0, sizeof(ifr));
+		ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE;
+		if (i)
+			memcpy(ifr.ifr_name, dev->tap_name, sizeof(dev->tap_name));
+		else if (name && *name)
+			snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+		if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+			err = -errno;
+			UVH_ERR("%s: TUNSETIFF %s: %s", dev->name, ifr.ifr_name, strerror(errno));
+			goto fail;
+		}
+		if (!i)
+			snprintf(dev->tap_name, sizeof(dev->tap_name), "%s", ifr.ifr_name);
+		if (ioctl(fd, TUNSETVNETHDRSZ, &sz) < 0) {
+			err = -errno;
+			goto fail;
+		}
+	}
+	UVH_INFO("%s: tap %s, %u queues", dev->name, dev->tap_name, dev->max_pairs);
+	return 0;
+fail:
+	net_tap_close(dev);
+	return err;
+}
+
+void net_tap_close(struct uvh_net_dev *dev)
+{
+	unsigned int i;
+
+	if (!dev->tap_fds)
+		return;
+	for (i = 0; i < dev->max_pairs; i++)
+		if (dev->tap_fds[i] >= 0)
+			close(dev->tap_fds[i]);
+	free(dev->tap_fds);
+	dev->tap_fds = NULL;
+}
+
+int net_tap_set_offloads(struct uvh_net_dev *dev)
+{
+	unsigned int off = 0, i;
+	int sz = (int)dev->hdr_len;
+
+	/* what the kernel may hand us for the guest: only what it acked */
+	if (dev->features & (1ull << UVH_VIRTIO_NET_F_GUEST_CSUM))
+		off |= TUN_F_CSUM;
+	for (i = 0; dev->tap_fds && i < dev->max_pairs; i++) {
+		if (ioctl(dev->tap_fds[i], TUNSETVNETHDRSZ, &sz) < 0 ||
+		    ioctl(dev->tap_fds[i], TUNSETOFFLOAD, off) < 0) {
+			UVH_ERR("%s: tap offloads: %s", dev->name, strerror(errno));
+			return -errno;
+		}
+	}
+	return 0;
+}
+
+int net_tap_start(struct net_ring *r)
+{
+	struct net_tapq *q;
+	int err;
+
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	q->fd = r->dev->tap_fds[r->pair];
+	err = io_uring_queue_init(TAP_RING, &q->ring, 0);
+	if (err) {
+		free(q);
+		return err;
+	}
+	if (r->kick_fd >= 0) {
+		err = io_uring_register_eventfd(&q->ring, r->kick_fd);
+		if (err)
+			UVH_WARN("%s: ring %u: no completion eventfd (%s): poll mode only",
+				 r->dev->name, r->index, strerror(-err));
+	}
+	r->tap = q;
+	return 0;
+}
+
+/* Write @len bytes of @buf at byte @off of @iov (the header fix-up). */
+static void iov_write(const struct iovec *iov, unsigned int n, size_t off, const void *buf,
+		      size_t len)
+{
+	size_t done = 0, chunk;
+	unsigned int i;
+
+	for (i = 0; i < n && done < len; i++) {
+		if (off >= iov[i].iov_len) {
+			off -= iov[i].iov_len;
+			continue;
+		}
+		chunk = iov[i].iov_len - off;
+		if (chunk > len - done)
+			chunk = len - done;
+		memcpy((uint8_t *)iov[i].iov_base + off, (const uint8_t *)buf + done, chunk);
+		done += chunk;
+		off = 0;
+	}
+}
+
+/*
+ * A read ended: its chains become used entries (pushed by rx_push). Reads
+ * end in the order frames arrive, not the order they were posted (the
+ * last read posted may well get the first frame), so they are completed
+ * in CQE order: that keeps the frames in order, and IN_ORDER is not
+ * offered with a tap.
+ */
+static void rx_slot_done(struct net_ring *r, struct tap_slot *s, int res)
+{
+	struct uvh_net_dev *dev = r->dev;
+	struct net_tapq *q = r->tap;
+	uint32_t rem = 0, l;
+	unsigned int j, k;
+
+	if (res > (int)dev->hdr_len) {
+		uint16_t nb;
+
+		rem = (uint32_t)res;
+		for (k = 0, j = 0; j < s->nch && rem; j++, k++)
+			rem -= rem < s->ch[j].in_len ? rem : s->ch[j].in_len;
+		nb = (uint16_t)k;
+		/* the kernel writes 10 header bytes and skips num_buffers */
+		if (dev->hdr_len == UVH_NET_HDR_LEN)
+			iov_write(s->wiov, s->nw, 10, &nb, 2);
+		q->rx_frames++;
+		q->rx_bytes += (uint32_t)res - dev->hdr_len;
+		rem = (uint32_t)res;
+	} else if (res != -ECANCELED) {
+		q->rx_drops++;
+	}
+	for (j = 0; j < s->nch; j++) {
+		l = rem < s->ch[j].in_len ? rem : s->ch[j].in_len;
+		q->used[q->nused].id = s->ch[j].id;
+		q->used[q->nused].ndesc = s->ch[j].ndesc;
+		q->used[q->nused].len = l;
+		q->nused++;
+		rem -= l;
+	}
+	s->busy = false;
+	s->nch = 0;
+	q->count--;
+}
+
+static unsigned int rx_push(struct net_ring *r)
+{
+	struct net_tapq *q = r->tap;
+	unsigned int n = q->nused;
+
+	if (n)
+		uvh_vq_push(r->vq, q->used, n);
+	if (q->rx_frames) {
+		net_count(&r->packets, q->rx_frames);
+		net_count(&r->bytes, q->rx_bytes);
+	}
+	if (q->rx_drops)
+		net_count(&r->drops, q->rx_drops);
+	q->nused = 0;
+	q->rx_frames = q->rx_bytes = q->rx_drops = 0;
+	return n;
+}
+
+static unsigned int reap(struct net_ring *r)
+{
+	struct net_tapq *q = r->tap;
+	struct io_uring_cqe *cqe;
+	unsigned int head, n = 0;
+
+	io_uring_for_each_cqe(&q->ring, head, cqe) {
+		uint64_t ud = cqe->user_data;
+
+		n++;
+		if (ud == UINT64_MAX)
+			continue;	/* a cancel's own completion */
+		if (r->is_rx) {
+			if (ud < TAP_SLOTS && q->slots[ud].busy)
+				rx_slot_done(r, &q->slots[ud], cqe->res);
+		} else if (ud < UVH_NET_BURST) {
+			q->tx_res[ud] = cqe->res;
+			q->tx_done++;
+		}
+	}
+	io_uring_cq_advance(&q->ring, n);
+	return n;
+}
+
+/* Post reads on fresh RX chains; returns reads posted. */
+static unsigned int rx_refill(struct net_ring *r)
+{
+	struct uvh_net_dev *dev = r->dev;
+	struct net_tapq *q = r->tap;
+	uint64_t want = dev->hdr_len + dev->cfg.mtu + 18u;	/* Ethernet + VLAN tag */
+	unsigned int posted = 0, used, i;
+	struct io_uring_sqe *sqe;
+	int got;
+
+	while (q->count < TAP_SLOTS) {
+		unsigned int idx;
+		struct tap_slot *s;
+
+		while (q->slots[q->next].busy)
+			q->next = (q->next + 1) & (TAP_SLOTS - 1);
+		idx = q->next;
+		s = &q->slots[idx];
+
+		s->nch = s->nw = 0;
+		s->cap = 0;
+		used = 0;
+		/* one chain, or (merged buffers) as many as a full frame needs */
+		do {
+			struct uvh_vq_chain *c = &s->ch[s->nch];
+
+			if (TAP_SLOT_IOV - used < TAP_SLOT_IOV / 2 && s->nch)
+				break;	/* keep a lone pop safe: see net.c's pool */
+			got = uvh_vq_pop(r->vq, c, 1, s->iov + used, TAP_SLOT_IOV - used);
+			if (got <= 0)
+				break;
+			used += c->nout + c->nin;
+			for (i = 0; i < c->nin; i++)
+				s->wiov[s->nw++] = c->iov[c->nout + i];
+			s->cap += c->in_len;
+			s->nch++;
+		} while (dev->mrg && s->cap < want && s->nch < TAP_SLOT_CHAINS);
+		if (!s->nch)
+			break;
+		s->busy = true;
+		q->count++;
+		sqe = io_uring_get_sqe(&q->ring);
+		if (!sqe) {
+			/* cannot happen (TAP_RING > TAP_SLOTS); give the chains back */
+			rx_slot_done(r, s, 0);
+			break;
+		}
+		io_uring_prep_readv(sqe, q->fd, s->wiov, s->nw, 0);
+		/* offset 0 on a tap is ignored: it is a stream of frames */
+		sqe->user_data = idx;
+		posted++;
+	}
+	if (posted)
+		io_uring_submit(&q->ring);
+	return posted;
+}
+
+static unsigned int tx_complete(struct net_ring *r)
+{
+	struct uvh_net_dev *dev = r->dev;
+	struct net_tapq *q = r->tap;
+	unsigned int i, n = q->ntx, good = 0, bad = 0;
+	uint64_t bytes = 0;
+
+	for (i = 0; i < n; i++) {
+		r->tused[i].id = r->tch[i].id;
+		r->tused[i].ndesc = r->tch[i].ndesc;
+		r->tused[i].len = 0;
+		if (q->tx_res[i] > (int)dev->hdr_len) {
+			good++;
+			bytes += (uint32_t)q->tx_res[i] - dev->hdr_len;
+		} else {
+			bad++;
+		}
+	}
+	uvh_vq_push(r->vq, r->tused, n);
+	net_count(&r->packets, good);
+	net_count(&r->bytes, bytes);
+	if (bad)
+		net_count(&r->drops, bad);
+	q->ntx = q->tx_done = 0;
+	return n;
+}
+
+static unsigned int tx_burst(struct net_ring *r)
+{
+	struct uvh_net_dev *dev = r->dev;
+	struct net_tapq *q = r->tap;
+	struct io_uring_sqe *sqe;
+	unsigned int i, n, sub = 0;
+	int got;
+
+	got = uvh_vq_pop(r->vq, r->tch, UVH_NET_BURST, r->tiov, NET_TX_IOV);
+	if (got <= 0)
+		return 0;
+	n = (unsigned int)got;
+	q->ntx = n;
+	q->tx_done = 0;
+	for (i = 0; i < n; i++) {
+		const struct uvh_vq_chain *c = &r->tch[i];
+
+		sqe = NULL;
+		if (r->enabled && c->out_len > dev->hdr_len)
+			sqe = io_uring_get_sqe(&q->ring);
+		if (!sqe) {
+			q->tx_res[i] = -EINVAL;	/* dropped, completed now */
+			q->tx_done++;
+			continue;
+		}
+		/* the header goes along, as the guest wrote it */
+		io_uring_prep_writev(sqe, q->fd, c->iov, c->nout, 0);
+		sqe->user_data = i;
+		sub++;
+	}
+	if (sub)
+		io_uring_submit(&q->ring);
+	return n;
+}
+
+unsigned int net_tap_process(struct net_ring *r)
+{
+	struct net_tapq *q = r->tap;
+	unsigned int work = 0;
+
+	if (!q)
+		return 0;
+	reap(r);
+	if (r->is_rx) {
+		work = rx_push(r);
+		if (r->enabled)
+			rx_refill(r);
+		return work;
+	}
+	if (q->ntx && q->tx_done == q->ntx)
+		work = tx_complete(r);
+	if (!q->ntx && tx_burst(r)) {
+		/* tap writes normally complete at submit: finish in the same call */
+		reap(r);
+		if (q->tx_done == q->ntx)
+			work += tx_complete(r);
+		else
+			work++;
+	}
+	return work;
+}
+
+void net_tap_stop(struct net_ring *r)
+{
+	struct net_tapq *q = r->tap;
+	struct io_uring_sqe *sqe;
+	struct __kernel_timespec ts = { .tv_sec = 1 };
+	struct io_uring_cqe *cqe;
+
+	if (!q)
+		return;
+	if ((r->is_rx && q->count) || (!r->is_rx && q->ntx > q->tx_done)) {
+		sqe = io_uring_get_sqe(&q->ring);
+		if (sqe) {
+			io_uring_prep_cancel_fd(sqe, q->fd, IORING_ASYNC_CANCEL_ALL);
+			sqe->user_data = UINT64_MAX;
+			io_uring_submit(&q->ring);
+		}
+	}
+	/* the buffers are the guest's: wait until the kernel is done with them */
+	for (;;) {
+		reap(r);
+		if (r->is_rx) {
+			rx_push(r);
+			if (!q->count)
+				break;
+		} else if (q->tx_done == q->ntx) {
+			if (q->ntx)
+				tx_complete(r);
+			break;
+		}
+		if (io_uring_wait_cqe_timeout(&q->ring, &cqe, &ts) == -ETIME) {
+			UVH_ERR("%s: ring %u: tap I/O did not end", r->dev->name, r->index);
+			break;
+		}
+	}
+	io_uring_queue_exit(&q->ring);
+	free(q);
+	r->tap = NULL;
+}

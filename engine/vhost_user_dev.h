@@ -1,5 +1,320 @@
 /* SPDX-License-Identifier: MIT */
-/* placeholder: being written */
+/*
+ * uvhost: the vhost-user device host (device-agnostic).
+ *
+ * A struct uvh_vud serves one vhost-user connection at a time for one
+ * device (a virtio-net port, a test device...). It implements struct
+ * uvh_backend_handler_ops (proto/backend_req.h) and maps the protocol onto
+ * uvhost's engines: guest memory (engine/memory.h), device-side rings
+ * (engine/virtq.h) attached to engines (engine/engine.h), dirty log,
+ * inflight area, IOTLB cache, back-end channel. The device itself only
+ * sees the small struct uvh_vud_device_ops below.
+ *
+ * Ring life cycle, as the device sees it:
+ *   SET_VRING_NUM/ADDR/BASE   recorded (ADDR's front-end virtual
+ *                             addresses become guest-physical ones when
+ *                             the ring starts)
+ *   SET_VRING_KICK            the ring starts: uvh_vq_init on the memory
+ *                             in force, ops->queue_start on the serving
+ *                             engine's thread, then the queue is attached
+ *                             to that engine (kick fd "no fd" = swept only)
+ *                             and processed at once (a front-end SHOULD
+ *                             kick after a start; we do not count on it).
+ *   SET_VRING_ENABLE          q->enabled flips on the engine's thread
+ *                             (ops->queue_enable told). A started but
+ *                             disabled ring is still processed: the device
+ *                             must then act without side effects (net: no
+ *                             RX, TX consumed and dropped), as the spec says.
+ *   GET_VRING_BASE            the queue is detached (the engine is waited
+ *                             for), ops->queue_stop runs on its thread, the
+ *                             ring's base (uvh_vq_base) is returned.
+ *   disconnect/RESET_DEVICE   every started ring is stopped as above, then
+ *                             ops->reset(); the vud is ready for the next
+ *                             connection.
+ *
+ * Memory: SET_MEM_TABLE / ADD_MEM_REG / REM_MEM_REG build a new table
+ * (uvh_memory_copy + edit), every engine serving a started ring of this
+ * device switches that ring to it between two bursts (uvh_engine_call),
+ * and only then is the old table released (its mappings unmapped): no
+ * data path ever reads an unmapped region. GET_MAX_MEM_SLOTS: 509.
+ *
+ * Threads: the device ops marked "control" run on the thread that handles
+ * the connection's requests (uvh_vud_handle()'s caller, or the watching
+ * engine's thread, see uvh_vud_watch()); those marked "engine" run on the
+ * thread of the engine serving the queue (q->engine), so a device's
+ * per-engine state needs no lock as long as the queues that share it are
+ * served by the same engine (the default policy keeps both queues of a
+ * pair on one engine).
+ *
+ * Not done: the data path does not translate IOVAs through the IOTLB
+ * cache (IOTLB_MSG is accepted and cached; VIRTIO_F_IOMMU_PLATFORM is
+ * offered only if the device offers it); postcopy, device state transfer,
+ * shared objects and crypto sessions are refused (-ENOSYS).
+ */
 #ifndef UVHOST_VHOST_USER_DEV_H
 #define UVHOST_VHOST_USER_DEV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend_chan.h"
+#include "engine.h"
+#include "message.h"
+#include "virtq.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct uvh_vud;
+
+/** Most rings one device may declare (vring indexes are 8-bit on the wire). */
+#define UVH_VUD_MAX_QUEUES	256u
+
+/**
+ * One ring of the device. The vud owns these (an array allocated by
+ * uvh_vud_new(), so a pointer to one stays valid for the vud's lifetime:
+ * a device may keep pointers to them, e.g. to reach the RX ring of a pair
+ * from the TX ring's process()).
+ *
+ * q->eq is the struct uvh_engine_queue attached to the engine; its opaque
+ * field points back to this struct (uvh_vud_queue_of()).
+ */
+struct uvh_vud_queue {
+	/** The engine's view: vq = &this->vq, process = ops->process (the
+	 *  device may change process in queue_start), opaque = this. */
+	struct uvh_engine_queue eq;
+	/** The device-side ring; valid between queue_start and queue_stop. */
+	struct uvh_vq vq;
+	/** The vud this ring belongs to. */
+	struct uvh_vud *vud;
+	/** The engine serving this ring (from the engine_for_queue policy),
+	 *  set before queue_start. */
+	struct uvh_engine *engine;
+	/** Ring index (0 .. num_queues - 1). */
+	uint32_t index;
+	/** SET_VRING_ENABLE state; read it in process() (only changed on the
+	 *  serving engine's thread while the ring runs). */
+	bool enabled;
+	/** Between queue_start and queue_stop (read on the engine's thread or
+	 *  in a control op). */
+	bool running;
+	/** The device's own per-ring pointer (set in queue_start; the vud
+	 *  never touches it). */
+	void *priv;
+
+	/* -- internal: owned by the vud -- */
+	uint32_t num;			/**< SET_VRING_NUM */
+	uint32_t base;			/**< SET_VRING_BASE */
+	bool have_addr;
+	struct uvh_vring_addr addr;	/**< SET_VRING_ADDR as received */
+	int kick_fd, call_fd, err_fd;	/**< owned fds, -1 when none */
+	void *inflight;			/**< struct uvh_inflight_vq while running, or NULL */
+	uint64_t starts;		/**< times this ring was started */
+};
+
+/** The ring that @eq is (from a process()/on_error callback). */
+static inline struct uvh_vud_queue *uvh_vud_queue_of(struct uvh_engine_queue *eq)
+{
+	return (struct uvh_vud_queue *)eq->opaque;
+}
+
+/**
+ * What a device implements. @dev is opts->dev. Required: features,
+ * num_queues, queue_start, process. Every other op may be NULL.
+ */
+struct uvh_vud_device_ops {
+	/**
+	 * [control] Virtio feature bits the device offers, ring features
+	 * included (VERSION_1, RING_EVENT_IDX, RING_INDIRECT_DESC,
+	 * RING_PACKED, IN_ORDER: only those the device's process() copes
+	 * with). The vud adds F_PROTOCOL_FEATURES and F_LOG_ALL.
+	 */
+	uint64_t (*features)(void *dev);
+	/**
+	 * [control] Device-specific protocol feature bits to offer on top of
+	 * the ones the vud implements itself (LOG_SHMFD, REPLY_ACK,
+	 * BACKEND_REQ, BACKEND_SEND_FD, INFLIGHT_SHMFD, RESET_DEVICE,
+	 * CONFIGURE_MEM_SLOTS, STATUS; CONFIG when get_config is set; MQ when
+	 * num_queues > 2). A net device adds MQ, RARP, NET_MTU here.
+	 */
+	uint64_t (*protocol_features)(void *dev);
+	/**
+	 * [control] SET_FEATURES: the bits the front-end acked (already
+	 * checked against what was offered). May come again while rings run
+	 * (LOG_ALL toggled for migration). A negative errno refuses them.
+	 */
+	int (*set_features)(void *dev, uint64_t features);
+	/** [control] The protocol features in force (offered & acked). */
+	void (*set_protocol_features)(void *dev, uint64_t protocol_features);
+	/**
+	 * Number of rings the device has (1 .. UVH_VUD_MAX_QUEUES), fixed for
+	 * the vud's lifetime: read once by uvh_vud_new(). A net device with N
+	 * pairs and a control ring says 2N + 1.
+	 */
+	uint32_t (*num_queues)(void *dev);
+	/**
+	 * [control] GET_QUEUE_NUM's value. NULL = num_queues. (A net device
+	 * answers its number of queue pairs, as QEMU and DPDK read it.)
+	 */
+	uint64_t (*queue_num_reply)(void *dev);
+	/**
+	 * Engine index (< @nengines) for ring @index. Called by uvh_vud_new()
+	 * once per ring. NULL = (index / 2) % nengines: both rings of a pair
+	 * on one engine, pairs spread round-robin.
+	 */
+	uint32_t (*engine_for_queue)(void *dev, uint32_t index, uint32_t nengines);
+	/** [control] GET_CONFIG: @size bytes at @offset into @buf (bounds of
+	 * the wire already checked: offset + size <= 256). NULL = CONFIG not
+	 * offered. */
+	int (*get_config)(void *dev, uint32_t offset, uint32_t size, uint8_t *buf);
+	/** [control] SET_CONFIG. NULL = refused with -ENOSYS. */
+	int (*set_config)(void *dev, uint32_t offset, uint32_t size, const uint8_t *buf);
+	/**
+	 * [engine] Ring @q is about to be attached to q->engine: q->vq is
+	 * initialised (features, addresses, base, memory, inflight), q->enabled
+	 * is the current enable state. Set q->priv, optionally q->eq.process.
+	 * May allocate. A negative errno refuses the start (SET_VRING_KICK is
+	 * NACKed, the ring stays stopped).
+	 */
+	int (*queue_start)(void *dev, struct uvh_vud_queue *q);
+	/**
+	 * [engine] Ring @q was detached: its process() will not run again until
+	 * the next queue_start. Forget it (q->vq stays readable for its base).
+	 */
+	void (*queue_stop)(void *dev, struct uvh_vud_queue *q);
+	/**
+	 * [engine] The per-ring burst: the engine's uvh_engine_queue.process
+	 * (see engine.h; return the work done, 0 = nothing). Reach the ring
+	 * with uvh_vud_queue_of(eq). Never blocks, never allocates.
+	 */
+	unsigned int (*process)(struct uvh_engine_queue *eq);
+	/** [engine] SET_VRING_ENABLE changed q->enabled on a running ring. */
+	void (*queue_enable)(void *dev, struct uvh_vud_queue *q, bool enable);
+	/** [engine] Ring @q was found broken (the err fd was already written). */
+	void (*queue_error)(void *dev, struct uvh_vud_queue *q, enum uvh_vq_error err);
+	/**
+	 * [control] Every ring is stopped and the session is over (disconnect,
+	 * RESET_OWNER, RESET_DEVICE): go back to the state of a fresh device.
+	 */
+	void (*reset)(void *dev);
+	/** [control] SEND_RARP (needs the device to offer RARP). */
+	int (*send_rarp)(void *dev, const uint8_t mac[6]);
+	/** [control] NET_SET_MTU (needs the device to offer NET_MTU). */
+	int (*net_set_mtu)(void *dev, uint16_t mtu);
+	/** [control] SET_STATUS seen (the vud stores it for GET_STATUS). */
+	void (*set_status)(void *dev, uint8_t status);
+};
+
+/** uvh_vud_new() options. */
+struct uvh_vud_opts {
+	/** Log prefix (default "vud"); copied. */
+	const char *name;
+	/** The device. */
+	const struct uvh_vud_device_ops *ops;
+	void *dev;
+	/** Engines serving the rings (1 .. 64; the array is copied, the engines
+	 *  must outlive the vud). They may be running or not. */
+	struct uvh_engine *const *engines;
+	unsigned int nengines;
+	/** Refuse chains with a device-readable part after a writable one
+	 *  (uvh_vq_config.strict_order). */
+	bool strict_order;
+};
+
+/** A new vud, not connected. NULL with errno (EINVAL, ENOMEM). */
+struct uvh_vud *uvh_vud_new(const struct uvh_vud_opts *opts);
+/** Disconnect (if connected) and free. NULL is a no-op. Not from a watching
+ *  engine's callback. */
+void uvh_vud_free(struct uvh_vud *v);
+
+/**
+ * Serve the connected socket @fd (ownership taken, closed on error).
+ * 0, -EBUSY (a connection is being served; @fd closed), -ENOMEM.
+ */
+int uvh_vud_connect(struct uvh_vud *v, int fd);
+
+/**
+ * Control-thread style: wait up to @timeout_ms (-1 forever) for a request,
+ * handle it and reply. Returns 1 when a request was handled, 0 on timeout,
+ * -ENOTCONN when not connected, or another negative errno: the connection
+ * is over (the peer went, or it broke the protocol) and the caller must
+ * call uvh_vud_disconnect(). A request whose first byte arrived is read
+ * to its end (blocking).
+ */
+int uvh_vud_handle(struct uvh_vud *v, int timeout_ms);
+
+/**
+ * Engine style: let @e watch the connection's socket and handle every
+ * request on its thread; when the connection ends the vud disconnects
+ * itself there and then calls @on_disconnect(v, err, opaque) (may be NULL;
+ * it may call uvh_vud_connect() for the next connection, not
+ * uvh_vud_free()). Requests that must wait for an engine apply the change
+ * directly when that engine is @e. @e must not also be an engine that can
+ * wait for another engine watching a vud (two watching engines waiting
+ * for each other would deadlock): use one engine for every ring and watch,
+ * or a control engine that serves no ring. 0, -ENOTCONN, -EBUSY (already
+ * watched) or uvh_engine_watch()'s error.
+ */
+int uvh_vud_watch(struct uvh_vud *v, struct uvh_engine *e,
+		  void (*on_disconnect)(struct uvh_vud *v, int err, void *opaque),
+		  void *opaque);
+
+/**
+ * End the connection: stop every ring (waiting for their engines), call
+ * ops->reset, release memory, log, inflight area, IOTLB entries and the
+ * back-end channel, close every fd. The vud is then ready for
+ * uvh_vud_connect(). A no-op when not connected. From a thread other than
+ * a watching engine's; a watched connection is unwatched first.
+ */
+void uvh_vud_disconnect(struct uvh_vud *v);
+
+/** True while a connection is being served. */
+bool uvh_vud_connected(const struct uvh_vud *v);
+/** The connection's socket fd (for the caller's poller), or -1. */
+int uvh_vud_fd(const struct uvh_vud *v);
+/** The vud's name. */
+const char *uvh_vud_name(const struct uvh_vud *v);
+/** The device pointer (opts->dev). */
+void *uvh_vud_dev(const struct uvh_vud *v);
+
+/** Number of rings (ops->num_queues). */
+uint32_t uvh_vud_num_queues(const struct uvh_vud *v);
+/** Ring @index (NULL out of range); the struct is valid for the vud's life. */
+struct uvh_vud_queue *uvh_vud_queue(struct uvh_vud *v, uint32_t index);
+/** The engine serving ring @index (NULL out of range). */
+struct uvh_engine *uvh_vud_queue_engine(const struct uvh_vud *v, uint32_t index);
+
+/** Virtio features acked by the front-end (0 before SET_FEATURES). */
+uint64_t uvh_vud_features(const struct uvh_vud *v);
+/** Protocol features in force. */
+uint64_t uvh_vud_protocol_features(const struct uvh_vud *v);
+/** Device status from SET_STATUS (0 before). */
+uint8_t uvh_vud_status(const struct uvh_vud *v);
+
+/**
+ * The back-end channel (SET_BACKEND_REQ_FD), or NULL. Valid until the
+ * connection ends; its calls are thread-safe (e.g. a config-change
+ * notification from a control op).
+ */
+struct uvh_backend_chan *uvh_vud_backend_chan(struct uvh_vud *v);
+
+/** Counters of one vud (since uvh_vud_new). */
+struct uvh_vud_stats {
+	uint64_t connections;		/**< connections served */
+	uint64_t requests;		/**< requests handled */
+	uint64_t mem_updates;		/**< memory tables put in force */
+	uint64_t queue_starts;		/**< rings started */
+	uint64_t queue_errors;		/**< rings found broken */
+	uint32_t mem_regions;		/**< regions in the table in force */
+	uint64_t mem_bytes;		/**< guest bytes mapped (not resident) */
+};
+
+/** Fill @st (read without locks: not one snapshot). */
+void uvh_vud_stats(const struct uvh_vud *v, struct uvh_vud_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+
 #endif

@@ -1,3 +1,653 @@
 /* SPDX-License-Identifier: MIT */
-/* placeholder: being written */
-int main(void) { return 1; }
+/*
+ * uvhost-net: the vhost-user-net back-end daemon.
+ *
+ * One port per --socket-path (or --fd): each is a virtio-net device
+ * (engine/net.h) hosted by a vhost-user device host (engine/vhost_user_dev.h)
+ * whose rings run on the engines given by --cores. Each port has a control
+ * thread that accepts (or connects), handles the front-end's requests and,
+ * when the front-end goes, tears the session down and waits for the next.
+ *
+ * Follows the vhost-user spec's back-end program conventions: --socket-path
+ * or --fd, --print-capabilities, never daemonizes, SIGTERM/SIGINT stop it
+ * promptly (socket files removed), a JSON description for discovery is
+ * installed under share/qemu/vhost-user/.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "listener.h"
+#include "log.h"
+#include "net.h"
+#include "vhost_user_dev.h"
+
+#define PROG		"uvhost-net"
+#define MAX_PORTS	UVH_NET_SWITCH_MAX_PORTS
+#define MAX_CORES	64
+#define POLL_MS		200	/* how soon a control thread sees a stop */
+
+static volatile int stop_flag;	/* set by SIGINT/SIGTERM; volatile int for uvh_connect */
+
+struct port {
+	unsigned int id;
+	const char *path;		/* --socket-path, or NULL for --fd */
+	int fd;				/* --fd, else -1 */
+	struct uvh_listener *listener;
+	struct uvh_net_dev *net;
+	struct uvh_vud *vud;
+	pthread_t thread;
+	bool thread_on;
+	_Atomic bool done;		/* --fd: the one connection ended */
+	/* last stats line */
+	struct uvh_net_stats last;
+};
+
+struct config {
+	enum uvh_net_port_type mode;
+	const char *mode_name;
+	const char *paths[MAX_PORTS];
+	unsigned int npaths;
+	int fds[MAX_PORTS];
+	unsigned int nfds;
+	bool client;
+	unsigned int frame_size;
+	const char *tap;
+	unsigned int queues;
+	int cores[MAX_CORES];
+	unsigned int ncores;
+	enum uvh_engine_mode engine_mode;
+	unsigned int stats_interval;
+	mode_t socket_mode;
+	bool socket_owner_set;
+	uid_t owner;
+	gid_t group;
+};
+
+static struct config cfg = {
+	.mode = UVH_NET_PORT_LOOPBACK,
+	.mode_name = "loopback",
+	.engine_mode = UVH_ENGINE_ADAPTIVE,
+	.queues = 1,
+};
+
+static struct port ports[MAX_PORTS];
+static unsigned int nports;
+static struct uvh_engine *engines[MAX_CORES];
+static unsigned int nengines;
+static struct uvh_net_switch *sw;
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"Usage: " PROG " [OPTIONS]\n"
+"A vhost-user-net back-end.\n"
+"\n"
+"  --socket-path PATH     listen on PATH (repeat for several ports; switch mode)\n"
+"  --client               connect to each PATH instead, reconnecting when the\n"
+"                         front-end goes (exponential back-off)\n"
+"  --fd N                 serve the connected socket N (repeatable)\n"
+"  --print-capabilities   print the back-end's capabilities (JSON) and exit\n"
+"  --mode MODE            loopback (default), sink, source, switch or tap\n"
+"  --frame-size BYTES     source mode: frame size without the virtio-net header\n"
+"                         (default 64)\n"
+"  --tap NAME             tap mode: the tap interface (default: kernel's choice)\n"
+"  --queues N             queue pairs per port (default 1)\n"
+"  --cores LIST           one engine per core (e.g. 1 or 0,2-3; default: one\n"
+"                         engine, not pinned); queue pairs are spread over them\n"
+"  --engine-mode MODE     poll, event or adaptive (default)\n"
+"  --stats-interval SEC   print one line per port every SEC seconds\n"
+"  --socket-mode OCTAL    mode of the socket files (default 0600)\n"
+"  --socket-owner USER[:GROUP]  owner of the socket files\n"
+"  -v, --verbose          more log lines (repeat for debug)\n"
+"  -h, --help             this text\n"
+"\n"
+"It never daemonizes. SIGTERM or SIGINT stop it (socket files removed), after\n"
+"printing the final counters of every port.\n");
+}
+
+static void die_usage(const char *fmt, const char *arg)
+{
+	fprintf(stderr, PROG ": ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\nTry '" PROG " --help'.\n");
+	exit(2);
+}
+
+static unsigned long parse_ulong(const char *s, const char *what, unsigned long max)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 0);
+	if (errno || end == s || *end || v > max || s[0] == '-')
+		die_usage("invalid %s", what);
+	return v;
+}
+
+static void parse_cores(const char *s)
+{
+	const char *p = s;
+
+	while (*p) {
+		char *end;
+		long a, b;
+
+		a = strtol(p, &end, 10);
+		if (end == p || a < 0 || a > 4095)
+			die_usage("invalid --cores list '%s'", s);
+		b = a;
+		p = end;
+		if (*p == '-') {
+			p++;
+			b = strtol(p, &end, 10);
+			if (end == p || b < a || b > 4095)
+				die_usage("invalid --cores list '%s'", s);
+			p = end;
+		}
+		for (long c = a; c <= b; c++) {
+			if (cfg.ncores == MAX_CORES)
+				die_usage("too many cores in '%s'", s);
+			cfg.cores[cfg.ncores++] = (int)c;
+		}
+		if (*p == ',')
+			p++;
+		else if (*p)
+			die_usage("invalid --cores list '%s'", s);
+	}
+	if (!cfg.ncores)
+		die_usage("empty --cores list '%s'", s);
+}
+
+static void parse_owner(const char *s)
+{
+	char buf[256], *colon;
+	struct passwd *pw;
+	struct group *gr;
+
+	if (strlen(s) >= sizeof(buf))
+		die_usage("invalid --socket-owner '%s'", s);
+	strcpy(buf, s);
+	colon = strchr(buf, ':');
+	if (colon)
+		*colon++ = '\0';
+	pw = getpwnam(buf);
+	if (pw) {
+		cfg.owner = pw->pw_uid;
+		cfg.group = pw->pw_gid;
+	} else if (isdigit((unsigned char)buf[0])) {
+		cfg.owner = (uid_t)parse_ulong(buf, "--socket-owner user", UINT32_MAX - 1);
+		cfg.group = (gid_t)-1;
+	} else {
+		die_usage("unknown user '%s'", buf);
+	}
+	if (colon && *colon) {
+		gr = getgrnam(colon);
+		if (gr)
+			cfg.group = gr->gr_gid;
+		else if (isdigit((unsigned char)colon[0]))
+			cfg.group = (gid_t)parse_ulong(colon, "--socket-owner group", UINT32_MAX - 1);
+		else
+			die_usage("unknown group '%s'", colon);
+	}
+	cfg.socket_owner_set = true;
+}
+
+/* Resident memory of this process in KiB (VmRSS), or 0. Guest memory is
+ * mapped shared from the front-end's files: only the pages the device
+ * touched count, so this is mostly our own footprint. */
+static unsigned long rss_kib(void)
+{
+	char line[256];
+	unsigned long kib = 0;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %lu kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void print_capabilities(void)
+{
+	/* VHostUserBackendCapabilities of QEMU's vhost-user.json: the "net"
+	 * type defines no feature names. */
+	printf("{\n  \"type\": \"net\",\n  \"features\": [\n  ]\n}\n");
+}
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_flag = 1;
+}
+
+/* ---- per-port control thread -------------------------------------------------- */
+
+/* Serve one connection until it ends or we stop. */
+static void serve(struct port *p, int fd)
+{
+	int ret;
+
+	ret = uvh_vud_connect(p->vud, fd);
+	if (ret) {
+		UVH_ERR("port %u: cannot serve the connection: %s", p->id, strerror(-ret));
+		return;
+	}
+	while (!stop_flag) {
+		ret = uvh_vud_handle(p->vud, POLL_MS);
+		if (ret < 0)
+			break;
+	}
+	uvh_vud_disconnect(p->vud);
+	if (!stop_flag)
+		UVH_INFO("port %u: front-end gone (%s); ready for the next one", p->id,
+			 strerror(-ret));
+}
+
+static void *port_thread(void *arg)
+{
+	struct port *p = arg;
+	struct uvh_connect_opts co = {
+		.timeout_ms = -1, .initial_delay_ms = 50, .max_delay_ms = 2000,
+		.stop = &stop_flag,
+	};
+	int fd;
+
+	if (p->fd >= 0) {
+		fd = p->fd;
+		p->fd = -1;
+		serve(p, fd);
+		atomic_store(&p->done, true);
+		return NULL;
+	}
+	while (!stop_flag) {
+		if (cfg.client) {
+			fd = uvh_connect(p->path, &co);
+			if (fd == -ECANCELED)
+				break;
+		} else {
+			fd = uvh_listener_accept(p->listener, POLL_MS);
+			if (fd == -ETIMEDOUT)
+				continue;
+		}
+		if (fd < 0) {
+			UVH_ERR("port %u: %s %s: %s", p->id, cfg.client ? "connect to" : "accept on",
+				p->path, strerror(-fd));
+			usleep(POLL_MS * 1000);
+			continue;
+		}
+		UVH_INFO("port %u: front-end on %s", p->id, p->path);
+		serve(p, fd);
+	}
+	return NULL;
+}
+
+/* ---- stats ------------------------------------------------------------------- */
+
+static void print_stats(double secs, bool final)
+{
+	unsigned long rss = rss_kib();
+
+	for (unsigned int i = 0; i < nports; i++) {
+		struct port *p = &ports[i];
+		struct uvh_net_stats st;
+		double rx_pps, tx_pps, rx_bps, tx_bps;
+
+		uvh_net_get_stats(p->net, &st);
+		if (final) {
+			printf(PROG ": port %u %s: total rx %" PRIu64 " pkts %" PRIu64
+			       " bytes, tx %" PRIu64 " pkts %" PRIu64 " bytes, drops rx %"
+			       PRIu64 " tx %" PRIu64 ", ctrl %" PRIu64 "\n",
+			       p->id, uvh_net_name(p->net), st.rx_packets, st.rx_bytes,
+			       st.tx_packets, st.tx_bytes, st.rx_drops, st.tx_drops, st.ctrl_cmds);
+			continue;
+		}
+		rx_pps = (double)(st.rx_packets - p->last.rx_packets) / secs;
+		tx_pps = (double)(st.tx_packets - p->last.tx_packets) / secs;
+		rx_bps = (double)(st.rx_bytes - p->last.rx_bytes) * 8 / secs;
+		tx_bps = (double)(st.tx_bytes - p->last.tx_bytes) * 8 / secs;
+		printf(PROG ": port %u %s: rx %.3f Mpps %.3f Gbit/s, tx %.3f Mpps %.3f Gbit/s,"
+		       " drops rx %" PRIu64 " tx %" PRIu64 ", %s, rss %lu KiB\n",
+		       p->id, uvh_net_name(p->net), rx_pps / 1e6, rx_bps / 1e9, tx_pps / 1e6,
+		       tx_bps / 1e9, st.rx_drops - p->last.rx_drops, st.tx_drops - p->last.tx_drops,
+		       uvh_vud_connected(p->vud) ? "connected" : "waiting", rss);
+		p->last = st;
+	}
+	if (final)
+		printf(PROG ": rss %lu KiB\n", rss);
+	fflush(stdout);
+}
+
+/* ---- set-up and tear-down ------------------------------------------------------ */
+
+static int make_engines(void)
+{
+	unsigned int n = cfg.ncores ? cfg.ncores : 1;
+
+	for (unsigned int i = 0; i < n; i++) {
+		char name[32];
+		struct uvh_engine_opts o = {
+			.name = name, .cpu = cfg.ncores ? cfg.cores[i] : -1, .numa_node = -1,
+			.mode = cfg.engine_mode,
+		};
+		int ret;
+
+		snprintf(name, sizeof(name), "uvh-net-%u", i);
+		engines[i] = uvh_engine_create(&o);
+		if (!engines[i]) {
+			UVH_ERR("engine %u (core %d): %s", i, o.cpu, strerror(errno));
+			return -errno;
+		}
+		nengines = i + 1;
+		ret = uvh_engine_start(engines[i]);
+		if (ret) {
+			UVH_ERR("engine %u: cannot start: %s", i, strerror(-ret));
+			return ret;
+		}
+	}
+	return 0;
+}
+
+static int make_port(struct port *p, unsigned int id, const char *path, int fd)
+{
+	char name[32];
+	struct uvh_net_opts no = {
+		.type = cfg.mode, .name = name, .queue_pairs = cfg.queues,
+		.frame_size = cfg.frame_size, .tap_name = cfg.tap, .sw = sw,
+	};
+	struct uvh_vud_opts vo = {
+		.name = name, .ops = &uvh_net_vud_ops, .engines = engines,
+		.nengines = nengines,
+	};
+	struct uvh_listener_opts lo = {
+		.mode = cfg.socket_mode, .owner = cfg.owner, .group = cfg.group,
+		.set_owner = cfg.socket_owner_set,
+	};
+	int ret;
+
+	memset(p, 0, sizeof(*p));
+	p->id = id;
+	p->path = path;
+	p->fd = fd;
+	snprintf(name, sizeof(name), "port%u", id);
+	p->net = uvh_net_create(&no);
+	if (!p->net) {
+		ret = -errno;
+		UVH_ERR("port %u: cannot create the %s device: %s", id, cfg.mode_name,
+			strerror(-ret));
+		return ret;
+	}
+	vo.dev = p->net;
+	p->vud = uvh_vud_new(&vo);
+	if (!p->vud)
+		return -errno;
+	if (path && !cfg.client) {
+		ret = uvh_listener_open(path, &lo, &p->listener);
+		if (ret) {
+			UVH_ERR("port %u: cannot listen on %s: %s", id, path, strerror(-ret));
+			return ret;
+		}
+	}
+	if (cfg.mode == UVH_NET_PORT_TAP && uvh_net_tap_name(p->net))
+		printf(PROG ": port %u: tap %s\n", id, uvh_net_tap_name(p->net));
+	return 0;
+}
+
+/* Stop the control threads: each disconnects its front-end, so every
+ * ring of every port is stopped when this returns. */
+static void stop_ports(void)
+{
+	stop_flag = 1;
+	for (unsigned int i = 0; i < nports; i++)
+		if (ports[i].thread_on)
+			pthread_join(ports[i].thread, NULL);
+	for (unsigned int i = 0; i < nports; i++)
+		ports[i].thread_on = false;
+}
+
+static void teardown(void)
+{
+	stop_ports();
+	for (unsigned int i = 0; i < nports; i++) {
+		uvh_vud_free(ports[i].vud);
+		ports[i].vud = NULL;
+	}
+	/* no ring runs any more: the devices and the switch may go */
+	for (unsigned int i = 0; i < nports; i++) {
+		if (ports[i].listener)
+			uvh_listener_close(ports[i].listener);	/* unlinks the path */
+		if (ports[i].fd >= 0)
+			close(ports[i].fd);
+		uvh_net_destroy(ports[i].net);
+	}
+	uvh_net_switch_destroy(sw);
+	for (unsigned int i = 0; i < nengines; i++)
+		uvh_engine_destroy(engines[i]);
+}
+
+/* ---- main ------------------------------------------------------------------------ */
+
+enum {
+	OPT_SOCKET_PATH = 256, OPT_CLIENT, OPT_FD, OPT_PRINT_CAPS, OPT_MODE, OPT_FRAME_SIZE,
+	OPT_TAP, OPT_QUEUES, OPT_CORES, OPT_ENGINE_MODE, OPT_STATS, OPT_SOCKET_MODE,
+	OPT_SOCKET_OWNER,
+};
+
+static const struct option long_opts[] = {
+	{ "socket-path", required_argument, NULL, OPT_SOCKET_PATH },
+	{ "client", no_argument, NULL, OPT_CLIENT },
+	{ "fd", required_argument, NULL, OPT_FD },
+	{ "print-capabilities", no_argument, NULL, OPT_PRINT_CAPS },
+	{ "mode", required_argument, NULL, OPT_MODE },
+	{ "frame-size", required_argument, NULL, OPT_FRAME_SIZE },
+	{ "tap", required_argument, NULL, OPT_TAP },
+	{ "queues", required_argument, NULL, OPT_QUEUES },
+	{ "cores", required_argument, NULL, OPT_CORES },
+	{ "engine-mode", required_argument, NULL, OPT_ENGINE_MODE },
+	{ "stats-interval", required_argument, NULL, OPT_STATS },
+	{ "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
+	{ "socket-owner", required_argument, NULL, OPT_SOCKET_OWNER },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static void parse_args(int argc, char **argv)
+{
+	static const char *const modes[] = { "loopback", "sink", "source", "switch", "tap" };
+	int c, verbose = 0;
+	unsigned int i;
+
+	while ((c = getopt_long(argc, argv, "vh", long_opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_SOCKET_PATH:
+			if (cfg.npaths == MAX_PORTS)
+				die_usage("too many ports (%s)", optarg);
+			cfg.paths[cfg.npaths++] = optarg;
+			break;
+		case OPT_CLIENT:
+			cfg.client = true;
+			break;
+		case OPT_FD:
+			if (cfg.nfds == MAX_PORTS)
+				die_usage("too many ports (%s)", optarg);
+			cfg.fds[cfg.nfds++] = (int)parse_ulong(optarg, "--fd", INT32_MAX);
+			break;
+		case OPT_PRINT_CAPS:
+			print_capabilities();
+			exit(0);
+		case OPT_MODE:
+			for (i = 0; i < 5 && strcmp(optarg, modes[i]); i++)
+				;
+			if (i == 5)
+				die_usage("unknown mode '%s'", optarg);
+			cfg.mode = (enum uvh_net_port_type)i;
+			cfg.mode_name = modes[i];
+			break;
+		case OPT_FRAME_SIZE:
+			cfg.frame_size = (unsigned int)parse_ulong(optarg, "--frame-size",
+								   UVH_NET_MAX_FRAME);
+			if (cfg.frame_size < 60)
+				die_usage("--frame-size %s is below 60", optarg);
+			break;
+		case OPT_TAP:
+			if (strlen(optarg) > 15)
+				die_usage("tap name '%s' is too long", optarg);
+			cfg.tap = optarg;
+			break;
+		case OPT_QUEUES:
+			cfg.queues = (unsigned int)parse_ulong(optarg, "--queues", UVH_NET_MAX_PAIRS);
+			if (!cfg.queues)
+				die_usage("--queues %s: at least 1", optarg);
+			break;
+		case OPT_CORES:
+			parse_cores(optarg);
+			break;
+		case OPT_ENGINE_MODE:
+			if (!strcmp(optarg, "poll"))
+				cfg.engine_mode = UVH_ENGINE_POLL;
+			else if (!strcmp(optarg, "event"))
+				cfg.engine_mode = UVH_ENGINE_EVENT;
+			else if (!strcmp(optarg, "adaptive"))
+				cfg.engine_mode = UVH_ENGINE_ADAPTIVE;
+			else
+				die_usage("unknown engine mode '%s'", optarg);
+			break;
+		case OPT_STATS:
+			cfg.stats_interval = (unsigned int)parse_ulong(optarg, "--stats-interval",
+								       86400);
+			break;
+		case OPT_SOCKET_MODE:
+			cfg.socket_mode = (mode_t)strtoul(optarg, NULL, 8);
+			if (!cfg.socket_mode || cfg.socket_mode > 0777)
+				die_usage("invalid --socket-mode '%s'", optarg);
+			break;
+		case OPT_SOCKET_OWNER:
+			parse_owner(optarg);
+			break;
+		case 'v':
+			verbose++;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			exit(2);
+		}
+	}
+	if (optind < argc)
+		die_usage("unexpected argument '%s'", argv[optind]);
+	if (!cfg.npaths && !cfg.nfds)
+		die_usage("%s", "give --socket-path PATH or --fd N");
+	if (cfg.client && !cfg.npaths)
+		die_usage("%s", "--client needs --socket-path");
+	if (cfg.mode == UVH_NET_PORT_SWITCH && cfg.npaths + cfg.nfds < 2)
+		UVH_WARN("switch mode with one port: frames are only flooded back to nobody");
+	if (cfg.mode == UVH_NET_PORT_TAP && cfg.npaths + cfg.nfds > 1)
+		die_usage("%s", "tap mode serves one port");
+	if (verbose)
+		uvh_log_set_level(verbose > 1 ? UVH_LOG_DEBUG : UVH_LOG_INFO);
+}
+
+int main(int argc, char **argv)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigset_t block, old;
+	uint64_t last, now;
+	int ret = 0;
+
+	parse_args(argc, argv);
+
+	/* Signals go to the main thread only: the others inherit the mask. */
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+
+	if (cfg.mode == UVH_NET_PORT_SWITCH) {
+		sw = uvh_net_switch_create();
+		if (!sw) {
+			fprintf(stderr, PROG ": cannot create the switch\n");
+			return 1;
+		}
+	}
+	ret = make_engines();
+	for (unsigned int i = 0; !ret && i < cfg.npaths + cfg.nfds; i++) {
+		bool is_path = i < cfg.npaths;
+
+		ret = make_port(&ports[i], i, is_path ? cfg.paths[i] : NULL,
+				is_path ? -1 : cfg.fds[i - cfg.npaths]);
+		nports = i + 1;
+	}
+	for (unsigned int i = 0; !ret && i < nports; i++) {
+		ret = -pthread_create(&ports[i].thread, NULL, port_thread, &ports[i]);
+		ports[i].thread_on = !ret;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (ret) {
+		teardown();
+		return 1;
+	}
+
+	printf(PROG ": mode %s, %u port%s, %u queue pair%s, %u engine%s (%s), rss %lu KiB\n",
+	       cfg.mode_name, nports, nports > 1 ? "s" : "", cfg.queues,
+	       cfg.queues > 1 ? "s" : "", nengines, nengines > 1 ? "s" : "",
+	       cfg.engine_mode == UVH_ENGINE_POLL ? "poll" :
+	       cfg.engine_mode == UVH_ENGINE_EVENT ? "event" : "adaptive", rss_kib());
+	for (unsigned int i = 0; i < nports; i++)
+		printf(PROG ": port %u: %s %s\n", i,
+		       ports[i].path ? (cfg.client ? "connecting to" : "listening on") : "fd",
+		       ports[i].path ? ports[i].path : "given");
+	fflush(stdout);
+
+	last = now_ns();
+	while (!stop_flag) {
+		bool all_done = cfg.nfds && !cfg.npaths;
+
+		usleep(POLL_MS * 1000);
+		for (unsigned int i = 0; i < nports; i++)
+			all_done &= atomic_load(&ports[i].done);
+		if (all_done)
+			break;	/* --fd only: nothing more will come */
+		now = now_ns();
+		if (cfg.stats_interval && now - last >= (uint64_t)cfg.stats_interval * 1000000000u) {
+			print_stats((double)(now - last) / 1e9, false);
+			last = now;
+		}
+	}
+	stop_ports();
+	print_stats(0, true);
+	teardown();
+	return 0;
+}
