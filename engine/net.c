@@ -151,7 +151,9 @@ static void pool_refill(struct net_ring *r, struct net_rxpool *p)
 		p->dry = true;
 		return;
 	}
-	want = room < UVH_NET_BURST ? room : UVH_NET_BURST;
+	/* no more than the frames expected: chains popped and held are
+	 * chains another producer (a tap read, the next burst) cannot use */
+	want = room < p->hint ? room : p->hint;
 	got = uvh_vq_pop(r->vq, p->ch + p->n, want, p->iov + p->iov_used, cap);
 	if (got <= 0) {
 		p->dry = true;
@@ -200,12 +202,15 @@ static inline bool rx_open(const struct net_ring *r)
 	return r->running && r->enabled && !uvh_vq_broken(r->vq);
 }
 
-void net_rx_begin(struct net_ring *r)
+void net_rx_begin(struct net_ring *r, unsigned int frames, struct uvh_engine *self)
 {
 	if (r->shared)
 		net_lock(r);
-	if (r->rx)
+	if (r->rx) {
+		r->rx->self = self;
 		r->rx->dry = false;
+		r->rx->hint = frames ? (frames < UVH_NET_BURST ? frames : UVH_NET_BURST) : 1;
+	}
 }
 
 /* Is there a chain for one more frame? (no drop counted) */
@@ -227,8 +232,10 @@ bool net_rx_put(struct net_ring *r, const struct uvh_virtio_net_hdr *hdr,
 	uint64_t cap = 0;
 	unsigned int k = 0, j;
 
-	if (unlikely(!rx_open(r)))
-		goto drop;
+	if (unlikely(!rx_open(r))) {
+		net_count(&r->drops, 1);	/* no pool: counted at once */
+		return false;
+	}
 	/* room for the chains this frame may take, pushed before they overflow */
 	if (unlikely(p->nused + NET_RX_POOL > NET_RX_USED))
 		rx_flush(r);
@@ -247,6 +254,12 @@ bool net_rx_put(struct net_ring *r, const struct uvh_virtio_net_hdr *hdr,
 			c = pool_get(r, p, k);
 			if (unlikely(!c))
 				goto drop;	/* the chains stay pooled for a smaller frame */
+			if (unlikely(k == 0 && c->in_len < dev->hdr_len)) {
+				/* the spec wants the header in the first buffer */
+				p->head++;
+				rx_used(r, c, 0);
+				goto drop;
+			}
 			cap += c->in_len;
 			k++;
 		}
@@ -257,9 +270,28 @@ bool net_rx_put(struct net_ring *r, const struct uvh_virtio_net_hdr *hdr,
 	else
 		memset(&h, 0, sizeof(h));
 	h.num_buffers = (uint16_t)k;	/* little-endian hosts only (virtq.h) */
+	src_init(&s, src, nsrc, skip);
+	if (likely(k == 1)) {
+		/* the common case: one chain whose first buffer holds it all */
+		c = &p->ch[p->head - 1];
+		if (likely(c->nin && c->iov[c->nout].iov_len >= need)) {
+			uint8_t *dst = c->iov[c->nout].iov_base;
+
+			if (likely(dev->hdr_len == UVH_NET_HDR_LEN))
+				memcpy(dst, &h, UVH_NET_HDR_LEN);
+			else
+				memcpy(dst, &h, 10);
+			if (likely(s.n && s.iov->iov_len - s.off >= len))
+				memcpy(dst + dev->hdr_len, (const uint8_t *)s.iov->iov_base + s.off,
+				       len);
+			else
+				copy_to(&s, &c->iov[c->nout], 1, dev->hdr_len, len);
+			rx_used(r, c, need);
+			goto done;
+		}
+	}
 	hv.iov_base = &h;
 	hv.iov_len = dev->hdr_len;
-	src_init(&s, src, nsrc, skip);
 	left = len;
 	for (j = 0; j < k; j++) {
 		c = &p->ch[p->head - k + j];
@@ -269,18 +301,19 @@ bool net_rx_put(struct net_ring *r, const struct uvh_virtio_net_hdr *hdr,
 			copy_to(&hs, c->iov + c->nout, c->nin, 0, dev->hdr_len);
 			start = dev->hdr_len;
 		}
-		take = c->in_len - start;
+		take = c->in_len - start;	/* chain 0 holds the header: checked above */
 		if (take > left)
 			take = left;
 		copy_to(&s, c->iov + c->nout, c->nin, start, take);
 		left -= take;
 		rx_used(r, c, start + take);
 	}
-	net_count(&r->packets, 1);
-	net_count(&r->bytes, len);
+done:
+	p->pk++;
+	p->by += len;
 	return true;
 drop:
-	net_count(&r->drops, 1);
+	p->dr++;
 	return false;
 }
 
@@ -289,13 +322,35 @@ void net_rx_end(struct net_ring *r)
 	bool call = false;
 	int fd = -1;
 
+	if (r->rx && (r->rx->pk | r->rx->dr)) {
+		struct net_rxpool *p = r->rx;
+
+		net_count(&r->packets, p->pk);
+		net_count(&r->bytes, p->by);
+		net_count(&r->drops, p->dr);
+		p->pk = p->by = p->dr = 0;
+	}
 	if (r->rx && r->rx->nused && r->running) {
 		rx_flush(r);
 		if (r->shared) {
 			/* another engine may be this ring's producer next: the
-			 * call decision is taken under the lock, the write after */
+			 * call decision is taken under the lock */
 			call = uvh_vq_need_call(r->vq);
-			fd = r->eq ? r->eq->call_fd : r->call_fd;
+			if (call && r->engine && r->engine != r->rx->self) {
+				/*
+				 * The call fd belongs to the serving engine (the host
+				 * swaps it on that thread and closes the old one), so
+				 * that engine writes it: flag it and wake it through
+				 * the kick eventfd, which cannot change while we hold
+				 * the lock (a kick fd swap restarts the ring).
+				 */
+				atomic_store_explicit(&r->call_pending, true, memory_order_release);
+				if (r->kick_fd >= 0)
+					eventfd_write(r->kick_fd, 1);
+				call = false;
+			} else {
+				fd = r->eq ? r->eq->call_fd : r->call_fd;
+			}
 		} else if (r->eq) {
 			/* same engine (pairs never split): the sweep batches it */
 			uvh_engine_queue_signal(r->eq);
@@ -312,7 +367,7 @@ void net_rx_end(struct net_ring *r)
 
 /* ---- RARP ---------------------------------------------------------------------- */
 
-static unsigned int rarp_deliver(struct uvh_net_dev *dev)
+static unsigned int rarp_deliver(struct uvh_net_dev *dev, struct uvh_engine *self)
 {
 	struct net_ring *rx = &dev->rings[0];
 	uint8_t f[60];
@@ -333,7 +388,7 @@ static unsigned int rarp_deliver(struct uvh_net_dev *dev)
 	f[20] = 0; f[21] = 3;			/* op: reverse request */
 	memcpy(f + 22, dev->rarp_mac, 6);	/* sha; spa 0 */
 	memcpy(f + 32, dev->rarp_mac, 6);	/* tha; tpa 0 */
-	net_rx_begin(rx);
+	net_rx_begin(rx, 1, self);
 	if (net_rx_room(rx))
 		ok = net_rx_put(rx, NULL, &v, 1, 0, sizeof(f));
 	net_rx_end(rx);
@@ -354,7 +409,7 @@ static unsigned int tx_process(struct net_ring *r)
 
 	got = uvh_vq_pop(r->vq, r->tch, UVH_NET_BURST, r->tiov, NET_TX_IOV);
 	if (got <= 0)
-		return r->pair == 0 ? rarp_deliver(dev) : 0;
+		return r->pair == 0 ? rarp_deliver(dev, r->engine) : 0;
 	n = (unsigned int)got;
 	if (unlikely(!r->enabled)) {
 		bad = n;	/* a disabled ring is consumed without side effects */
@@ -363,12 +418,13 @@ static unsigned int tx_process(struct net_ring *r)
 	} else {
 		if (dev->type == UVH_NET_PORT_LOOPBACK) {
 			rx = &dev->rings[r->index - 1];
-			net_rx_begin(rx);
+			net_rx_begin(rx, n, r->engine);
 		}
 		for (i = 0; i < n; i++) {
 			const struct uvh_vq_chain *c = &r->tch[i];
 
-			if (unlikely(c->out_len < dev->hdr_len)) {
+			if (unlikely(c->out_len < dev->hdr_len ||
+				     c->out_len - dev->hdr_len > NET_MAX_TX)) {
 				bad++;
 				continue;
 			}
@@ -394,7 +450,7 @@ static unsigned int tx_process(struct net_ring *r)
 	if (bad)
 		net_count(&r->drops, bad);
 	if (r->pair == 0)
-		rarp_deliver(dev);
+		rarp_deliver(dev, r->engine);
 	return n;
 }
 
@@ -485,7 +541,16 @@ unsigned int uvh_net_queue_process(struct uvh_net_dev *dev, uint32_t index)
 	else if (dev->type == UVH_NET_PORT_SOURCE)
 		work = net_source_rx(r);
 	if (r->is_rx && index == 0)
-		work += rarp_deliver(dev);
+		work += rarp_deliver(dev, r->engine);
+	/* pairs with the release in net_rx_end: a producer on another engine
+	 * decided the guest wants a call on this ring */
+	if (r->shared && atomic_load_explicit(&r->call_pending, memory_order_relaxed) &&
+	    atomic_exchange_explicit(&r->call_pending, false, memory_order_acquire)) {
+		int fd = r->eq ? r->eq->call_fd : r->call_fd;
+
+		if (fd >= 0)
+			eventfd_write(fd, 1);
+	}
 	return work;
 }
 
@@ -635,7 +700,12 @@ uint64_t uvh_net_features(const struct uvh_net_dev *dev)
 
 int uvh_net_set_features(struct uvh_net_dev *dev, uint64_t features)
 {
-	dev->features = features & uvh_net_features(dev);
+	features &= uvh_net_features(dev);
+	/* again while rings run (LOG_ALL toggled): write nothing they read */
+	if (dev->features_set && features == dev->features)
+		return 0;
+	dev->features_set = true;
+	dev->features = features;
 	dev->mrg = !!(dev->features & BIT(UVH_VIRTIO_NET_F_MRG_RXBUF));
 	dev->hdr_len = (dev->mrg || (dev->features & BIT(UVH_VIRTIO_F_VERSION_1))) ?
 		       UVH_NET_HDR_LEN : 10;
@@ -693,6 +763,7 @@ int uvh_net_set_mtu(struct uvh_net_dev *dev, uint16_t mtu)
 void uvh_net_reset(struct uvh_net_dev *dev)
 {
 	dev->features = 0;
+	dev->features_set = false;
 	dev->mrg = false;
 	dev->hdr_len = UVH_NET_HDR_LEN;
 	atomic_store(&dev->active_pairs, 1);
@@ -782,6 +853,7 @@ void uvh_net_queue_stop(struct uvh_net_dev *dev, uint32_t index)
 		p->head = p->n = p->iov_used = 0;
 	}
 	r->running = false;
+	atomic_store(&r->call_pending, false);
 	r->vq = NULL;
 	r->eq = NULL;
 	r->engine = NULL;

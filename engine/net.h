@@ -241,10 +241,15 @@ struct uvh_net_binding {
 	struct uvh_engine_queue *eq;
 	/** The engine that will serve this ring (NULL: none / the caller). */
 	struct uvh_engine *engine;
-	/** The guest's kick eventfd or -1. TAP registers it with the ring's
-	 *  own io_uring so a tap completion wakes the engine as a kick does. */
+	/** The guest's kick eventfd or -1 (not closed by the device). TAP
+	 *  registers it with the ring's own io_uring so a tap completion wakes
+	 *  the engine as a kick does; SWITCH: another port's engine writes it
+	 *  to wake the serving engine when the guest wants a call. It must
+	 *  not change while the ring runs (a new kick fd = stop, start). */
 	int kick_fd;
-	/** The call eventfd or -1 (used only when eq is NULL). */
+	/** The call eventfd or -1, used only when eq is NULL (else
+	 *  eq->call_fd is, read on the serving engine's thread only, so the
+	 *  host may swap it there). */
 	int call_fd;
 	/** SET_VRING_ENABLE state (see uvh_net_queue_enable). */
 	bool enabled;
@@ -273,7 +278,16 @@ void uvh_net_queue_enable(struct uvh_net_dev *dev, uint32_t index, bool enable);
 /**
  * One burst on ring @index (the engine's process()): returns the work
  * done (0 = none). Never blocks, never allocates, no lock except a
- * switch's per-RX-ring spinlock.
+ * switch's per-RX-ring spinlock. A TX ring's burst also fills its pair's
+ * RX ring (loopback) and asks for that ring's call through
+ * uvh_engine_queue_signal(): hence one engine per pair. A switch port's
+ * RX ring reports no work of its own (its engine never calls
+ * uvh_vq_need_call on it: the producers do, under the ring's lock).
+ *
+ * Memory tables: RX chains held between bursts, and tap reads in flight,
+ * point into the table they were popped from; a table change that
+ * removes the region holding them must stop the ring first (regions the
+ * new table keeps stay mapped, see memory.h).
  */
 unsigned int uvh_net_queue_process(struct uvh_net_dev *dev, uint32_t index);
 
@@ -283,8 +297,10 @@ unsigned int uvh_net_queue_process(struct uvh_net_dev *dev, uint32_t index);
 struct uvh_net_stats {
 	uint64_t rx_packets;	/**< frames taken from the guest's TX */
 	uint64_t rx_bytes;	/**< their bytes, virtio-net header excluded */
-	uint64_t rx_drops;	/**< taken but malformed (shorter than the header) or
-				 *   disabled ring, or the tap refused them */
+	uint64_t rx_drops;	/**< taken but dropped: shorter than the header (switch:
+				 *   than an Ethernet header), longer than
+				 *   UVH_NET_MAX_FRAME + 18, ring disabled, or refused
+				 *   by the tap */
 	uint64_t tx_packets;	/**< frames put into the guest's RX */
 	uint64_t tx_bytes;
 	uint64_t tx_drops;	/**< frames for the guest that found no room (RX full,
@@ -326,7 +342,7 @@ struct uvh_vud_device_ops;
 extern const struct uvh_vud_device_ops uvh_net_vud_ops;
 
 
-/* ---- internal: shared by net.c, net_ports.c, net_tap.c only ----------------------- */
+/* ---- internal: shared by net.c, net_ports.c, net_tap.c only; not API ----------------- */
 #ifdef UVH_NET_INTERNAL
 #include <stdatomic.h>
 #include <sys/uio.h>
@@ -335,6 +351,7 @@ extern const struct uvh_vud_device_ops uvh_net_vud_ops;
 #define NET_RX_POOL	64u	/* RX chains popped and not yet used */
 #define NET_RX_IOV	1024u
 #define NET_RX_USED	256u
+#define NET_MAX_TX	(UVH_NET_MAX_FRAME + 18u)	/* + Ethernet header, VLAN tag */
 
 /* RX chains taken from the ring and not used yet (kept in pop order). */
 struct net_rxpool {
@@ -342,6 +359,9 @@ struct net_rxpool {
 	struct iovec iov[NET_RX_IOV];
 	unsigned int head, n, iov_used;
 	bool dry;			/* the ring had nothing this burst */
+	unsigned int hint;		/* frames expected this burst: chains to pop */
+	struct uvh_engine *self;	/* the producer's engine (NULL: none) */
+	uint64_t pk, by, dr;		/* this burst's counts, published at the end */
 	struct uvh_vq_used used[NET_RX_USED];
 	unsigned int nused;
 };
@@ -360,6 +380,7 @@ struct net_ring {
 	/* switch: RX rings are filled by every port's TX engines; see net_ports.c */
 	atomic_int lock;
 	bool shared;
+	atomic_bool call_pending;	/* a call for the serving engine to make */
 	/* TX burst */
 	struct uvh_vq_chain *tch;
 	struct iovec *tiov;
@@ -379,6 +400,7 @@ struct uvh_net_dev {
 	uint32_t max_pairs, nrings;
 	_Atomic uint32_t active_pairs;
 	uint64_t features;
+	bool features_set;
 	uint32_t hdr_len;
 	bool mrg;
 	struct uvh_virtio_net_config cfg;
@@ -395,7 +417,7 @@ struct uvh_net_dev {
 };
 
 /* net.c */
-void net_rx_begin(struct net_ring *r);
+void net_rx_begin(struct net_ring *r, unsigned int frames, struct uvh_engine *self);
 bool net_rx_put(struct net_ring *r, const struct uvh_virtio_net_hdr *hdr,
 		const struct iovec *src, unsigned int nsrc, size_t skip, uint32_t len);
 void net_rx_end(struct net_ring *r);

@@ -18,10 +18,13 @@
  *     Uncontended it costs two atomic operations per burst per
  *     destination, not per frame. We spin (no trylock-and-drop) so a busy
  *     port does not lose frames to a merely unlucky one.
- * The holder also decides the call (uvh_vq_need_call under the lock) and
- * writes the call eventfd itself after unlocking, as vhost does when
- * several threads feed one ring: the engine that serves the RX ring never
- * calls need_call on it, because its process() never reports work.
+ * The holder also decides the call (uvh_vq_need_call under the lock):
+ * the engine that serves the RX ring never calls need_call on it, because
+ * its process() never reports work. The call eventfd itself is written by
+ * the serving engine (flagged, and woken through the ring's kick eventfd)
+ * unless the holder is that engine: the host swaps call fds on the
+ * serving engine's thread and closes the old one, so only that thread
+ * may write it (see net_rx_end).
  * What the serving engine still does without the lock is switching guest
  * notifications on and off (it reads the ring's avail position while a
  * holder may move it): at worst the guest kicks an RX ring once more or
@@ -202,7 +205,7 @@ unsigned int net_switch_tx(struct net_ring *r, unsigned int n)
 		const struct uvh_vq_chain *c = &r->tch[i];
 
 		dest[i] = DEST_DROP;
-		if (c->out_len < dev->hdr_len + 14 ||
+		if (c->out_len < dev->hdr_len + 14 || c->out_len - dev->hdr_len > NET_MAX_TX ||
 		    net_iov_read(c->iov, c->nout, dev->hdr_len, eth, 12) < 12) {
 			bad++;
 			continue;
@@ -239,7 +242,7 @@ unsigned int net_switch_tx(struct net_ring *r, unsigned int n)
 		{
 			struct net_ring *rx = &peer->rings[2 * qp];
 
-			net_rx_begin(rx);
+			net_rx_begin(rx, n, r->engine);
 			for (i = 0; i < n; i++) {
 				const struct uvh_vq_chain *c = &r->tch[i];
 
@@ -282,7 +285,7 @@ unsigned int net_source_rx(struct net_ring *r)
 
 	if (!r->enabled || !r->frame)
 		return 0;
-	net_rx_begin(r);
+	net_rx_begin(r, UVH_NET_BURST, r->engine);
 	for (i = 0; i < UVH_NET_BURST; i++) {
 		/* stop at an empty ring without counting drops: that is back-pressure */
 		if (!net_rx_room(r))
@@ -292,9 +295,8 @@ unsigned int net_source_rx(struct net_ring *r)
 			r->seq++;
 			sent++;
 		} else if (r->rx->dry) {
-			/* merging ran out of chains: back-pressure too, not a drop
-			 * (adding 2^64 - 1 takes back the one net_rx_put counted) */
-			net_count(&r->drops, UINT64_MAX);
+			/* merging ran out of chains: back-pressure too, not a drop */
+			r->rx->dr--;
 			break;
 		}
 	}
