@@ -1,0 +1,474 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uvhost-bench's traffic generator (see bench_gen.h).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench_gen.h"
+#include "frontend.h"
+#include "message.h"
+#include "net.h"
+
+#define BG_BURST	32u
+#define BG_GPA_BASE	0x40000000ull	/* not 0: a gpa/uva mix-up shows */
+#define BG_PAGE		4096u
+#define BG_ETHERTYPE	0x88b5		/* IEEE local experimental */
+#define BG_SEQ_OFF	14u		/* frame offset of the sequence number */
+
+#define BIT(n)		(1ull << (n))
+
+const char *bg_dir_name(enum bg_dir dir)
+{
+	static const char *const names[BG_NDIRS] = { "tx", "rx", "loop" };
+
+	return (unsigned int)dir < BG_NDIRS ? names[dir] : "?";
+}
+
+static size_t page_up(size_t n)
+{
+	return (n + BG_PAGE - 1) & ~(size_t)(BG_PAGE - 1);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The first bytes of every frame: virtio-net header, then Ethernet. */
+static const uint8_t frame_head[UVH_NET_HDR_LEN + 14] = {
+	[UVH_NET_HDR_LEN + 0] = 0x02, [UVH_NET_HDR_LEN + 5] = 0x02,	/* dst */
+	[UVH_NET_HDR_LEN + 6] = 0x02, [UVH_NET_HDR_LEN + 11] = 0x01,	/* src */
+	[UVH_NET_HDR_LEN + 12] = BG_ETHERTYPE >> 8,
+	[UVH_NET_HDR_LEN + 13] = BG_ETHERTYPE & 0xff,
+};
+
+static inline uint8_t *buf_ptr(const struct bg *g, const struct bg_ring *r, unsigned int idx)
+{
+	return r->bufs + (size_t)idx * g->stride;
+}
+
+static inline uint64_t buf_gpa(const struct bg *g, const struct bg_ring *r, unsigned int idx)
+{
+	return r->bufs_gpa + (uint64_t)idx * g->stride;
+}
+
+/* ---- set-up -------------------------------------------------------------------- */
+
+#define BG_CHECK(call, what)							\
+	do {									\
+		int r_ = (call);						\
+		if (r_ < 0) {							\
+			fprintf(stderr, "uvhost-bench: %s: %s\n", what,		\
+				strerror(-r_));					\
+			return r_;						\
+		}								\
+	} while (0)
+
+static int make_memory(struct bg *g)
+{
+	size_t area = page_up(uvh_vq_driver_area_bytes(g->o.qsize, g->o.packed));
+	size_t bufs = page_up((size_t)g->o.qsize * g->stride);
+	uint64_t off = 0;
+
+	g->mem_len = 2 * (area + bufs);
+	g->memfd = memfd_create("uvhost-bench-guest", MFD_CLOEXEC);
+	if (g->memfd < 0)
+		return -errno;
+	if (ftruncate(g->memfd, (off_t)g->mem_len) < 0)
+		return -errno;
+	g->mem = mmap(NULL, g->mem_len, PROT_READ | PROT_WRITE, MAP_SHARED, g->memfd, 0);
+	if (g->mem == MAP_FAILED) {
+		g->mem = NULL;
+		return -errno;
+	}
+	/* fault our view in now, not in the measured window */
+	memset(g->mem, 0, g->mem_len);
+	for (unsigned int i = 0; i < 2; i++) {
+		struct bg_ring *r = &g->ring[i];
+		int ret;
+
+		ret = uvh_vq_driver_init(&r->drv, g->o.qsize, g->o.packed, g->o.event_idx,
+					 g->mem + off, BG_GPA_BASE + off);
+		if (ret)
+			return ret;
+		off += area;
+		r->bufs = g->mem + off;
+		r->bufs_gpa = BG_GPA_BASE + off;
+		off += bufs;
+		r->free = calloc(g->o.qsize, sizeof(*r->free));
+		if (!r->free)
+			return -ENOMEM;
+		/* lowest index on top: the first bursts walk memory forwards */
+		for (unsigned int b = 0; b < g->o.qsize; b++)
+			r->free[b] = (uint16_t)(g->o.qsize - 1 - b);
+		r->nfree = g->o.qsize;
+		for (unsigned int b = 0; b < g->o.qsize; b++) {
+			uint8_t *p = buf_ptr(g, r, b);
+
+			memcpy(p, frame_head, sizeof(frame_head));
+			for (uint32_t k = sizeof(frame_head) + 8; k < UVH_NET_HDR_LEN + g->o.frame; k++)
+				p[k] = (uint8_t)k;
+		}
+		/* we poll: no interrupts, ever */
+		uvh_vq_driver_enable_cb(&r->drv, false);
+	}
+	return 0;
+}
+
+static int setup_ring(struct bg *g, uint32_t index)
+{
+	struct bg_ring *r = &g->ring[index];
+	struct uvh_vq_config cfg;
+	struct uvh_vring_addr addr = {
+		.index = index,
+		.desc_user_addr = (uint64_t)(uintptr_t)r->drv.desc,
+		.avail_user_addr = (uint64_t)(uintptr_t)r->drv.driver_area,
+		.used_user_addr = (uint64_t)(uintptr_t)r->drv.device_area,
+	};
+	uint32_t base;
+
+	r->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	r->call_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (r->kick_fd < 0 || r->call_fd < 0)
+		return -errno;
+	uvh_vq_driver_config(&r->drv, &cfg);
+	/* split: next avail; packed: next avail with the wrap counter in bit 15 */
+	base = cfg.next_avail;
+	if (g->o.packed && cfg.avail_wrap)
+		base |= 0x8000u;
+	/* QEMU's order: call first, kick last (the kick starts the ring) */
+	BG_CHECK(uvh_frontend_set_vring_call(g->fe, index, r->call_fd), "SET_VRING_CALL");
+	BG_CHECK(uvh_frontend_set_vring_num(g->fe, index, g->o.qsize), "SET_VRING_NUM");
+	BG_CHECK(uvh_frontend_set_vring_base(g->fe, index, base), "SET_VRING_BASE");
+	BG_CHECK(uvh_frontend_set_vring_addr(g->fe, &addr), "SET_VRING_ADDR");
+	BG_CHECK(uvh_frontend_set_vring_kick(g->fe, index, r->kick_fd), "SET_VRING_KICK");
+	return 0;
+}
+
+int bg_open(struct bg *g, const struct bg_opts *o)
+{
+	struct uvh_connect_opts co = { .timeout_ms = o->connect_timeout_ms };
+	uint64_t want, feat, pf;
+	struct uvh_mem_region reg;
+	int ret;
+
+	memset(g, 0, sizeof(*g));
+	g->o = *o;
+	g->memfd = -1;
+	g->ring[0].kick_fd = g->ring[0].call_fd = -1;
+	g->ring[1].kick_fd = g->ring[1].call_fd = -1;
+	if (!o->qsize || o->frame < 60 || o->frame > UVH_NET_MAX_FRAME ||
+	    (!o->packed && (o->qsize & (o->qsize - 1)))) {
+		fprintf(stderr, "uvhost-bench: bad ring size or frame size\n");
+		return -EINVAL;
+	}
+	g->stride = UVH_NET_HDR_LEN + o->frame <= 2048 ? 2048 :
+		    (UVH_NET_HDR_LEN + o->frame + 63) & ~63u;
+	ret = make_memory(g);
+	if (ret) {
+		fprintf(stderr, "uvhost-bench: guest memory: %s\n", strerror(-ret));
+		return ret;
+	}
+
+	BG_CHECK(uvh_frontend_connect(o->socket_path, &co, &g->fe), "connect");
+	uvh_frontend_set_timeout(g->fe, 10000);
+	want = BIT(UVH_VIRTIO_F_VERSION_1) | BIT(UVH_F_PROTOCOL_FEATURES);
+	if (o->packed)
+		want |= BIT(UVH_VIRTIO_F_RING_PACKED);
+	if (o->event_idx)
+		want |= BIT(UVH_VIRTIO_F_RING_EVENT_IDX);
+	BG_CHECK(uvh_frontend_negotiate(g->fe, want, BIT(UVH_PROTOCOL_F_REPLY_ACK), &feat, &pf),
+		 "negotiate");
+	g->features = feat;
+	if ((feat & want & ~BIT(UVH_F_PROTOCOL_FEATURES)) !=
+	    (want & ~BIT(UVH_F_PROTOCOL_FEATURES))) {
+		fprintf(stderr, "uvhost-bench: the back-end does not offer%s%s%s\n",
+			feat & BIT(UVH_VIRTIO_F_VERSION_1) ? "" : " VERSION_1",
+			o->packed && !(feat & BIT(UVH_VIRTIO_F_RING_PACKED)) ? " RING_PACKED" : "",
+			o->event_idx && !(feat & BIT(UVH_VIRTIO_F_RING_EVENT_IDX)) ?
+			" RING_EVENT_IDX" : "");
+		return -EOPNOTSUPP;
+	}
+
+	reg = (struct uvh_mem_region){
+		.guest_phys_addr = BG_GPA_BASE,
+		.memory_size = g->mem_len,
+		.userspace_addr = (uint64_t)(uintptr_t)g->mem,
+		.mmap_offset = 0,
+	};
+	BG_CHECK(uvh_frontend_set_mem_table(g->fe, &reg, &g->memfd, 1), "SET_MEM_TABLE");
+	for (uint32_t i = 0; i < 2; i++) {
+		ret = setup_ring(g, i);
+		if (ret)
+			return ret;
+	}
+	if (feat & BIT(UVH_F_PROTOCOL_FEATURES))
+		for (uint32_t i = 0; i < 2; i++)
+			BG_CHECK(uvh_frontend_set_vring_enable(g->fe, i, true), "SET_VRING_ENABLE");
+	return 0;
+}
+
+/* ---- the generator thread ----------------------------------------------------------- */
+
+static inline void kick(struct bg_ring *r)
+{
+	uint64_t one = 1;
+
+	if (uvh_vq_driver_need_kick(&r->drv)) {
+		/* a full counter (EAGAIN) still wakes the device */
+		if (write(r->kick_fd, &one, sizeof(one)) == (ssize_t)sizeof(one))
+			r->kicks++;
+	}
+}
+
+/*
+ * How many frames pacing allows now (all of @want when not paced). Paced
+ * frames go in whole bursts, as a DPDK application sends them: a burst
+ * leaves once the average rate has earned it.
+ */
+static inline unsigned int paced(const struct bg *g, uint64_t t0, uint64_t sent,
+				 unsigned int want)
+{
+	double allowed;
+
+	if (g->o.rate_pps <= 0 || !want)
+		return want;
+	allowed = (double)(now_ns() - t0) * 1e-9 * g->o.rate_pps - (double)sent;
+	return allowed >= want ? want : 0;
+}
+
+/* Device TX: reclaim consumed chains, send a burst. Returns frames reclaimed. */
+static unsigned int tx_step(struct bg *g, uint64_t t0, uint64_t *sent)
+{
+	struct bg_ring *r = &g->ring[1];
+	void *tok[BG_BURST];
+	uint32_t lens[BG_BURST];
+	unsigned int n, room, i;
+
+	n = uvh_vq_driver_get_used(&r->drv, tok, lens, BG_BURST);
+	for (i = 0; i < n; i++)
+		r->free[r->nfree++] = (uint16_t)((uintptr_t)tok[i] - 1);
+	room = r->nfree < BG_BURST ? r->nfree : BG_BURST;
+	if (g->o.dir == BG_LOOP) {
+		/* never more frames on their way than the RX ring holds: the
+		 * loopback port drops a frame that finds no RX buffer */
+		uint64_t out = g->seq_tx - g->seq_rx;
+
+		if (out >= g->o.qsize)
+			room = 0;
+		else if (g->o.qsize - out < room)
+			room = (unsigned int)(g->o.qsize - out);
+	}
+	room = paced(g, t0, *sent, room);
+	for (i = 0; i < room; i++) {
+		unsigned int idx = r->free[--r->nfree];
+		uint8_t *p = buf_ptr(g, r, idx);
+		struct uvh_vq_buf b = { buf_gpa(g, r, idx), UVH_NET_HDR_LEN + g->o.frame };
+		uint64_t seq = g->seq_tx++;
+
+		/* as a driver does per frame: header and Ethernet header, plus
+		 * our sequence number */
+		memcpy(p, frame_head, sizeof(frame_head));
+		memcpy(p + UVH_NET_HDR_LEN + BG_SEQ_OFF, &seq, sizeof(seq));
+		if (uvh_vq_driver_add(&r->drv, &b, 1, 0, (void *)(uintptr_t)(idx + 1))) {
+			/* cannot happen with one descriptor per free buffer */
+			r->nfree++;
+			g->seq_tx--;
+			break;
+		}
+	}
+	if (i) {
+		uvh_vq_driver_publish(&r->drv);
+		kick(r);
+		*sent += i;
+	}
+	return n;
+}
+
+/* LOOP: is this the frame we sent? Counts lost and bad frames. */
+static inline void loop_check(struct bg *g, const uint8_t *p, uint32_t len, uint64_t *lost,
+			      uint64_t *bad)
+{
+	uint64_t seq;
+
+	if (len != UVH_NET_HDR_LEN + g->o.frame ||
+	    memcmp(p + UVH_NET_HDR_LEN, frame_head + UVH_NET_HDR_LEN, 14) ||
+	    p[len - 1] != (uint8_t)(len - 1)) {
+		(*bad)++;
+		return;
+	}
+	memcpy(&seq, p + UVH_NET_HDR_LEN + BG_SEQ_OFF, sizeof(seq));
+	if (seq < g->seq_rx) {		/* out of order or twice */
+		(*bad)++;
+		return;
+	}
+	*lost += seq - g->seq_rx;
+	g->seq_rx = seq + 1;
+}
+
+/* Device RX: collect filled buffers, post free ones. Returns frames received. */
+static unsigned int rx_step(struct bg *g, uint64_t t0, uint64_t *posted, uint64_t *lost,
+			    uint64_t *bad)
+{
+	struct bg_ring *r = &g->ring[0];
+	uint32_t want = UVH_NET_HDR_LEN + g->o.frame;
+	void *tok[BG_BURST];
+	uint32_t lens[BG_BURST];
+	unsigned int n, room, i;
+
+	n = uvh_vq_driver_get_used(&r->drv, tok, lens, BG_BURST);
+	if (!n && g->o.dir == BG_LOOP && g->seq_rx != g->seq_tx &&
+	    g->ring[1].nfree == g->o.qsize) {
+		/* The device has given every TX chain back, and it publishes
+		 * a burst's RX frames before its TX chains: the frames still
+		 * missing were dropped. Count them, or the flow control above
+		 * would wait for them forever. */
+		*lost += g->seq_tx - g->seq_rx;
+		g->seq_rx = g->seq_tx;
+	}
+	for (i = 0; i < n; i++) {
+		unsigned int idx = (unsigned int)((uintptr_t)tok[i] - 1);
+
+		if (g->o.dir == BG_LOOP)
+			loop_check(g, buf_ptr(g, r, idx), lens[i], lost, bad);
+		else if (lens[i] != want)
+			(*bad)++;
+		r->free[r->nfree++] = (uint16_t)idx;
+	}
+	room = r->nfree < BG_BURST ? r->nfree : BG_BURST;
+	/* in RX the posted buffers are the traffic: pace them */
+	if (g->o.dir == BG_RX)
+		room = paced(g, t0, *posted, room);
+	for (i = 0; i < room; i++) {
+		unsigned int idx = r->free[--r->nfree];
+		struct uvh_vq_buf b = { buf_gpa(g, r, idx), g->stride };
+
+		if (uvh_vq_driver_add(&r->drv, &b, 0, 1, (void *)(uintptr_t)(idx + 1))) {
+			r->nfree++;
+			break;
+		}
+	}
+	if (i) {
+		uvh_vq_driver_publish(&r->drv);
+		kick(r);
+		*posted += i;
+	}
+	return n;
+}
+
+static void *gen_main(void *arg)
+{
+	struct bg *g = arg;
+	uint64_t t0, sent = 0, posted = 0, total = 0, lost = 0, bad = 0;
+	enum bg_dir dir = g->o.dir;
+
+	if (g->o.cpu >= 0) {
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		CPU_SET(g->o.cpu, &set);
+		g->thread_err = -pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	}
+	t0 = now_ns();
+	/* the device's TX ring may sleep until its first kick (event mode):
+	 * the spec asks for one kick after SET_VRING_KICK anyway */
+	for (unsigned int i = 0; i < 2; i++) {
+		uint64_t one = 1;
+
+		if (write(g->ring[i].kick_fd, &one, sizeof(one)) < 0)
+			g->thread_err = -errno;
+	}
+	while (!atomic_load_explicit(&g->stop, memory_order_relaxed)) {
+		unsigned int n = 0;
+
+		if (dir != BG_RX)
+			n = tx_step(g, t0, &sent);
+		if (dir != BG_TX)
+			n = rx_step(g, t0, &posted, &lost, &bad);
+		if (n) {
+			total += n;
+			/* relaxed: a progress counter read once a second */
+			atomic_store_explicit(&g->frames, total, memory_order_relaxed);
+			if (dir != BG_TX) {
+				atomic_store_explicit(&g->lost, lost, memory_order_relaxed);
+				atomic_store_explicit(&g->bad, bad, memory_order_relaxed);
+			}
+		}
+	}
+	return NULL;
+}
+
+int bg_start(struct bg *g)
+{
+	int ret;
+
+	atomic_store(&g->stop, 0);
+	ret = pthread_create(&g->thread, NULL, gen_main, g);
+	if (ret)
+		return -ret;
+	g->running = true;
+	return 0;
+}
+
+int bg_cpu_clock(struct bg *g, clockid_t *clk)
+{
+	if (!g->running)
+		return -ESRCH;
+	return -pthread_getcpuclockid(g->thread, clk);
+}
+
+void bg_stop(struct bg *g)
+{
+	if (!g->running)
+		return;
+	atomic_store_explicit(&g->stop, 1, memory_order_relaxed);
+	pthread_join(g->thread, NULL);
+	g->running = false;
+}
+
+void bg_close(struct bg *g)
+{
+	bg_stop(g);
+	if (g->fe) {
+		uint32_t base;
+
+		/* stop the rings before the memory goes; a back-end that is
+		 * already gone just fails these */
+		for (uint32_t i = 0; i < 2; i++)
+			if (g->ring[i].kick_fd >= 0)
+				uvh_frontend_get_vring_base(g->fe, i, &base);
+		uvh_frontend_free(g->fe);
+		g->fe = NULL;
+	}
+	for (unsigned int i = 0; i < 2; i++) {
+		struct bg_ring *r = &g->ring[i];
+
+		if (r->drv.tokens)
+			uvh_vq_driver_free(&r->drv);
+		free(r->free);
+		r->free = NULL;
+		if (r->kick_fd >= 0)
+			close(r->kick_fd);
+		if (r->call_fd >= 0)
+			close(r->call_fd);
+		r->kick_fd = r->call_fd = -1;
+	}
+	if (g->mem)
+		munmap(g->mem, g->mem_len);
+	g->mem = NULL;
+	if (g->memfd >= 0)
+		close(g->memfd);
+	g->memfd = -1;
+}

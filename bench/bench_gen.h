@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uvhost-bench's traffic generator: the guest's side of a virtio-net
+ * device, driven over vhost-user by uvhost's own front-end.
+ *
+ * It plays a guest with no interrupts: guest memory is one memfd (rings
+ * and packet buffers), shared with the back-end through SET_MEM_TABLE;
+ * ring 0 is the device's RX (our receive ring), ring 1 its TX. One thread,
+ * pinned to one core, polls both rings (driver-side uvh_vq_driver), kicks
+ * only when the device asks for it (it sleeps in adaptive or event mode),
+ * and never asks for a call.
+ *
+ * Each buffer holds the 12-byte virtio-net header then the frame.
+ *   TX    frames are sent on ring 1; a frame counts once the device has
+ *         given its chain back (consumed it).
+ *   RX    buffers are posted on ring 0; a frame counts when it comes
+ *         back filled (its length is checked).
+ *   LOOP  both: every frame carries a sequence number and comes back on
+ *         ring 0 (the device's loopback port); order, length and content
+ *         are checked, gaps counted as lost.
+ */
+#ifndef UVHOST_BENCH_GEN_H
+#define UVHOST_BENCH_GEN_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "virtq.h"
+
+struct uvh_frontend;
+
+enum bg_dir { BG_TX = 0, BG_RX, BG_LOOP, BG_NDIRS };
+
+/** "tx", "rx", "loop". */
+const char *bg_dir_name(enum bg_dir dir);
+
+/** What the generator needs to know. */
+struct bg_opts {
+	const char *socket_path;	/**< the back-end's socket (we connect) */
+	enum bg_dir dir;
+	bool packed;			/**< VIRTIO_F_RING_PACKED */
+	bool event_idx;			/**< VIRTIO_F_RING_EVENT_IDX */
+	uint32_t frame;			/**< frame bytes, virtio-net header not counted */
+	uint16_t qsize;			/**< ring entries */
+	double rate_pps;		/**< 0: as fast as possible; else paced */
+	int cpu;			/**< core of the generator thread (-1: not pinned) */
+	int connect_timeout_ms;
+};
+
+/** One ring as the generator drives it. */
+struct bg_ring {
+	struct uvh_vq_driver drv;
+	int kick_fd, call_fd;
+	uint8_t *bufs;			/**< our pointer to buffer 0 */
+	uint64_t bufs_gpa;
+	uint16_t *free;			/**< stack of free buffer indexes */
+	unsigned int nfree;
+	uint64_t kicks;
+};
+
+/** A generator: set up with bg_open(), run with bg_start()/bg_stop(). */
+struct bg {
+	struct bg_opts o;
+	struct uvh_frontend *fe;
+	int memfd;
+	uint8_t *mem;
+	size_t mem_len;
+	uint32_t stride;		/**< bytes per buffer */
+	struct bg_ring ring[2];		/**< [0] device RX, [1] device TX */
+	uint64_t features;		/**< in force */
+	pthread_t thread;
+	bool running;
+	int thread_err;			/**< pinning failed (negative errno) */
+	/* written by the generator thread only; its own cache line */
+	_Alignas(64) _Atomic uint64_t frames;	/**< completed (see top of file) */
+	_Atomic uint64_t lost;		/**< LOOP: sequence gaps */
+	_Atomic uint64_t bad;		/**< wrong length, content or order */
+	uint64_t seq_tx, seq_rx;
+	/* written by the controlling thread only */
+	_Alignas(64) _Atomic int stop;
+	_Alignas(64) char pad_end;
+};
+
+/**
+ * Connect to the back-end and set the device up: negotiate (VERSION_1,
+ * RING_PACKED / EVENT_IDX as asked, PROTOCOL_FEATURES with REPLY_ACK),
+ * share guest memory, lay out and hand over both rings, enable them.
+ * 0, or a negative errno (a message on stderr says what failed).
+ */
+int bg_open(struct bg *g, const struct bg_opts *o);
+/** Start the generator thread. 0 or a negative errno. */
+int bg_start(struct bg *g);
+/** Frames completed so far (any thread; relaxed). */
+static inline uint64_t bg_frames(struct bg *g)
+{
+	return atomic_load_explicit(&g->frames, memory_order_relaxed);
+}
+/** The generator thread's CPU clock (for CPU use), or -1. */
+int bg_cpu_clock(struct bg *g, clockid_t *clk);
+/** Stop and join the generator thread (no-op when not running). */
+void bg_stop(struct bg *g);
+/**
+ * Stop the rings (GET_VRING_BASE: the back-end lets go of them), close the
+ * connection and free everything. Safe on a half-opened @g.
+ */
+void bg_close(struct bg *g);
+
+#endif
