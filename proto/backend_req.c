@@ -80,11 +80,16 @@ struct uvh_backend_req {
 	uint32_t max_queues;
 	uint64_t features;		/* acked virtio features */
 	uint64_t protocol_features;	/* offered & acked */
+	bool protocol_negotiated;	/* SET_PROTOCOL_FEATURES accepted */
 	struct uvh_backend_vring_state vrings[UVH_BACKEND_MAX_QUEUES];
 	/* The guest memory map as the device accepted it, so that regions
 	 * added later can be checked against it. */
 	unsigned int nregions;
 	struct uvh_mem_region regions[UVH_MAX_MEM_SLOTS];
+	/* How many ADD_MEM_REG of the very same region are outstanding: QEMU
+	 * keeps one vhost device per queue pair on one socket, and each adds
+	 * (and later removes) the same regions. */
+	uint16_t region_refs[UVH_MAX_MEM_SLOTS];
 	struct uvh_msg msg;		/* uvh_backend_req_handle()'s buffer */
 	struct reply rep;
 };
@@ -331,6 +336,8 @@ static int h_set_mem_table(struct uvh_backend_req *req, struct uvh_msg *msg)
 	ret = DEV_CALL(req, msg, set_mem_table, req->dev, t->regions, take_fds(msg), n);
 	if (!ret) {
 		memcpy(req->regions, t->regions, n * sizeof(t->regions[0]));
+		for (unsigned int i = 0; i < n; i++)
+			req->region_refs[i] = 1;
 		req->nregions = n;
 	}
 	return ret;
@@ -464,8 +471,10 @@ static int h_set_protocol_features(struct uvh_backend_req *req, struct uvh_msg *
 	    (pf & inband_needs) != inband_needs)
 		return reject(msg, -EINVAL, "INBAND_NOTIFICATIONS needs BACKEND_REQ and REPLY_ACK");
 	ret = DEV_CALL(req, msg, set_protocol_features, req->dev, pf);
-	if (!ret)
+	if (!ret) {
 		req->protocol_features = pf;
+		req->protocol_negotiated = true;
+	}
 	return ret;
 }
 
@@ -687,15 +696,30 @@ static int h_add_mem_reg(struct uvh_backend_req *req, struct uvh_msg *msg)
 	const struct uvh_mem_region *r = &msg->payload.mem_single.region;
 	int ret = check_region(msg, r);
 
-	for (unsigned int i = 0; !ret && i < req->nregions; i++)
-		ret = check_disjoint(msg, &req->regions[i], r);
 	if (ret)
 		return ret;
+	for (unsigned int i = 0; i < req->nregions; i++) {
+		if (!memcmp(&req->regions[i], r, sizeof(*r))) {
+			/* The same region again (one front-end device per queue
+			 * pair): already mapped, count it; the fd is not needed. */
+			if (req->region_refs[i] == UINT16_MAX)
+				return reject(msg, -ENOSPC, "region added too many times");
+			req->region_refs[i]++;
+			UVH_DEBUG("%s: region at GPA 0x%" PRIx64 " added again (%u times)",
+				  name_of(msg), r->guest_phys_addr, req->region_refs[i]);
+			return 0;	/* the caller closes the unused fd */
+		}
+		ret = check_disjoint(msg, &req->regions[i], r);
+		if (ret)
+			return ret;
+	}
 	if (req->nregions >= UVH_MAX_MEM_SLOTS)
 		return reject(msg, -ENOSPC, "all %u memory slots are in use", UVH_MAX_MEM_SLOTS);
 	ret = DEV_CALL(req, msg, add_mem_reg, req->dev, r, take_fd(msg));
-	if (!ret)
+	if (!ret) {
+		req->region_refs[req->nregions] = 1;
 		req->regions[req->nregions++] = *r;
+	}
 	return ret;
 }
 
@@ -715,9 +739,16 @@ static int h_rem_mem_reg(struct uvh_backend_req *req, struct uvh_msg *msg)
 	if (i == req->nregions)
 		return reject(msg, -ENOENT, "no region at GPA 0x%" PRIx64 " size 0x%" PRIx64,
 			      r->guest_phys_addr, r->memory_size);
+	if (req->region_refs[i] > 1) {
+		req->region_refs[i]--;	/* another adder still uses it */
+		return 0;
+	}
 	ret = DEV_CALL(req, msg, rem_mem_reg, req->dev, r);
-	if (!ret)
-		req->regions[i] = req->regions[--req->nregions];
+	if (!ret) {
+		req->nregions--;
+		req->regions[i] = req->regions[req->nregions];
+		req->region_refs[i] = req->region_refs[req->nregions];
+	}
 	return ret;
 }
 
@@ -874,7 +905,11 @@ static int validate(struct uvh_backend_req *req, struct uvh_msg *msg,
 	    !(req->protocol_features & BIT(info->gate_protocol)))
 		return reject(msg, -ENOPROTOOPT, "protocol feature %s is not negotiated",
 			      uvh_protocol_feature_name(info->gate_protocol));
-	if (info->gate_feature >= 0 && !(req->features & BIT(info->gate_feature)))
+	/* SET_VRING_ENABLE needs PROTOCOL_FEATURES: acked by SET_FEATURES, or
+	 * proven offered by an accepted SET_PROTOCOL_FEATURES, because QEMU
+	 * enables rings before it sends SET_FEATURES. */
+	if (info->gate_feature >= 0 && !(req->features & BIT(info->gate_feature)) &&
+	    !(info->gate_feature == UVH_F_PROTOCOL_FEATURES && req->protocol_negotiated))
 		return reject(msg, -ENOPROTOOPT, "virtio feature bit %d is not acked",
 			      info->gate_feature);
 	if (h->vring == IDX_NONE)

@@ -798,6 +798,52 @@ Test(backend_req, add_and_remove_regions)
 	cr_assert_eq(t_count_fds(), before);
 }
 
+/* QEMU runs one vhost device per queue pair on one socket: each adds, and
+ * later removes, the same regions. */
+Test(backend_req, the_same_region_added_twice_is_counted)
+{
+	struct uvh_mem_single s = { 0 };
+	int before = t_count_fds();
+
+	negotiate(F_PROTO | F_V1, PF(CONFIGURE_MEM_SLOTS) | PF(REPLY_ACK));
+	s.region.guest_phys_addr = 0;
+	s.region.memory_size = 0x100000;
+	s.region.userspace_addr = 0x7f0000000000ull;
+	cr_assert_eq(call(UVH_REQ_ADD_MEM_REG, NEED, &s, sizeof(s), 1), 0);
+	expect_u64(UVH_REQ_ADD_MEM_REG, 0);
+	cr_assert_eq(call(UVH_REQ_ADD_MEM_REG, NEED, &s, sizeof(s), 1), 0);
+	expect_u64(UVH_REQ_ADD_MEM_REG, 0);
+	cr_assert_eq(D.calls[UVH_REQ_ADD_MEM_REG], 1, "mapped once");
+	/* A different mmap_offset is another region, and it overlaps. */
+	s.region.mmap_offset = 0x1000;
+	cr_assert_eq(call(UVH_REQ_ADD_MEM_REG, NEED, &s, sizeof(s), 1), 0);
+	expect_u64(UVH_REQ_ADD_MEM_REG, EINVAL);
+	s.region.mmap_offset = 0;
+	/* The first removal only drops a reference; the second unmaps. */
+	cr_assert_eq(call(UVH_REQ_REM_MEM_REG, NEED, &s, sizeof(s), 0), 0);
+	expect_u64(UVH_REQ_REM_MEM_REG, 0);
+	cr_assert_eq(D.calls[UVH_REQ_REM_MEM_REG], 0);
+	cr_assert_eq(call(UVH_REQ_REM_MEM_REG, NEED, &s, sizeof(s), 0), 0);
+	expect_u64(UVH_REQ_REM_MEM_REG, 0);
+	cr_assert_eq(D.calls[UVH_REQ_REM_MEM_REG], 1);
+	cr_assert_eq(call(UVH_REQ_REM_MEM_REG, NEED, &s, sizeof(s), 0), 0);
+	expect_u64(UVH_REQ_REM_MEM_REG, ENOENT);
+	cr_assert_eq(t_count_fds(), before);
+}
+
+/* QEMU enables rings before SET_FEATURES: an accepted SET_PROTOCOL_FEATURES
+ * is proof enough that PROTOCOL_FEATURES is offered. */
+Test(backend_req, vring_enable_after_protocol_features_before_set_features)
+{
+	cr_assert_eq(call(UVH_REQ_GET_FEATURES, V, NULL, 0, 0), 0);
+	expect_u64(UVH_REQ_GET_FEATURES, D.offered);
+	cr_assert(D.offered & F_PROTO);
+	cr_assert_eq(uvh_backend_req_features(req), 0, "nothing acked yet");
+	cr_assert_eq(call_u64(UVH_REQ_SET_PROTOCOL_FEATURES, V, 0, 0), 0);
+	cr_assert_eq(call_state(UVH_REQ_SET_VRING_ENABLE, V, 0, 1), 0);
+	cr_assert(ring(0)->enabled);
+}
+
 /* ---- acks and NACKs ------------------------------------------------------------ */
 
 Test(backend_req, nack_instead_of_close_with_reply_ack)
