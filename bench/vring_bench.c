@@ -5,8 +5,9 @@
  *
  * Driver thread (core A, the guest's role): uvh_vq_driver fills TX chains
  * of one FRAME-byte buffer each (writing its first 64 bytes, as a driver
- * writes headers), publishes bursts of 32 and reclaims used chains when it
- * runs short of room. Device thread (core B, the back-end): uvh_vq_pop
+ * writes headers) with uvh_vq_driver_add_burst (--add single: one
+ * uvh_vq_driver_add per chain), publishes bursts of 32 and reclaims used
+ * chains when it runs short of room. Device thread (core B, the back-end): uvh_vq_pop
  * bursts of 32, copies each chain's bytes out into a local buffer (a sink
  * that reads the packet), uvh_vq_push the burst. Poll mode: notifications
  * disabled both ways, no kicks, no calls.
@@ -65,6 +66,7 @@ struct vb_opts {
 	unsigned int retries;		/* re-runs of a far or contended run */
 	unsigned long c2c_rounds;
 	bool json, inline_mode, verify, mem_host;
+	bool add_single;		/* uvh_vq_driver_add per chain, not add_burst */
 };
 
 /* ---- the vring case -------------------------------------------------------- */
@@ -72,7 +74,7 @@ struct vb_opts {
 struct vb_vring {
 	/* fixed, read by both sides */
 	uint32_t frame, stride, qsize;
-	bool verify;
+	bool verify, add_single;
 	uint8_t *map;			/* the driver's view of guest memory */
 	size_t map_len;
 	uint8_t *bufs;			/* driver's pointer to buffer 0 */
@@ -82,6 +84,7 @@ struct vb_vring {
 	_Alignas(64) struct uvh_vq_driver drv;
 	uint16_t *fifo;			/* free buffer indexes */
 	struct uvh_vq_buf *bufdesc;	/* per buffer: its gpa and FRAME */
+	void **tokvals;			/* per buffer: its token (index + 1) */
 	uint32_t f_head, f_tail;
 	void **tokens;
 	uint32_t *lens;
@@ -110,6 +113,7 @@ static void vb_vring_fini(struct vb_vring *v)
 		munmap(v->map, v->map_len);
 	free(v->fifo);
 	free(v->bufdesc);
+	free(v->tokvals);
 	free(v->tokens);
 	free(v->lens);
 	free(v->sink);
@@ -126,6 +130,7 @@ static int vb_vring_init(struct vb_vring *v, const struct vb_opts *o, bool packe
 	v->frame = frame;
 	v->qsize = o->qsize;
 	v->verify = o->verify;
+	v->add_single = o->add_single;
 	v->stride = frame <= 2048 ? 2048 : (frame + 63) & ~63u;
 	ring_bytes = (uvh_vq_driver_area_bytes((uint16_t)o->qsize, packed) + 4095) & ~(size_t)4095;
 	v->map_len = ring_bytes + (size_t)o->qsize * v->stride;
@@ -192,19 +197,50 @@ static int vb_vring_init(struct vb_vring *v, const struct vb_opts *o, bool packe
 
 	v->fifo = calloc(o->qsize, sizeof(*v->fifo));
 	v->bufdesc = calloc(o->qsize, sizeof(*v->bufdesc));
+	v->tokvals = calloc(o->qsize, sizeof(*v->tokvals));
 	v->tokens = calloc(o->qsize, sizeof(*v->tokens));
 	v->lens = calloc(o->qsize, sizeof(*v->lens));
 	v->sink = aligned_alloc(64, (size_t)UVHB_BURST * v->stride);
-	if (!v->fifo || !v->bufdesc || !v->tokens || !v->lens || !v->sink)
+	if (!v->fifo || !v->bufdesc || !v->tokvals || !v->tokens || !v->lens || !v->sink)
 		return -ENOMEM;
 	memset(v->sink, 0, (size_t)UVHB_BURST * v->stride);
 	for (uint32_t i = 0; i < o->qsize; i++) {
 		v->fifo[i] = (uint16_t)i;
 		v->bufdesc[i].gpa = v->bufs_gpa + (uint64_t)i * v->stride;
 		v->bufdesc[i].len = frame;
+		v->tokvals[i] = (void *)(uintptr_t)(i + 1u);
 	}
 	v->f_tail = o->qsize;
 	return 0;
+}
+
+/* Driver burst with one uvh_vq_driver_add per chain (--add single). */
+static unsigned int vb_driver_add_single(struct vb_vring *v)
+{
+	struct uvh_vq_driver *d = &v->drv;
+	uint32_t mask = v->qsize - 1, hdr = v->frame < 64 ? v->frame : 64;
+	uint32_t head = v->f_head;
+	uint8_t seq = v->seq;
+
+	for (unsigned int i = 0; i < UVHB_BURST; i++) {
+		uint16_t b = v->fifo[head++ & mask];
+		uint8_t *p = v->bufs + (size_t)b * v->stride;
+		int rc;
+
+		if (hdr == 64)
+			memset(p, seq++, 64);
+		else
+			memset(p, seq++, hdr);
+		rc = uvh_vq_driver_add(d, &v->bufdesc[b], 1, 0, v->tokvals[b]);
+		if (rc) {
+			v->drv_err = rc;
+			return 0;
+		}
+	}
+	v->f_head = head;
+	v->seq = seq;
+	uvh_vq_driver_publish(d);
+	return UVHB_BURST;
 }
 
 /* Driver: reclaim when short of room, then add and publish one burst. */
@@ -221,26 +257,38 @@ static unsigned int vb_driver_step(struct vb_vring *v)
 		if (uvh_vq_driver_free_slots(d) < UVHB_BURST)
 			return 0;
 	}
+	if (v->add_single)
+		return vb_driver_add_single(v);
 	/* locals, not fields: they stay in registers across the calls */
 	uint32_t head = v->f_head;
 	uint8_t seq = v->seq;
 
-	for (unsigned int i = 0; i < UVHB_BURST; i++) {
-		uint16_t b = v->fifo[head++ & mask];
-		uint8_t *p = v->bufs + (size_t)b * v->stride;
+	/* Buffers come back in FIFO order, so a burst is one or two runs of
+	 * consecutive buffers (prebuilt descriptors and tokens): one
+	 * add_burst per run, one publish per burst. */
+	for (unsigned int done = 0; done < UVHB_BURST;) {
+		uint16_t b0 = v->fifo[head & mask];
+		unsigned int run = 1;
 		int rc;
 
-		/* a constant 64 lets the compiler emit plain stores */
-		if (hdr == 64)
-			memset(p, seq++, 64);
-		else
-			memset(p, seq++, hdr);
-		/* prebuilt descriptors: the producer's stores are its bottleneck */
-		rc = uvh_vq_driver_add(d, &v->bufdesc[b], 1, 0, (void *)(uintptr_t)(b + 1u));
+		while (done + run < UVHB_BURST && v->fifo[(head + run) & mask] == b0 + run)
+			run++;
+		for (unsigned int k = 0; k < run; k++) {
+			uint8_t *p = v->bufs + (size_t)(b0 + k) * v->stride;
+
+			/* a constant 64 lets the compiler emit plain stores */
+			if (hdr == 64)
+				memset(p, seq++, 64);
+			else
+				memset(p, seq++, hdr);
+		}
+		rc = uvh_vq_driver_add_burst(d, &v->bufdesc[b0], run, false, &v->tokvals[b0]);
 		if (rc) {
 			v->drv_err = rc;
 			return 0;
 		}
+		head += run;
+		done += run;
 	}
 	v->f_head = head;
 	v->seq = seq;
@@ -631,6 +679,8 @@ static void usage(FILE *f)
 		"  --retries N       re-run a far or contended run up to N times (default 2)\n"
 		"  --idle-wait S     before a run, wait up to S s for the machine to go quiet (default 2)\n"
 		"  --verify          device checks each packet's header bytes (slower)\n"
+		"  --add burst|single  driver adds with uvh_vq_driver_add_burst (default) or\n"
+		"                    uvh_vq_driver_add per chain\n"
 		"  --inline          driver and device alternate in one thread (profiling)\n"
 		"  --json            JSON on stdout (the table goes to stderr)\n",
 		UVHB_C2C_FAR_NS);
@@ -690,6 +740,7 @@ static int parse_opts(int argc, char **argv, struct vb_opts *o)
 		{ "retries", required_argument, NULL, 'T' },
 		{ "idle-wait", required_argument, NULL, 'W' },
 		{ "verify", no_argument, NULL, 'V' },
+		{ "add", required_argument, NULL, 'A' },
 		{ "inline", no_argument, NULL, 'I' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
@@ -774,6 +825,12 @@ static int parse_opts(int argc, char **argv, struct vb_opts *o)
 		case 'V':
 			o->verify = true;
 			break;
+		case 'A':
+			if (!strcmp(optarg, "single"))
+				o->add_single = true;
+			else if (strcmp(optarg, "burst"))
+				return -EINVAL;
+			break;
 		case 'I':
 			o->inline_mode = true;
 			break;
@@ -820,10 +877,11 @@ int main(int argc, char **argv)
 		return 1;
 
 	fprintf(tab, "uvhost-vring-bench: %s, cpus %d,%d, queue %u, burst %u, %.2f s x %u reps, "
-		"guest memory via %s, far above %.0f ns\n"
+		"guest memory via %s, driver %s, far above %.0f ns\n"
 		"(idle%% = share of each side's loop time that found nothing to do: the busy side limits)\n",
 		o.inline_mode ? "INLINE (one thread)" : "two threads", o.cpu[0], o.cpu[1], o.qsize,
-		UVHB_BURST, o.secs, o.reps, o.mem_host ? "add_host" : "memfd + add_fd", o.c2c_max);
+		UVHB_BURST, o.secs, o.reps, o.mem_host ? "add_host" : "memfd + add_fd",
+		o.add_single ? "add per chain" : "add_burst", o.c2c_max);
 	fprintf(tab, "%3s %-8s %5s %9s %9s %6s %11s %13s  %s\n", "rep", "case", "size", "Mpps",
 		"Gbit/s", "ratio", "idle% p/c", "c2c ns b/a", "placement");
 	for (unsigned int rep = 1; rep <= o.reps; rep++) {

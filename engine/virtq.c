@@ -95,6 +95,7 @@ int uvh_vq_init(struct uvh_vq *vq, const struct uvh_vq_config *cfg,
 	if (!cfg->packed && (cfg->size & (cfg->size - 1)))
 		return -EINVAL;
 	vq->cfg = *cfg;
+	vq->write_flag = cfg->device_reads_only ? 0 : UVH_VRING_DESC_F_WRITE;
 	vq->mem = mem;
 	vq->mem_hint = UINT32_MAX;
 	vq->last_avail = cfg->next_avail;
@@ -224,10 +225,8 @@ int uvh_vq_driver_init(struct uvh_vq_driver *drv, uint16_t size, bool packed,
 	drv->driver_gpa = gpa + drv_driver_off(size, packed);
 	drv->device_gpa = gpa + drv_device_off(size, packed);
 	drv->tokens = calloc(size, sizeof(*drv->tokens));
-	drv->chain_len = calloc(size, sizeof(*drv->chain_len));
-	drv->next_free = calloc(size, sizeof(*drv->next_free));
-	drv->last_desc = calloc(size, sizeof(*drv->last_desc));
-	if (!drv->tokens || !drv->chain_len || !drv->next_free || !drv->last_desc) {
+	drv->ids = calloc(size, sizeof(*drv->ids));
+	if (!drv->tokens || !drv->ids) {
 		uvh_vq_driver_free(drv);
 		return -ENOMEM;
 	}
@@ -243,13 +242,9 @@ void uvh_vq_driver_free(struct uvh_vq_driver *drv)
 	if (!drv)
 		return;
 	free(drv->tokens);
-	free(drv->chain_len);
-	free(drv->next_free);
-	free(drv->last_desc);
+	free(drv->ids);
 	drv->tokens = NULL;
-	drv->chain_len = NULL;
-	drv->next_free = NULL;
-	drv->last_desc = NULL;
+	drv->ids = NULL;
 }
 
 void uvh_vq_driver_config(const struct uvh_vq_driver *drv, struct uvh_vq_config *cfg)
@@ -280,6 +275,14 @@ int uvh_vq_driver_add(struct uvh_vq_driver *drv, const struct uvh_vq_buf *bufs,
 	if (drv->packed)
 		return uvh_vq_driver_packed_add(drv, bufs, nout, nin, token);
 	return uvh_vq_driver_split_add(drv, bufs, nout, nin, token);
+}
+
+int uvh_vq_driver_add_burst(struct uvh_vq_driver *drv, const struct uvh_vq_buf *bufs,
+			    unsigned int n, bool device_writable, void *const *tokens)
+{
+	if (drv->packed)
+		return uvh_vq_driver_packed_add_burst(drv, bufs, n, device_writable, tokens);
+	return uvh_vq_driver_split_add_burst(drv, bufs, n, device_writable, tokens);
 }
 
 void uvh_vq_driver_publish(struct uvh_vq_driver *drv)

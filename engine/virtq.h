@@ -122,6 +122,13 @@ struct uvh_vq_config {
 	bool indirect;			/**< VIRTIO_F_RING_INDIRECT_DESC */
 	bool in_order;			/**< VIRTIO_F_IN_ORDER */
 	bool strict_order;		/**< refuse readable-after-writable chains */
+	/**
+	 * Every buffer is device-readable, whatever its WRITE flag says (a
+	 * transmit ring). DPDK's virtio driver leaves WRITE set on the header
+	 * entry of packed indirect tables for multi-segment frames, and DPDK's
+	 * own vhost ignores the flag on transmit rings: so must we.
+	 */
+	bool device_reads_only;
 	uint64_t desc_gpa;		/**< descriptor area, guest-physical */
 	uint64_t driver_gpa;		/**< avail ring / driver event area */
 	uint64_t device_gpa;		/**< used ring / device event area */
@@ -158,6 +165,7 @@ struct uvh_vq {
 	struct uvh_dirty_log *log;		/**< NULL unless LOG_ALL */
 	uint32_t mem_hint;
 	enum uvh_vq_error error;
+	uint16_t write_flag;			/**< UVH_VRING_DESC_F_WRITE, or 0 (device_reads_only) */
 	/* split */
 	struct uvh_vring_desc *desc;
 	struct uvh_vring_avail *avail;
@@ -238,6 +246,14 @@ struct uvh_vq_buf {
 	uint32_t len;
 };
 
+/** Driver-side bookkeeping of one buffer id (split: head descriptor), 8 bytes. */
+struct uvh_vq_driver_id {
+	uint16_t next_free;	/**< free list link (split: per descriptor; packed: per id) */
+	uint16_t ndesc;		/**< descriptors of the chain in flight; 0 = not in flight */
+	uint16_t last;		/**< split: the chain's last descriptor; packed: its last slot */
+	uint16_t pad;
+};
+
 /** Driver-side state of one queue. */
 struct uvh_vq_driver {
 	uint16_t size;
@@ -251,11 +267,10 @@ struct uvh_vq_driver {
 	uint16_t next_slot, last_used_slot;
 	bool avail_wrap, used_wrap;
 	uint16_t next_id;
-	/* per id */
+	/* per id: one 8-byte entry each, so adding or freeing a chain
+	 * touches one line of bookkeeping besides the token */
 	void **tokens;
-	uint16_t *chain_len;
-	uint16_t *next_free;	/* free id / descriptor list */
-	uint16_t *last_desc;
+	struct uvh_vq_driver_id *ids;
 };
 
 /**
@@ -279,6 +294,16 @@ void uvh_vq_driver_config(const struct uvh_vq_driver *drv, struct uvh_vq_config 
  */
 int uvh_vq_driver_add(struct uvh_vq_driver *drv, const struct uvh_vq_buf *bufs,
 		      unsigned int nout, unsigned int nin, void *token);
+/**
+ * Add @n chains of one buffer each (@bufs[i], device-writable if
+ * @device_writable, else device-readable), chain i given back with
+ * @tokens[i]: the fast path of a driver that adds packets in bursts. All
+ * or nothing: 0 (also for @n 0), or -ENOSPC when fewer than @n slots (split:
+ * descriptors; packed: ring slots and ids) are free, nothing added then.
+ * Not visible to the device until uvh_vq_driver_publish().
+ */
+int uvh_vq_driver_add_burst(struct uvh_vq_driver *drv, const struct uvh_vq_buf *bufs,
+			    unsigned int n, bool device_writable, void *const *tokens);
 /** Make the added chains visible (one index/flags publish). */
 void uvh_vq_driver_publish(struct uvh_vq_driver *drv);
 /** After publish: does the device want a kick? (EVENT_IDX / NO_NOTIFY) */

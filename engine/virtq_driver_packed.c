@@ -3,7 +3,7 @@
  * uvhost: driver side of a packed virtqueue (the guest's role).
  *
  * Chains go into consecutive ring slots under a buffer id taken from a
- * free-id list (next_id heads it, next_free[] links it). A burst of chains
+ * free-id list (next_id heads it, ids[].next_free links it). A burst of chains
  * is published with one release store: the first slot of the burst is
  * written "not available" (AVAIL = !wrap, USED = wrap) when added and
  * flipped to available by uvh_vq_driver_publish(), after every other slot.
@@ -18,6 +18,9 @@
 #include <string.h>
 
 #include "virtq_internal.h"
+
+/* descriptors are written as 64-bit words in the ring's byte order */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "virtio 1.x rings are little-endian");
 
 #define PACKED_WRAP_BIT		15
 #define PACKED_IDX_MASK		0x7fffu
@@ -66,9 +69,9 @@ int uvh_vq_driver_packed_init(struct uvh_vq_driver *drv)
 	drv->avail_idx = pos(0, true);
 	drv->kicked_avail = pos(0, true);
 	for (i = 0; i < drv->size; i++) {
-		drv->next_free[i] = (uint16_t)(i + 1);
+		drv->ids[i].next_free = (uint16_t)(i + 1);
+		drv->ids[i].ndesc = 0;
 		drv->tokens[i] = NULL;
-		drv->chain_len[i] = 0;
 	}
 	drv->next_id = 0;
 	return 0;
@@ -89,7 +92,7 @@ int uvh_vq_driver_packed_add(struct uvh_vq_driver *drv, const struct uvh_vq_buf 
 	if (n > drv->num_free || drv->next_id >= drv->size)
 		return -ENOSPC;
 	id = drv->next_id;
-	drv->next_id = drv->next_free[id];
+	drv->next_id = drv->ids[id].next_free;
 
 	for (i = 0; i < n; i++) {
 		struct uvh_vring_packed_desc *d = &r[slot];
@@ -106,14 +109,80 @@ int uvh_vq_driver_packed_add(struct uvh_vq_driver *drv, const struct uvh_vq_buf 
 			flags ^= PACKED_AVAIL_USED;
 		/* relaxed: the burst's first flags are released after these */
 		st16(&d->flags, flags, memory_order_relaxed);
-		drv->last_desc[id] = slot;
+		drv->ids[id].last = slot;
 		if (++slot == drv->size) {
 			slot = 0;
 			wrap = !wrap;
 		}
 	}
 	drv->tokens[id] = token;
-	drv->chain_len[id] = (uint16_t)n;
+	drv->ids[id].ndesc = (uint16_t)n;
+	drv->num_free = (uint16_t)(drv->num_free - n);
+	drv->next_slot = slot;
+	drv->avail_wrap = wrap;
+	return 0;
+}
+
+/* A descriptor as two 64-bit stores: addr, then len, id and flags in one
+ * relaxed atomic store (flags are polled by the device, so they are never
+ * written non-atomically; the burst's first flags are released later). */
+static inline void pdesc_write(struct uvh_vring_packed_desc *d, uint64_t addr, uint32_t len,
+			       uint16_t id, uint16_t flags)
+{
+	d->addr = addr;
+	atomic_store_explicit((_Atomic uint64_t *)(void *)&d->len,
+			      (uint64_t)len | (uint64_t)id << 32 | (uint64_t)flags << 48,
+			      memory_order_relaxed);
+}
+
+int uvh_vq_driver_packed_add_burst(struct uvh_vq_driver *drv, const struct uvh_vq_buf *bufs,
+				   unsigned int n, bool device_writable, void *const *tokens)
+{
+	struct uvh_vring_packed_desc *r = ring(drv);
+	struct uvh_vq_driver_id *ids = drv->ids;
+	void **tok = drv->tokens;
+	uint16_t size = drv->size, slot = drv->next_slot, id = drv->next_id;
+	uint16_t wflag = device_writable ? UVH_VRING_DESC_F_WRITE : 0;
+	bool wrap = drv->avail_wrap;
+	uint16_t flags = (uint16_t)(wflag | (wrap ? UVH_VRING_PACKED_DESC_F_AVAIL
+					      : UVH_VRING_PACKED_DESC_F_USED));
+	unsigned int i;
+
+	if (!n)
+		return 0;
+	if (n > drv->num_free)
+		return -ENOSPC;
+	/* Every chain takes one slot and one id, and free ids >= free slots
+	 * (a chain in flight holds one id and at least one slot), so the id
+	 * list cannot run dry here; walked first anyway, so that even a
+	 * corrupted list makes us write nothing rather than half a burst. */
+	for (i = 0; i < n; i++) {
+		if (id >= size)
+			return -ENOSPC;
+		id = ids[id].next_free;
+	}
+	id = drv->next_id;
+	for (i = 0; i < n; i++) {
+		uint16_t f = flags;
+
+		/* nothing pending: the burst's first chain waits, written
+		 * not-available, for publish to flip it with a release */
+		if (i == 0 && drv->avail_idx == pos(slot, wrap))
+			f ^= PACKED_AVAIL_USED;
+		/* relaxed: the device reads none of these slots before the
+		 * burst's first flags, released by publish */
+		pdesc_write(&r[slot], bufs[i].gpa, bufs[i].len, id, f);
+		tok[id] = tokens[i];
+		ids[id].ndesc = 1;
+		ids[id].last = slot;
+		id = ids[id].next_free;
+		if (++slot == size) {
+			slot = 0;
+			wrap = !wrap;
+			flags ^= PACKED_AVAIL_USED;
+		}
+	}
+	drv->next_id = id;
 	drv->num_free = (uint16_t)(drv->num_free - n);
 	drv->next_slot = slot;
 	drv->avail_wrap = wrap;
@@ -169,42 +238,50 @@ unsigned int uvh_vq_driver_packed_get_used(struct uvh_vq_driver *drv, void **tok
 					   uint32_t *lens, unsigned int max)
 {
 	struct uvh_vring_packed_desc *r = ring(drv);
+	struct uvh_vq_driver_id *ids = drv->ids;
+	uint16_t size = drv->size, slot = drv->last_used_slot, next_id = drv->next_id;
+	uint16_t num_free = drv->num_free;
+	bool wrap = drv->used_wrap;
 	unsigned int n = 0;
 
+	/* fields in locals for the loop: the stores into tokens/lens could
+	 * alias them otherwise */
 	while (n < max) {
-		struct uvh_vring_packed_desc *d = &r[drv->last_used_slot];
-		uint16_t flags, id, nd, slot;
+		struct uvh_vring_packed_desc *d = &r[slot];
+		uint16_t flags, id, nd;
 		uint32_t len;
 
 		/* acquire: pairs with the device's release of the first flags
 		 * of its burst in push; the later ones were written before */
 		flags = ld16(&d->flags, memory_order_acquire);
-		if (!!(flags & UVH_VRING_PACKED_DESC_F_AVAIL) != drv->used_wrap ||
-		    !!(flags & UVH_VRING_PACKED_DESC_F_USED) != drv->used_wrap)
+		if (!!(flags & UVH_VRING_PACKED_DESC_F_AVAIL) != wrap ||
+		    !!(flags & UVH_VRING_PACKED_DESC_F_USED) != wrap)
 			break;
-		id = d->id;
-		len = d->len;
-		if (id >= drv->size || !drv->chain_len[id]) {
+		id = ld16(&d->id, memory_order_relaxed);
+		len = atomic_load_explicit((const _Atomic uint32_t *)&d->len, memory_order_relaxed);
+		if (id >= size || !ids[id].ndesc) {
 			UVH_WARN("virtq driver: device used unknown buffer id %u", id);
 			break;
 		}
-		nd = drv->chain_len[id];
+		nd = ids[id].ndesc;
 		tokens[n] = drv->tokens[id];
 		if (lens)
 			lens[n] = len;
 		n++;
-		drv->tokens[id] = NULL;
-		drv->chain_len[id] = 0;
-		drv->next_free[id] = drv->next_id;
-		drv->next_id = id;
-		drv->num_free = (uint16_t)(drv->num_free + nd);
-		slot = (uint16_t)(drv->last_used_slot + nd);
-		if (slot >= drv->size) {
-			slot = (uint16_t)(slot - drv->size);
-			drv->used_wrap = !drv->used_wrap;
+		ids[id].ndesc = 0;
+		ids[id].next_free = next_id;
+		next_id = id;
+		num_free = (uint16_t)(num_free + nd);
+		slot = (uint16_t)(slot + nd);
+		if (slot >= size) {
+			slot = (uint16_t)(slot - size);
+			wrap = !wrap;
 		}
-		drv->last_used_slot = slot;
 	}
+	drv->last_used_slot = slot;
+	drv->used_wrap = wrap;
+	drv->next_id = next_id;
+	drv->num_free = num_free;
 	return n;
 }
 

@@ -2,7 +2,7 @@
 /*
  * uvhost: split virtqueue, driver side (the guest's role).
  *
- * The free descriptor list lives in our private next_free[] array, not in
+ * The free descriptor list lives in our private ids[].next_free, not in
  * the shared descriptors' next fields, so a device that scribbles on the
  * table cannot corrupt our bookkeeping. Used elements are checked (id in
  * range and in flight) before they free anything.
@@ -20,6 +20,9 @@
 #include <string.h>
 
 #include "virtq_internal.h"
+
+/* descriptors are written as 64-bit words in the ring's byte order */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "virtio 1.x rings are little-endian");
 
 static inline struct uvh_vring_desc *drv_desc(struct uvh_vq_driver *drv)
 {
@@ -50,8 +53,10 @@ int uvh_vq_driver_split_init(struct uvh_vq_driver *drv)
 {
 	uint16_t i;
 
-	for (i = 0; i < drv->size; i++)
-		drv->next_free[i] = (uint16_t)(i + 1);
+	for (i = 0; i < drv->size; i++) {
+		drv->ids[i].next_free = (uint16_t)(i + 1);
+		drv->ids[i].ndesc = 0;
+	}
 	drv->free_head = 0;
 	drv->num_free = drv->size;
 	drv->avail_idx = 0;
@@ -60,11 +65,31 @@ int uvh_vq_driver_split_init(struct uvh_vq_driver *drv)
 	return 0;
 }
 
+/* A descriptor as one 16-byte copy (the compiler makes it one or two
+ * stores): the driver's stores are what limits a packet generator. */
+static inline void desc_write(struct uvh_vring_desc *d, uint64_t addr, uint32_t len,
+			      uint16_t flags, uint16_t next)
+{
+	struct uvh_vring_desc v = { .addr = addr, .len = len, .flags = flags, .next = next };
+
+	memcpy(d, &v, sizeof(v));
+}
+
+/* ndesc and last of an id as one 32-bit store (next_free is left alone:
+ * it links the chain's descriptors until the chain is freed) */
+static inline void id_set(struct uvh_vq_driver_id *e, uint16_t ndesc, uint16_t last)
+{
+	uint16_t v[2] = { ndesc, last };
+
+	memcpy(&e->ndesc, v, sizeof(v));
+}
+
 int uvh_vq_driver_split_add(struct uvh_vq_driver *drv, const struct uvh_vq_buf *bufs,
 			    unsigned int nout, unsigned int nin, void *token)
 {
 	struct uvh_vring_desc *desc = drv_desc(drv);
 	struct uvh_vring_avail *avail = drv_avail(drv);
+	struct uvh_vq_driver_id *ids = drv->ids;
 	unsigned int total = nout + nin, i;
 	uint16_t head, cur, prev = 0;
 
@@ -75,24 +100,50 @@ int uvh_vq_driver_split_add(struct uvh_vq_driver *drv, const struct uvh_vq_buf *
 	head = cur = drv->free_head;
 	for (i = 0; i < total; i++) {
 		uint16_t flags = i >= nout ? UVH_VRING_DESC_F_WRITE : 0;
+		uint16_t next = ids[cur].next_free;
 
 		if (i + 1 < total)
 			flags |= UVH_VRING_DESC_F_NEXT;
-		desc[cur].addr = bufs[i].gpa;
-		desc[cur].len = bufs[i].len;
-		desc[cur].flags = flags;
-		desc[cur].next = (i + 1 < total) ? drv->next_free[cur] : 0;
+		desc_write(&desc[cur], bufs[i].gpa, bufs[i].len, flags, i + 1 < total ? next : 0);
 		prev = cur;
-		cur = drv->next_free[cur];
+		cur = next;
 	}
-	/* the chain stays linked in next_free[] for the free on completion */
+	/* the chain stays linked in ids[].next_free for the free on completion */
 	drv->free_head = cur;
 	drv->num_free = (uint16_t)(drv->num_free - total);
 	drv->tokens[head] = token;
-	drv->chain_len[head] = (uint16_t)total;
-	drv->last_desc[head] = prev;
+	id_set(&ids[head], (uint16_t)total, prev);
 	avail->ring[drv->avail_idx & (drv->size - 1)] = head;
 	drv->avail_idx++;
+	return 0;
+}
+
+int uvh_vq_driver_split_add_burst(struct uvh_vq_driver *drv, const struct uvh_vq_buf *bufs,
+				  unsigned int n, bool device_writable, void *const *tokens)
+{
+	struct uvh_vring_desc *desc = drv_desc(drv);
+	uint16_t *ring = drv_avail(drv)->ring;
+	struct uvh_vq_driver_id *ids = drv->ids;
+	void **tok = drv->tokens;
+	uint16_t flags = device_writable ? UVH_VRING_DESC_F_WRITE : 0;
+	uint16_t mask = (uint16_t)(drv->size - 1), cur = drv->free_head, aidx = drv->avail_idx;
+	unsigned int i;
+
+	if (n > drv->num_free)
+		return -ENOSPC;
+	/* locals, not fields: the ring stores could alias them otherwise */
+	for (i = 0; i < n; i++) {
+		uint16_t next = ids[cur].next_free;
+
+		desc_write(&desc[cur], bufs[i].gpa, bufs[i].len, flags, 0);
+		tok[cur] = tokens[i];
+		id_set(&ids[cur], 1, cur);
+		ring[(uint16_t)(aidx + i) & mask] = cur;
+		cur = next;
+	}
+	drv->free_head = cur;
+	drv->num_free = (uint16_t)(drv->num_free - n);
+	drv->avail_idx = (uint16_t)(aidx + n);
 	return 0;
 }
 
@@ -131,38 +182,52 @@ unsigned int uvh_vq_driver_split_get_used(struct uvh_vq_driver *drv, void **toke
 {
 	struct uvh_vring_used *used = drv_used(drv);
 	struct uvh_vring_avail *avail = drv_avail(drv);
-	uint16_t mask = (uint16_t)(drv->size - 1), used_idx, pending, first = drv->last_used;
+	struct uvh_vq_driver_id *ids = drv->ids;
+	uint16_t size = drv->size, mask = (uint16_t)(size - 1), used_idx, pending;
+	uint16_t first = drv->last_used, last_used = first;
+	uint16_t free_head = drv->free_head, num_free = drv->num_free;
 	unsigned int n = 0;
 
 	/* pairs with the device's release store of used->idx */
 	used_idx = atomic_load_explicit((_Atomic uint16_t *)&used->idx, memory_order_acquire);
-	pending = (uint16_t)(used_idx - drv->last_used);
-	if (pending > drv->size)
+	pending = (uint16_t)(used_idx - last_used);
+	if (pending > size)
 		return 0;	/* a device gone wrong: take nothing */
-	while (n < max && pending) {
-		const volatile struct uvh_vring_used_elem *e = &used->ring[drv->last_used & mask];
+	if (pending > max)
+		pending = (uint16_t)max;
+	/* The device wrote these lines: start every transfer now rather than
+	 * one at a time as the loop reaches them. */
+	for (unsigned int i = 0; i < pending; i += 8)
+		__builtin_prefetch(&used->ring[(uint16_t)(last_used + i) & mask]);
+	if (pending)
+		__builtin_prefetch(&used->ring[(uint16_t)(last_used + pending - 1) & mask]);
+	/* fields in locals for the loop: the stores into tokens/lens could
+	 * alias them otherwise */
+	for (; n < pending; n++) {
+		const volatile struct uvh_vring_used_elem *e = &used->ring[last_used & mask];
 		uint32_t id = e->id, len = e->len;
-		uint16_t last;
+		struct uvh_vq_driver_id *ent;
 
-		if (id >= drv->size || drv->chain_len[id] == 0)
+		if (id >= size || ids[id].ndesc == 0)
 			break;	/* not a chain we gave: never free it */
+		ent = &ids[id];
 		tokens[n] = drv->tokens[id];
-		lens[n] = len;
-		last = drv->last_desc[id];
-		drv->next_free[last] = drv->free_head;
-		drv->free_head = (uint16_t)id;
-		drv->num_free = (uint16_t)(drv->num_free + drv->chain_len[id]);
-		drv->chain_len[id] = 0;
-		drv->tokens[id] = NULL;
-		drv->last_used++;
-		pending--;
-		n++;
+		if (lens)
+			lens[n] = len;
+		ids[ent->last].next_free = free_head;
+		free_head = (uint16_t)id;
+		num_free = (uint16_t)(num_free + ent->ndesc);
+		ent->ndesc = 0;
+		last_used++;
 	}
+	drv->free_head = free_head;
+	drv->num_free = num_free;
+	drv->last_used = last_used;
 	/* Callbacks on (EVENT_IDX): used_event sits at our last position
 	 * (enable_cb put it there; off, it sits one behind); keep asking
 	 * for the interrupt after what we took. */
-	if (n && drv->event_idx && load16(&avail->ring[drv->size]) == first)
-		store16(&avail->ring[drv->size], drv->last_used);
+	if (n && drv->event_idx && load16(&avail->ring[size]) == first)
+		store16(&avail->ring[size], last_used);
 	return n;
 }
 

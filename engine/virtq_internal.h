@@ -36,6 +36,8 @@ uint32_t uvh_vq_packed_base(const struct uvh_vq *vq);
 int uvh_vq_driver_split_init(struct uvh_vq_driver *drv);
 int uvh_vq_driver_split_add(struct uvh_vq_driver *drv, const struct uvh_vq_buf *bufs,
 			    unsigned int nout, unsigned int nin, void *token);
+int uvh_vq_driver_split_add_burst(struct uvh_vq_driver *drv, const struct uvh_vq_buf *bufs,
+				  unsigned int n, bool device_writable, void *const *tokens);
 void uvh_vq_driver_split_publish(struct uvh_vq_driver *drv);
 bool uvh_vq_driver_split_need_kick(struct uvh_vq_driver *drv);
 unsigned int uvh_vq_driver_split_get_used(struct uvh_vq_driver *drv, void **tokens,
@@ -45,6 +47,8 @@ void uvh_vq_driver_split_enable_cb(struct uvh_vq_driver *drv, bool enable);
 int uvh_vq_driver_packed_init(struct uvh_vq_driver *drv);
 int uvh_vq_driver_packed_add(struct uvh_vq_driver *drv, const struct uvh_vq_buf *bufs,
 			     unsigned int nout, unsigned int nin, void *token);
+int uvh_vq_driver_packed_add_burst(struct uvh_vq_driver *drv, const struct uvh_vq_buf *bufs,
+				   unsigned int n, bool device_writable, void *const *tokens);
 void uvh_vq_driver_packed_publish(struct uvh_vq_driver *drv);
 bool uvh_vq_driver_packed_need_kick(struct uvh_vq_driver *drv);
 unsigned int uvh_vq_driver_packed_get_used(struct uvh_vq_driver *drv, void **tokens,

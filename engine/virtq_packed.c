@@ -18,6 +18,12 @@
 #include "inflight.h"
 #include "virtq_internal.h"
 
+/* used descriptors are written as 64-bit words in the ring's byte order */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "virtio 1.x rings are little-endian");
+
+#define likely(x)	__builtin_expect(!!(x), 1)
+#define unlikely(x)	__builtin_expect(!!(x), 0)
+
 #define PACKED_WRAP_BIT		15
 #define PACKED_IDX_MASK		0x7fffu
 #define PACKED_EVENT_FLAGS_MASK	0x3u
@@ -169,6 +175,17 @@ static enum uvh_vq_error chain_add(struct uvh_vq *vq, struct chain_ctx *cx, uint
 	cx->total += len;
 	if (cx->total > UINT32_MAX)
 		return UVH_VQ_ERR_LEN_OVERFLOW;
+	/* the common case first: the buffer lies in one region */
+	if (likely(nseg < cx->iov_room)) {
+		void *p = uvh_memory_gpa_to_hva(vq->mem, gpa, len, &vq->mem_hint);
+
+		if (likely(p != NULL)) {
+			cx->iov[nseg].iov_base = p;
+			cx->iov[nseg].iov_len = len;
+			r = 1;
+			goto mapped;
+		}
+	}
 	r = uvh_memory_gpa_to_iov(vq->mem, gpa, len, cx->iov + nseg, cx->iov_room - nseg,
 				  &vq->mem_hint);
 	if (r == -ENOBUFS) {
@@ -179,6 +196,7 @@ static enum uvh_vq_error chain_add(struct uvh_vq *vq, struct chain_ctx *cx, uint
 		return UVH_VQ_ERR_DESC_ADDR;
 	if (nseg + (unsigned int)r > UINT16_MAX)
 		return UVH_VQ_ERR_TOO_MANY_SEGMENTS;
+mapped:
 	if (write) {
 		c->nin = (uint16_t)(c->nin + r);
 		c->in_len += len;
@@ -246,7 +264,7 @@ static enum uvh_vq_error chain_indirect(struct uvh_vq *vq, struct chain_ctx *cx,
 		if (e.flags & UVH_VRING_DESC_F_INDIRECT)
 			return UVH_VQ_ERR_NESTED_INDIRECT;
 		/* NEXT means nothing inside a table: entries are consecutive */
-		err = chain_add(vq, cx, e.addr, e.len, e.flags & UVH_VRING_DESC_F_WRITE);
+		err = chain_add(vq, cx, e.addr, e.len, e.flags & vq->write_flag);
 		if (err)
 			return err;
 	}
@@ -263,7 +281,7 @@ static inline enum uvh_vq_error chain_desc(struct uvh_vq *vq, struct chain_ctx *
 			return UVH_VQ_ERR_NESTED_INDIRECT;
 		return chain_indirect(vq, cx, v);
 	}
-	return chain_add(vq, cx, v->addr, v->len, v->flags & UVH_VRING_DESC_F_WRITE);
+	return chain_add(vq, cx, v->addr, v->len, v->flags & vq->write_flag);
 }
 
 static inline void chain_reset(struct chain_ctx *cx, struct uvh_vq_chain *c, struct iovec *iov,
@@ -360,6 +378,70 @@ static int pop_resubmit(struct uvh_vq *vq, struct chain_ctx *cx)
 	return 1;
 }
 
+/*
+ * The fast path: take up to @lim chains while each is one direct, non-empty
+ * buffer with a valid id, in the region of the last buffer (what a packet
+ * driver posts), one iovec each. Stops, taking nothing of it, at the first
+ * chain that is anything else (a problem included): the full walk deals
+ * with it from its own read. The caller keeps @lim within the free room of
+ * the ring (slots in flight) and of the iovecs.
+ */
+static __attribute__((noinline)) unsigned int pop_simple(struct uvh_vq *vq,
+							 struct uvh_vq_chain *c,
+							 struct iovec *iov, unsigned int lim)
+{
+	const struct uvh_memory *mem = vq->mem;
+	struct uvh_vring_packed_desc *ring = vq->pdesc;
+	const uint16_t size = vq->cfg.size;
+	uint16_t slot = vq->last_avail;
+	bool wrap = vq->avail_wrap;
+	unsigned int n = 0;
+	uint64_t rgpa, rsize;
+	uint8_t *rhva;
+
+	/* the region of the last buffer, in registers: most buffers are in it */
+	if (unlikely(vq->mem_hint >= mem->nregions))
+		return 0;	/* the full walk sets the hint */
+	rgpa = mem->regions[vq->mem_hint].gpa;
+	rsize = mem->regions[vq->mem_hint].size;
+	rhva = mem->regions[vq->mem_hint].hva;
+	for (; n < lim; n++) {
+		struct pdesc_val v;
+		uint16_t flags;
+		uint64_t off;
+		bool w;
+
+		/* acquire: pairs with the driver's release store of the first
+		 * flags of its burst (written after the rest of the burst) */
+		flags = ld16(&ring[slot].flags, memory_order_acquire);
+		if (!desc_is_avail(flags, wrap) ||
+		    (flags & (UVH_VRING_DESC_F_NEXT | UVH_VRING_DESC_F_INDIRECT)))
+			break;
+		read_ring_desc(&ring[slot], flags, &v);
+		if (unlikely(!v.len || v.id >= size))
+			break;
+		/* inside that region, as uvh_memory_gpa_to_hva() checks it */
+		off = v.addr - rgpa;
+		if (unlikely(off >= rsize || v.len > rsize - off))
+			break;	/* another region (the full walk finds it) or none */
+		w = flags & vq->write_flag;
+		iov[n].iov_base = rhva + off;
+		iov[n].iov_len = v.len;
+		c[n] = (struct uvh_vq_chain){
+			.iov = &iov[n], .nout = !w, .nin = w,
+			.out_len = w ? 0 : v.len, .in_len = w ? v.len : 0,
+			.id = v.id, .ndesc = 1,
+		};
+		if (++slot == size) {
+			slot = 0;
+			wrap = !wrap;
+		}
+	}
+	vq->last_avail = slot;
+	vq->avail_wrap = wrap;
+	return n;
+}
+
 int uvh_vq_packed_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned int max,
 		      struct iovec *iov, unsigned int iov_max)
 {
@@ -387,21 +469,39 @@ int uvh_vq_packed_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned i
 
 	busy = slots_in_flight(vq);
 	while (n < max) {
-		uint16_t slot = vq->last_avail, first_slot = slot;
-		bool wrap = vq->avail_wrap;
+		uint16_t slot, first_slot, flags;
+		bool wrap;
 		enum uvh_vq_error err = UVH_VQ_OK;
 		struct pdesc_val v;
-		uint16_t flags;
 		unsigned int ndesc = 0;
+
+		if (likely(!vq->inflight && !vq->log)) {
+			unsigned int k, lim = max - n, room = busy < size ? size - busy : 0;
+
+			if (lim > iov_max - iov_used)
+				lim = iov_max - iov_used;
+			if (lim > room)
+				lim = room;
+			k = pop_simple(vq, chains + n, iov + iov_used, lim);
+			n += k;
+			iov_used += k;
+			busy += k;
+			if (n == max)
+				break;
+		}
+		/* anything else, every error included, one chain at a time */
+		slot = vq->last_avail;
+		first_slot = slot;
+		wrap = vq->avail_wrap;
 
 		/* acquire: pairs with the driver's release store of the first
 		 * descriptor's flags, made after the chain's addr/len/id */
 		flags = ld16(&ring[slot].flags, memory_order_acquire);
 		if (!desc_is_avail(flags, wrap))
 			break;
+		read_ring_desc(&ring[slot], flags, &v);
 		chain_reset(&cx, &chains[n], iov + iov_used, iov_max - iov_used, n == 0);
 		for (;;) {
-			read_ring_desc(&ring[slot], flags, &v);
 			ndesc++;
 			err = chain_desc(vq, &cx, &v, ndesc == 1);
 			if (err)
@@ -419,6 +519,7 @@ int uvh_vq_packed_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned i
 			/* the rest of the chain was written before the first
 			 * flags: the acquire above covers it */
 			flags = ld16(&ring[slot].flags, memory_order_relaxed);
+			read_ring_desc(&ring[slot], flags, &v);
 		}
 		if (!err && busy + ndesc > size)
 			err = UVH_VQ_ERR_AVAIL_IDX;	/* more slots than the ring has */
@@ -478,10 +579,10 @@ static void log_chain(struct uvh_vq *vq, uint16_t slot, const struct uvh_vq_used
 				struct pdesc_val e;
 
 				read_table_desc(table, j, !((uintptr_t)table & 7), &e);
-				if (e.flags & UVH_VRING_DESC_F_WRITE)
+				if (e.flags & vq->write_flag)
 					uvh_dirty_log_mark(vq->log, e.addr, e.len);
 			}
-		} else if (v.flags & UVH_VRING_DESC_F_WRITE) {
+		} else if (v.flags & vq->write_flag) {
 			uvh_dirty_log_mark(vq->log, v.addr, v.len);
 		}
 		s = (uint16_t)(s + 1 == size ? 0 : s + 1);
@@ -519,12 +620,17 @@ void uvh_vq_packed_push(struct uvh_vq *vq, const struct uvh_vq_used *used, unsig
 		 * from pop, so this only guards against a caller's bug */
 		if (!nd || nd > size)
 			nd = 1;
-		st16(&d->id, used[i].id, memory_order_relaxed);
-		st32(&d->len, used[i].len);
-		if (i == 0)
+		if (i == 0) {
+			st32(&d->len, used[i].len);
+			st16(&d->id, used[i].id, memory_order_relaxed);
 			first_flags = flags;
-		else
-			st16(&d->flags, flags, memory_order_relaxed);
+		} else {
+			/* len, id and flags in one store; the driver reads
+			 * none of it before the first flags are released */
+			atomic_store_explicit((_Atomic uint64_t *)(void *)&d->len,
+					      (uint64_t)used[i].len | (uint64_t)used[i].id << 32 |
+					      (uint64_t)flags << 48, memory_order_relaxed);
+		}
 		slot = (uint16_t)(slot + nd);
 		if (slot >= size) {
 			slot = (uint16_t)(slot - size);

@@ -185,11 +185,12 @@ static inline int map_buffer(struct uvh_vq *vq, const struct uvh_vring_desc *d,
 }
 
 /*
- * Walk the chain at @head into @chain, its iovecs at iov[0..cap).
+ * Walk the chain at @head into @chain, its iovecs at iov[0..cap); @first is
+ * the head descriptor, already loaded (once) by the caller.
  * Returns the iovecs used, PARSE_FAIL (ring broken) or PARSE_NOSPC.
  */
-static int parse_chain(struct uvh_vq *vq, uint16_t head, struct uvh_vq_chain *chain,
-		       struct iovec *iov, unsigned int cap)
+static int parse_chain(struct uvh_vq *vq, uint16_t head, const struct uvh_vring_desc *first,
+		       struct uvh_vq_chain *chain, struct iovec *iov, unsigned int cap)
 {
 	const struct uvh_vring_desc *table = vq->desc;
 	uint64_t table_gpa = 0, out_len = 0, in_len = 0;
@@ -203,7 +204,9 @@ static int parse_chain(struct uvh_vq *vq, uint16_t head, struct uvh_vq_chain *ch
 	for (;;) {
 		if (unlikely(++hops > limit))
 			return broken(vq, UVH_VQ_ERR_CHAIN_LOOP, NULL);
-		if (likely(!slow)) {
+		if (ndesc == 0 && !indirect) {
+			d = *first;
+		} else if (likely(!slow)) {
 			desc_load(&table[idx], &d);
 		} else if (desc_load_slow(vq, table_gpa, idx, &d) < 0) {
 			return broken(vq, UVH_VQ_ERR_DESC_ADDR, "indirect table");
@@ -248,7 +251,7 @@ static int parse_chain(struct uvh_vq *vq, uint16_t head, struct uvh_vq_chain *ch
 			n = map_buffer(vq, &d, iov, used, cap);
 			if (unlikely(n < 0))
 				return n;
-			if (d.flags & UVH_VRING_DESC_F_WRITE) {
+			if (d.flags & vq->write_flag) {
 				nin += (unsigned int)n;
 				in_len += d.len;
 				if (unlikely(in_len > UINT32_MAX))
@@ -267,7 +270,7 @@ static int parse_chain(struct uvh_vq *vq, uint16_t head, struct uvh_vq_chain *ch
 				if (unlikely(out_len > UINT32_MAX))
 					return broken(vq, UVH_VQ_ERR_LEN_OVERFLOW, NULL);
 			}
-		} else if (unlikely(!(d.flags & UVH_VRING_DESC_F_WRITE) && nin &&
+		} else if (unlikely(!(d.flags & vq->write_flag) && nin &&
 				    vq->cfg.strict_order)) {
 			return broken(vq, UVH_VQ_ERR_WRITE_ORDER, NULL);
 		}
@@ -289,16 +292,75 @@ static int parse_chain(struct uvh_vq *vq, uint16_t head, struct uvh_vq_chain *ch
 }
 
 /*
- * Parse one chain of a burst. PARSE_NOSPC with chains already in the burst
- * just ends the burst; with none, the chain can never fit: broken.
+ * Parse one chain of a burst whose head descriptor @d the caller loaded
+ * (once). PARSE_NOSPC with chains already in the burst just ends the burst;
+ * with none, the chain can never fit: broken. Out of line: the pop loop's
+ * fast path stays small.
  */
-static int burst_chain(struct uvh_vq *vq, uint16_t head, struct uvh_vq_chain *chain,
-		       struct iovec *iov, unsigned int cap, unsigned int taken)
+static __attribute__((noinline)) int burst_chain(struct uvh_vq *vq, uint16_t head,
+						 struct uvh_vring_desc d,
+						 struct uvh_vq_chain *chain, struct iovec *iov,
+						 unsigned int cap, unsigned int taken)
 {
-	int n = parse_chain(vq, head, chain, iov, cap);
+	int n = parse_chain(vq, head, &d, chain, iov, cap);
 
 	if (unlikely(n == PARSE_NOSPC) && taken == 0)
 		uvh_vq_fail(vq, UVH_VQ_ERR_TOO_MANY_SEGMENTS, NULL);
+	return n;
+}
+
+/*
+ * The fast path: take up to @lim chains from avail entry *@last on while
+ * each is one direct, non-empty buffer in one region (what a packet driver
+ * posts), one iovec each. Stops, taking nothing of it, at the first chain
+ * that is anything else (a problem included): the full walk deals with it
+ * from its own read. Few live values, so they stay in registers.
+ */
+static __attribute__((noinline)) unsigned int pop_simple(struct uvh_vq *vq, struct uvh_vq_chain *c,
+				      struct iovec *iov, unsigned int lim, uint16_t *last)
+{
+	const struct uvh_memory *mem = vq->mem;
+	const struct uvh_vring_desc *desc = vq->desc;
+	const uint16_t *ring = vq->avail->ring;
+	const uint16_t size = vq->cfg.size, mask = (uint16_t)(size - 1);
+	uint16_t pos = *last;
+	unsigned int n = 0;
+	uint64_t rgpa, rsize;
+	uint8_t *rhva;
+
+	/* the region of the last buffer, in registers: most buffers are in it */
+	if (unlikely(vq->mem_hint >= mem->nregions))
+		return 0;	/* the full walk sets the hint */
+	rgpa = mem->regions[vq->mem_hint].gpa;
+	rsize = mem->regions[vq->mem_hint].size;
+	rhva = mem->regions[vq->mem_hint].hva;
+	for (; n < lim; n++) {
+		uint16_t head = ring_load16(&ring[pos & mask]);
+		struct uvh_vring_desc d;
+		uint64_t off;
+		bool w;
+
+		if (unlikely(head >= size))
+			break;
+		desc_load(&desc[head], &d);
+		if (unlikely((d.flags & (UVH_VRING_DESC_F_NEXT | UVH_VRING_DESC_F_INDIRECT)) ||
+			     !d.len))
+			break;
+		/* inside that region, as uvh_memory_gpa_to_hva() checks it */
+		off = d.addr - rgpa;
+		if (unlikely(off >= rsize || d.len > rsize - off))
+			break;	/* another region (the full walk finds it) or none */
+		w = d.flags & vq->write_flag;
+		iov[n].iov_base = rhva + off;
+		iov[n].iov_len = d.len;
+		c[n] = (struct uvh_vq_chain){
+			.iov = &iov[n], .nout = !w, .nin = w,
+			.out_len = w ? 0 : d.len, .in_len = w ? d.len : 0,
+			.id = head, .ndesc = 1,
+		};
+		pos++;
+	}
+	*last = pos;
 	return n;
 }
 
@@ -306,7 +368,9 @@ int uvh_vq_split_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned in
 		     struct iovec *iov, unsigned int iov_max)
 {
 	struct uvh_inflight_vq *ifq = vq->inflight;
-	uint16_t mask = (uint16_t)(vq->cfg.size - 1);
+	const struct uvh_vring_desc *desc = vq->desc;
+	const uint16_t *ring = vq->avail->ring;
+	const uint16_t size = vq->cfg.size, mask = (uint16_t)(size - 1);
 	uint16_t avail_idx, navail, last = vq->last_avail;
 	unsigned int taken = 0, iov_used = 0;
 	int n;
@@ -315,12 +379,14 @@ int uvh_vq_split_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned in
 	if (unlikely(ifq != NULL)) {
 		while (taken < max && ifq->resubmit_next < ifq->nresubmit) {
 			uint16_t head = ifq->resubmit[ifq->resubmit_next];
+			struct uvh_vring_desc d;
 
-			if (head >= vq->cfg.size) {
+			if (head >= size) {
 				uvh_vq_fail(vq, UVH_VQ_ERR_DESC_INDEX, "resubmitted head");
 				goto out;
 			}
-			n = burst_chain(vq, head, &chains[taken], iov + iov_used,
+			desc_load(&desc[head], &d);
+			n = burst_chain(vq, head, d, &chains[taken], iov + iov_used,
 					iov_max - iov_used, taken);
 			if (n < 0)
 				goto out;
@@ -332,7 +398,7 @@ int uvh_vq_split_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned in
 
 	avail_idx = avail_idx_acquire(vq->avail);
 	navail = (uint16_t)(avail_idx - last);
-	if (unlikely(navail > vq->cfg.size)) {
+	if (unlikely(navail > size)) {
 		char why[64];
 
 		snprintf(why, sizeof(why), "idx %u, last seen %u", avail_idx, last);
@@ -340,17 +406,35 @@ int uvh_vq_split_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned in
 		goto out;
 	}
 	vq->shadow_avail = avail_idx;
-	while (navail && taken < max) {
-		uint16_t head = ring_load16(&vq->avail->ring[last & mask]);
+	if (navail > max - taken)
+		navail = (uint16_t)(max - taken);
+	while (navail) {
+		uint16_t head;
+		struct uvh_vring_desc d;
 
-		if (unlikely(head >= vq->cfg.size)) {
+		if (likely(ifq == NULL)) {
+			unsigned int k, room = iov_max - iov_used;
+
+			k = pop_simple(vq, chains + taken, iov + iov_used,
+				       navail < room ? navail : room, &last);
+			taken += k;
+			iov_used += k;
+			navail = (uint16_t)(navail - k);
+			if (!navail)
+				break;
+		}
+		/* anything else, every error included, one chain at a time */
+		head = ring_load16(&ring[last & mask]);
+		if (unlikely(head >= size)) {
 			uvh_vq_fail(vq, UVH_VQ_ERR_DESC_INDEX, "head");
 			break;
 		}
-		n = burst_chain(vq, head, &chains[taken], iov + iov_used, iov_max - iov_used, taken);
+		desc_load(&desc[head], &d);
+		n = burst_chain(vq, head, d, &chains[taken], iov + iov_used, iov_max - iov_used,
+				taken);
 		if (unlikely(n < 0))
 			break;
-		if (ifq)
+		if (unlikely(ifq != NULL))
 			uvh_inflight_split_get(ifq, head);
 		iov_used += (unsigned int)n;
 		last++;
@@ -388,7 +472,7 @@ static void log_chain_writes(struct uvh_vq *vq, uint16_t head, uint32_t len)
 			indirect = true;
 			continue;
 		}
-		if (d.flags & UVH_VRING_DESC_F_WRITE) {
+		if (d.flags & vq->write_flag) {
 			uint32_t part = d.len < len ? d.len : len;
 
 			uvh_dirty_log_mark(vq->log, d.addr, part);
