@@ -938,6 +938,14 @@ static uint32_t vud_engine_for_queue(void *dev, uint32_t index, uint32_t nengine
 	return (index / 2) % nengines;	/* both rings of a pair together */
 }
 
+/* Transmit rings (odd, below the control ring) carry only frames to read. */
+static bool vud_queue_device_reads_only(void *dev, uint32_t index)
+{
+	struct uvh_net_dev *d = dev;
+
+	return index < 2 * d->max_pairs && (index & 1);
+}
+
 static int vud_get_config(void *dev, uint32_t offset, uint32_t size, uint8_t *buf)
 {
 	return uvh_net_get_config(dev, offset, size, buf);
@@ -1004,6 +1012,7 @@ const struct uvh_vud_device_ops uvh_net_vud_ops = {
 	.num_queues = vud_num_queues,
 	.queue_num_reply = vud_queue_num_reply,
 	.engine_for_queue = vud_engine_for_queue,
+	.queue_device_reads_only = vud_queue_device_reads_only,
 	.get_config = vud_get_config,
 	.queue_start = vud_queue_start,
 	.queue_stop = vud_queue_stop,

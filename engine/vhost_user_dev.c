@@ -265,6 +265,8 @@ static int queue_start(struct uvh_vud *v, struct uvh_vud_queue *q)
 	cfg.indirect = v->features & BIT(UVH_VIRTIO_F_RING_INDIRECT_DESC);
 	cfg.in_order = v->features & BIT(UVH_VIRTIO_F_IN_ORDER);
 	cfg.strict_order = v->strict_order;
+	cfg.device_reads_only = v->ops->queue_device_reads_only &&
+				v->ops->queue_device_reads_only(v->dev, q->index);
 	/* SET_VRING_ADDR holds front-end virtual addresses (GPA_ADDRESSES and
 	 * IOMMU_PLATFORM, which change that, are not offered by the vud). */
 	if (!uvh_memory_uva_to_gpa(v->mem, q->addr.desc_user_addr, &cfg.desc_gpa) ||

@@ -164,6 +164,12 @@ struct uvh_vud_device_ops {
 	 * on one engine, pairs spread round-robin.
 	 */
 	uint32_t (*engine_for_queue)(void *dev, uint32_t index, uint32_t nengines);
+	/**
+	 * Is ring @index one the device only reads (a transmit ring)? Its
+	 * buffers are then all taken as readable, whatever their WRITE flag
+	 * (see uvh_vq_config.device_reads_only). NULL = no such ring.
+	 */
+	bool (*queue_device_reads_only)(void *dev, uint32_t index);
 	/** [control] GET_CONFIG: @size bytes at @offset into @buf (bounds of
 	 * the wire already checked: offset + size <= 256). NULL = CONFIG not
 	 * offered. */
