@@ -253,7 +253,8 @@ static inline unsigned int paced(const struct bg *g, uint64_t t0, uint64_t sent,
 static unsigned int tx_step(struct bg *g, uint64_t t0, uint64_t *sent)
 {
 	struct bg_ring *r = &g->ring[1];
-	void *tok[BG_BURST];
+	struct uvh_vq_buf bufs[BG_BURST];
+	void *tok[BG_BURST], *toks[BG_BURST];
 	uint32_t lens[BG_BURST];
 	unsigned int n, room, i;
 
@@ -272,28 +273,28 @@ static unsigned int tx_step(struct bg *g, uint64_t t0, uint64_t *sent)
 			room = (unsigned int)(g->o.qsize - out);
 	}
 	room = paced(g, t0, *sent, room);
+	if (!room)
+		return n;
 	for (i = 0; i < room; i++) {
-		unsigned int idx = r->free[--r->nfree];
+		unsigned int idx = r->free[r->nfree - 1 - i];
 		uint8_t *p = buf_ptr(g, r, idx);
-		struct uvh_vq_buf b = { buf_gpa(g, r, idx), UVH_NET_HDR_LEN + g->o.frame };
-		uint64_t seq = g->seq_tx++;
+		uint64_t seq = g->seq_tx + i;
 
 		/* as a driver does per frame: header and Ethernet header, plus
 		 * our sequence number */
 		memcpy(p, frame_head, sizeof(frame_head));
 		memcpy(p + UVH_NET_HDR_LEN + BG_SEQ_OFF, &seq, sizeof(seq));
-		if (uvh_vq_driver_add(&r->drv, &b, 1, 0, (void *)(uintptr_t)(idx + 1))) {
-			/* cannot happen with one descriptor per free buffer */
-			r->nfree++;
-			g->seq_tx--;
-			break;
-		}
+		bufs[i] = (struct uvh_vq_buf){ buf_gpa(g, r, idx), UVH_NET_HDR_LEN + g->o.frame };
+		toks[i] = (void *)(uintptr_t)(idx + 1);
 	}
-	if (i) {
-		uvh_vq_driver_publish(&r->drv);
-		kick(r);
-		*sent += i;
-	}
+	/* all or nothing; cannot fail with one descriptor per free buffer */
+	if (uvh_vq_driver_add_burst(&r->drv, bufs, room, false, toks))
+		return n;
+	r->nfree -= room;
+	g->seq_tx += room;
+	uvh_vq_driver_publish(&r->drv);
+	kick(r);
+	*sent += room;
 	return n;
 }
 
@@ -324,7 +325,8 @@ static unsigned int rx_step(struct bg *g, uint64_t t0, uint64_t *posted, uint64_
 {
 	struct bg_ring *r = &g->ring[0];
 	uint32_t want = UVH_NET_HDR_LEN + g->o.frame;
-	void *tok[BG_BURST];
+	struct uvh_vq_buf bufs[BG_BURST];
+	void *tok[BG_BURST], *toks[BG_BURST];
 	uint32_t lens[BG_BURST];
 	unsigned int n, room, i;
 
@@ -351,20 +353,20 @@ static unsigned int rx_step(struct bg *g, uint64_t t0, uint64_t *posted, uint64_
 	/* in RX the posted buffers are the traffic: pace them */
 	if (g->o.dir == BG_RX)
 		room = paced(g, t0, *posted, room);
+	if (!room)
+		return n;
 	for (i = 0; i < room; i++) {
-		unsigned int idx = r->free[--r->nfree];
-		struct uvh_vq_buf b = { buf_gpa(g, r, idx), g->stride };
+		unsigned int idx = r->free[r->nfree - 1 - i];
 
-		if (uvh_vq_driver_add(&r->drv, &b, 0, 1, (void *)(uintptr_t)(idx + 1))) {
-			r->nfree++;
-			break;
-		}
+		bufs[i] = (struct uvh_vq_buf){ buf_gpa(g, r, idx), g->stride };
+		toks[i] = (void *)(uintptr_t)(idx + 1);
 	}
-	if (i) {
-		uvh_vq_driver_publish(&r->drv);
-		kick(r);
-		*posted += i;
-	}
+	if (uvh_vq_driver_add_burst(&r->drv, bufs, room, true, toks))
+		return n;
+	r->nfree -= room;
+	uvh_vq_driver_publish(&r->drv);
+	kick(r);
+	*posted += room;
 	return n;
 }
 

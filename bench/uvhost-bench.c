@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -243,6 +244,7 @@ static int child_start(struct child *c, const struct result *r, unsigned int id)
 	char frame[16], cores[16];
 	const char *argv[16];
 	unsigned int n = 0;
+	pid_t parent;
 	int logfd;
 
 	snprintf(c->sock, sizeof(c->sock), "%s/net%u.sock", tmpdir, id);
@@ -269,12 +271,17 @@ static int child_start(struct child *c, const struct result *r, unsigned int id)
 		return -errno;
 	fflush(stdout);
 	fflush(stderr);
+	parent = getpid();
 	c->pid = fork();
 	if (c->pid < 0) {
 		close(logfd);
 		return -errno;
 	}
 	if (c->pid == 0) {
+		/* no orphan polling a core if we die (crash, SIGKILL) */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != parent)
+			_exit(127);
 		/* every thread of the back-end on its core, not only the engine */
 		pin_self(o.cpu_dev);
 		dup2(logfd, STDOUT_FILENO);
@@ -379,6 +386,9 @@ static void run_case(struct result *r, unsigned int id)
 	case_label(r, label, sizeof(label));
 	r->ok = false;
 	r->err[0] = '\0';
+	r->frames = r->lost = r->bad = 0;
+	r->mpps = r->gbps = r->secs = 0;
+	r->far = r->contended = false;
 	r->dev_cpu = r->gen_cpu = -1;
 	r->c2c_before = r->c2c_after = -1;
 	if (o.c2c)
@@ -1083,12 +1093,22 @@ int main(int argc, char **argv)
 					r->ring = (enum ring_kind)ri;
 					r->mode = (enum eng_mode)m;
 					r->frame = o.sizes[s];
+					struct result best = { .mpps = -1 };
+
 					for (unsigned int t = 0; t <= o.retries; t++) {
 						r->attempts = t + 1;
 						run_case(r, ncases++);
+						/* of flagged attempts, the least
+						 * disturbed (fastest) one stays */
+						if ((r->far || r->contended || !r->frames) &&
+						    best.mpps > r->mpps) {
+							best.attempts = r->attempts;
+							*r = best;
+						}
 						if (interrupted || !r->frames ||
 						    (!r->far && !r->contended))
 							break;
+						best = *r;
 					}
 					if (!r->ok)
 						failed++;
