@@ -238,6 +238,33 @@ static void base_to_cfg(uint32_t base, bool packed, struct uvh_vq_config *cfg)
 	}
 }
 
+/*
+ * [engine] A ring's IOTLB miss or access failure: tell the front-end
+ * through the back-end channel (BACKEND_IOTLB_MSG). Without the channel
+ * nobody can answer a miss: the ring then idles until an update comes
+ * on its own.
+ */
+static void vud_iotlb_event(void *opaque, struct uvh_vq *vq, uint64_t iova, uint8_t perm,
+			    uint8_t type)
+{
+	struct uvh_vud_queue *q = opaque;
+	struct uvh_vud *v = q->vud;
+	struct uvh_iotlb msg = { .iova = iova, .perm = perm, .type = type };
+	int ret;
+
+	(void)vq;
+	if (!v->chan || !(v->protocol_features & BIT(UVH_PROTOCOL_F_BACKEND_REQ))) {
+		UVH_WARN("%s: vring %u: IOTLB %s at 0x%" PRIx64 " and no back-end channel",
+			 v->name, q->index, type == UVH_IOTLB_MISS ? "miss" : "access failure",
+			 iova);
+		return;
+	}
+	ret = uvh_backend_chan_iotlb_msg(v->chan, &msg);
+	if (ret < 0)
+		UVH_WARN("%s: vring %u: IOTLB message for 0x%" PRIx64 " not sent: %s",
+			 v->name, q->index, iova, strerror(-ret));
+}
+
 static int queue_start(struct uvh_vud *v, struct uvh_vud_queue *q)
 {
 	bool packed = v->features & BIT(UVH_VIRTIO_F_RING_PACKED);
@@ -267,9 +294,21 @@ static int queue_start(struct uvh_vud *v, struct uvh_vud_queue *q)
 	cfg.strict_order = v->strict_order;
 	cfg.device_reads_only = v->ops->queue_device_reads_only &&
 				v->ops->queue_device_reads_only(v->dev, q->index);
-	/* SET_VRING_ADDR holds front-end virtual addresses (GPA_ADDRESSES and
-	 * IOMMU_PLATFORM, which change that, are not offered by the vud). */
-	if (!uvh_memory_uva_to_gpa(v->mem, q->addr.desc_user_addr, &cfg.desc_gpa) ||
+	if (v->features & BIT(UVH_VIRTIO_F_IOMMU_PLATFORM)) {
+		/* SET_VRING_ADDR holds IOVAs: the ring translates them (and
+		 * every descriptor address) through the IOTLB; areas not
+		 * cached yet are asked for and the ring idles until then */
+		if (!v->iotlb)
+			v->iotlb = uvh_iotlb_new(0);
+		if (!v->iotlb)
+			return -ENOMEM;
+		cfg.desc_gpa = q->addr.desc_user_addr;
+		cfg.driver_gpa = q->addr.avail_user_addr;
+		cfg.device_gpa = q->addr.used_user_addr;
+		cfg.iotlb = v->iotlb;
+		cfg.iotlb_miss = vud_iotlb_event;
+		cfg.iotlb_opaque = q;
+	} else if (!uvh_memory_uva_to_gpa(v->mem, q->addr.desc_user_addr, &cfg.desc_gpa) ||
 	    !uvh_memory_uva_to_gpa(v->mem, q->addr.avail_user_addr, &cfg.driver_gpa) ||
 	    !uvh_memory_uva_to_gpa(v->mem, q->addr.used_user_addr, &cfg.device_gpa)) {
 		UVH_ERR("%s: vring %u addresses are not in guest memory", v->name, q->index);
@@ -554,8 +593,9 @@ static uint64_t offered_features(struct uvh_vud *v)
 {
 	uint64_t f = v->ops->features(v->dev);
 
-	/* No IOVA translation on the data path yet: IOMMU_PLATFORM only if
-	 * the device insists (and then it handles translation itself). */
+	/* IOMMU_PLATFORM only if the device offers it: the rings then
+	 * translate IOVAs through the IOTLB (misses go out on the back-end
+	 * channel, which the front-end must then have set up). */
 	return f | BIT(UVH_F_PROTOCOL_FEATURES) | BIT(UVH_F_LOG_ALL);
 }
 
@@ -866,14 +906,28 @@ static int h_iotlb_msg(void *dev, const struct uvh_iotlb *msg)
 {
 	struct uvh_vud *v = dev;
 
-	/* Cached for a data path that translates IOVAs; ours does not yet
-	 * (IOMMU_PLATFORM is not offered unless the device does it). */
+	int ret;
+
 	if (!v->iotlb) {
 		v->iotlb = uvh_iotlb_new(0);
 		if (!v->iotlb)
 			return -ENOMEM;
 	}
-	return uvh_iotlb_apply(v->iotlb, msg);
+	ret = uvh_iotlb_apply(v->iotlb, msg);
+	if (ret || msg->type != UVH_IOTLB_UPDATE ||
+	    !(v->features & BIT(UVH_VIRTIO_F_IOMMU_PLATFORM)))
+		return ret;
+	/* A ring may be waiting for this entry (it idles after a miss):
+	 * make its engine sweep it, as a guest kick would. A kick that
+	 * finds nothing new costs one empty burst. */
+	for (uint32_t i = 0; i < v->nq; i++) {
+		struct uvh_vud_queue *q = &v->qs[i];
+
+		if (q->running && q->kick_fd >= 0 && eventfd_write(q->kick_fd, 1) < 0)
+			UVH_WARN("%s: vring %u: kick after IOTLB update: %s", v->name, i,
+				 strerror(errno));
+	}
+	return 0;
 }
 
 /* ---- inflight ---------------------------------------------------------------------- */

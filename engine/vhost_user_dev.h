@@ -46,10 +46,24 @@
  * served by the same engine (the default policy keeps both queues of a
  * pair on one engine).
  *
- * Not done: the data path does not translate IOVAs through the IOTLB
- * cache (IOTLB_MSG is accepted and cached; VIRTIO_F_IOMMU_PLATFORM is
- * offered only if the device offers it); postcopy, device state transfer,
- * shared objects and crypto sessions are refused (-ENOSYS).
+ * IOMMU (VIRTIO_F_IOMMU_PLATFORM, offered only if the device offers it):
+ * IOTLB_MSG updates and invalidates go into one cache per connection;
+ * the rings (ring areas and descriptors) translate IOVAs through it. A
+ * miss is sent as BACKEND_IOTLB_MSG type MISS on the back-end channel
+ * from the serving engine's thread (the chain stays available, the ring
+ * idles), and an update kicks every running ring's engine (an eventfd
+ * write on its kick fd) so it retries; a permission failure breaks the
+ * ring and is sent as ACCESS_FAIL. Caveats: the miss is sent and its
+ * REPLY_ACK waited for on the engine's thread, so with REPLY_ACK the
+ * engine serving an IOMMU ring must not also be the one watching the
+ * connection (the front-end answers the miss only after we ack its
+ * update: the two would wait for each other until the channel's
+ * timeout); ring areas are translated once at start, so an invalidate
+ * of a ring area's IOVA takes effect at the next start; SET_BACKEND_REQ_FD
+ * must not replace the channel while IOMMU rings run.
+ *
+ * Not done: postcopy, device state transfer, shared objects and crypto
+ * sessions are refused (-ENOSYS).
  */
 #ifndef UVHOST_VHOST_USER_DEV_H
 #define UVHOST_VHOST_USER_DEV_H

@@ -78,8 +78,164 @@ int uvh_vq_fail(struct uvh_vq *vq, enum uvh_vq_error err, const char *detail)
 	return -EIO;
 }
 
+/* ---- IOTLB (VIRTIO_F_IOMMU_PLATFORM) ---------------------------------------- */
+
+static void iotlb_report_miss(struct uvh_vq *vq, uint64_t iova, uint8_t perm)
+{
+	/* a queue blocked on one chain is swept again and again: ask once */
+	if (vq->miss_reported && vq->miss_iova == iova)
+		return;
+	vq->miss_reported = true;
+	vq->miss_iova = iova;
+	if (vq->cfg.iotlb_miss)
+		vq->cfg.iotlb_miss(vq->cfg.iotlb_opaque, vq, iova, perm, UVH_IOTLB_MISS);
+}
+
+/*
+ * The translation behind uvh_vq_iova_to_iov() and the ring areas: IOVA ->
+ * front-end virtual (IOTLB entry by entry) -> guest-physical -> our
+ * pointer (region by region). @log marks writable pieces dirty.
+ */
+static int iova_translate(struct uvh_vq *vq, uint64_t iova, uint64_t len, uint8_t perm,
+			  struct iovec *iov, unsigned int max, bool log)
+{
+	unsigned int n = 0;
+
+	if (iova + len < iova)
+		return -EFAULT;
+	while (len) {
+		uint64_t uva, contig, gpa;
+		int ret;
+
+		ret = uvh_iotlb_translate(vq->cfg.iotlb, iova, len, perm, &uva, &contig);
+		if (ret == -ENOENT) {
+			iotlb_report_miss(vq, iova, perm);
+			return ret;
+		}
+		if (ret == -EACCES && vq->cfg.iotlb_miss)
+			vq->cfg.iotlb_miss(vq->cfg.iotlb_opaque, vq, iova, perm,
+					   UVH_IOTLB_ACCESS_FAIL);
+		if (ret < 0)
+			return ret;
+		if (!contig)
+			return -EFAULT;	/* a cache bug, never loop on it */
+		/* the entry's front-end range may still span memory regions */
+		while (contig) {
+			const struct uvh_memory_region *r;
+			uint64_t piece;
+
+			if (!uvh_memory_uva_to_gpa(vq->mem, uva, &gpa))
+				return -EFAULT;
+			r = uvh_memory_find_gpa(vq->mem, gpa);
+			if (!r)
+				return -EFAULT;
+			piece = r->size - (gpa - r->gpa);
+			if (piece > contig)
+				piece = contig;
+			if (n >= max)
+				return -ENOBUFS;
+			iov[n].iov_base = r->hva + (gpa - r->gpa);
+			iov[n].iov_len = piece;
+			n++;
+			if (log && vq->log && (perm & UVH_IOTLB_WO))
+				uvh_dirty_log_mark(vq->log, gpa, piece);
+			uva += piece;
+			iova += piece;
+			len -= piece;
+			contig -= piece;
+		}
+	}
+	return (int)n;
+}
+
+int uvh_vq_iova_to_iov(struct uvh_vq *vq, uint64_t iova, uint64_t len, uint8_t perm,
+		       struct iovec *iov, unsigned int max)
+{
+	if (!vq->cfg.iotlb)
+		return -EINVAL;
+	return iova_translate(vq, iova, len, perm, iov, max, true);
+}
+
+/* One ring area: it must be one piece of our memory (we index it). */
+static int iotlb_area(struct uvh_vq *vq, uint64_t iova, uint64_t len, uint8_t perm,
+		      uintptr_t align, void **out)
+{
+	struct iovec piece[8];
+	int n, i;
+
+	n = iova_translate(vq, iova, len, perm, piece, 8, false);
+	if (n == -ENOBUFS)
+		n = -EFAULT;
+	if (n < 0)
+		return n;
+	/* entries or regions may end inside the area: fine if they are
+	 * contiguous in our address space too */
+	for (i = 1; i < n; i++)
+		if ((uint8_t *)piece[i - 1].iov_base + piece[i - 1].iov_len != piece[i].iov_base)
+			return -EFAULT;
+	if ((uintptr_t)piece[0].iov_base & (align - 1))
+		return -EFAULT;
+	*out = piece[0].iov_base;
+	return 0;
+}
+
+/*
+ * Ring areas through the IOTLB. A miss is no fault: the areas stay
+ * unset (rings_pending) and the next sweep tries again. The permissions
+ * are what the device does to each area.
+ */
+static int vq_map_iotlb(struct uvh_vq *vq)
+{
+	const struct uvh_vq_config *c = &vq->cfg;
+	bool packed = c->packed;
+	void *desc = NULL, *drv = NULL, *dev = NULL;
+	int ret;
+
+	ret = iotlb_area(vq, c->desc_gpa, uvh_vring_desc_bytes(c->size, packed),
+			 packed ? UVH_IOTLB_RW : UVH_IOTLB_RO, 16, &desc);
+	if (!ret)
+		ret = iotlb_area(vq, c->driver_gpa, uvh_vring_driver_bytes(c->size, packed),
+				 UVH_IOTLB_RO, packed ? 4 : 2, &drv);
+	if (!ret)
+		ret = iotlb_area(vq, c->device_gpa, uvh_vring_device_bytes(c->size, packed),
+				 UVH_IOTLB_WO, 4, &dev);
+	if (ret == -ENOENT) {
+		vq->rings_pending = true;
+		return 0;
+	}
+	if (ret < 0) {
+		vq->rings_pending = false;
+		uvh_vq_fail(vq, ret == -EACCES ? UVH_VQ_ERR_IOTLB : UVH_VQ_ERR_RING_ADDR,
+			    ret == -EACCES ? "ring area permission" : "ring area (IOVA)");
+		return -EFAULT;
+	}
+	if (packed) {
+		vq->pdesc = desc;
+		vq->driver_event = drv;
+		vq->device_event = dev;
+	} else {
+		vq->desc = desc;
+		vq->avail = drv;
+		vq->used = dev;
+	}
+	vq->rings_pending = false;
+	vq->miss_reported = false;
+	return 0;
+}
+
+/* Rings still waiting for a translation: try again. True when usable. */
+static __attribute__((noinline)) bool vq_rings_retry(struct uvh_vq *vq)
+{
+	if (vq->error != UVH_VQ_OK)
+		return false;
+	vq_map_iotlb(vq);
+	return !vq->rings_pending && vq->error == UVH_VQ_OK;
+}
+
 static int vq_map(struct uvh_vq *vq)
 {
+	if (vq->cfg.iotlb)
+		return vq_map_iotlb(vq);
 	return vq->cfg.packed ? uvh_vq_packed_map(vq) : uvh_vq_split_map(vq);
 }
 
@@ -132,6 +288,8 @@ int uvh_vq_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned int max,
 {
 	if (__builtin_expect(vq->error != UVH_VQ_OK, 0) || !max)
 		return 0;
+	if (__builtin_expect(vq->rings_pending, 0) && !vq_rings_retry(vq))
+		return 0;
 	if (vq->cfg.packed)
 		return uvh_vq_packed_pop(vq, chains, max, iov, iov_max);
 	return uvh_vq_split_pop(vq, chains, max, iov, iov_max);
@@ -139,7 +297,8 @@ int uvh_vq_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned int max,
 
 void uvh_vq_push(struct uvh_vq *vq, const struct uvh_vq_used *used, unsigned int n)
 {
-	if (__builtin_expect(vq->error != UVH_VQ_OK, 0) || !n)
+	/* nothing was popped while the rings were pending */
+	if (__builtin_expect(vq->error != UVH_VQ_OK || vq->rings_pending, 0) || !n)
 		return;
 	if (vq->cfg.packed)
 		uvh_vq_packed_push(vq, used, n);
@@ -149,14 +308,14 @@ void uvh_vq_push(struct uvh_vq *vq, const struct uvh_vq_used *used, unsigned int
 
 bool uvh_vq_need_call(struct uvh_vq *vq)
 {
-	if (vq->error != UVH_VQ_OK)
+	if (vq->error != UVH_VQ_OK || vq->rings_pending)
 		return false;
 	return vq->cfg.packed ? uvh_vq_packed_need_call(vq) : uvh_vq_split_need_call(vq);
 }
 
 void uvh_vq_notify_disable(struct uvh_vq *vq)
 {
-	if (vq->error != UVH_VQ_OK)
+	if (vq->error != UVH_VQ_OK || vq->rings_pending)
 		return;
 	if (vq->cfg.packed)
 		uvh_vq_packed_notify(vq, false);
@@ -168,12 +327,16 @@ bool uvh_vq_notify_enable(struct uvh_vq *vq)
 {
 	if (vq->error != UVH_VQ_OK)
 		return false;
+	if (vq->rings_pending && !vq_rings_retry(vq))
+		return false;
 	return vq->cfg.packed ? uvh_vq_packed_notify(vq, true) : uvh_vq_split_notify(vq, true);
 }
 
 bool uvh_vq_avail_pending(struct uvh_vq *vq)
 {
 	if (vq->error != UVH_VQ_OK)
+		return false;
+	if (vq->rings_pending && !vq_rings_retry(vq))
 		return false;
 	return vq->cfg.packed ? uvh_vq_packed_avail_pending(vq) : uvh_vq_split_avail_pending(vq);
 }

@@ -114,6 +114,20 @@ enum uvh_vq_error {
 /** A short fixed description of @err. */
 const char *uvh_vq_strerror(enum uvh_vq_error err);
 
+struct uvh_vq;
+
+/**
+ * An IOTLB event (VIRTIO_F_IOMMU_PLATFORM), @type UVH_IOTLB_MISS: @iova,
+ * needing @perm, is not in the cache (reported at most once per missing
+ * IOVA until the queue makes progress); the owner asks the front-end
+ * (BACKEND_IOTLB_MSG type MISS) and, when the update arrives, makes the
+ * queue's engine sweep it again. @type UVH_IOTLB_ACCESS_FAIL: @iova is
+ * cached without @perm; the ring is being marked broken (UVH_VQ_ERR_IOTLB).
+ * Called on the queue's thread; must not call back into @vq.
+ */
+typedef void (*uvh_vq_iotlb_miss_fn)(void *opaque, struct uvh_vq *vq, uint64_t iova,
+				     uint8_t perm, uint8_t type);
+
 /** How a queue is set up (from SET_VRING_NUM/ADDR/BASE and the features). */
 struct uvh_vq_config {
 	uint16_t size;			/**< entries; a power of two for split */
@@ -138,6 +152,15 @@ struct uvh_vq_config {
 	bool used_wrap;			/**< packed: used wrap counter */
 	bool log_used;			/**< VHOST_VRING_F_LOG: log used-ring writes */
 	uint64_t log_used_gpa;		/**< where the used ring is, for the log */
+	/**
+	 * VIRTIO_F_IOMMU_PLATFORM: when set, the ring areas above and every
+	 * descriptor address are IOVAs, translated through this cache (which
+	 * must outlive the queue) to front-end virtual addresses and then
+	 * through the memory table. NULL: they are guest-physical.
+	 */
+	struct uvh_iotlb_cache *iotlb;
+	uvh_vq_iotlb_miss_fn iotlb_miss;	/**< may be NULL */
+	void *iotlb_opaque;			/**< for iotlb_miss */
 };
 
 /** One chain taken from the ring. */
@@ -186,11 +209,23 @@ struct uvh_vq {
 	uint64_t popped;
 	uint64_t pushed;
 	void *inflight;				/**< inflight region (GET/SET_INFLIGHT_FD) or NULL */
+	/* IOTLB (cfg.iotlb): ring areas waiting for a translation, and the
+	 * last miss reported (not reported again until progress) */
+	bool rings_pending;
+	bool miss_reported;
+	uint64_t miss_iova;
 };
 
 /**
  * Set @vq up on @mem. Translates and bounds-checks the ring areas.
  * 0, or -EINVAL (bad size) / -EFAULT (ring outside memory: error set).
+ *
+ * With cfg->iotlb, a ring area whose IOVA is not in the cache yet is not
+ * an error: the miss is reported (cfg->iotlb_miss), 0 is returned, and the
+ * queue stays idle (pop returns 0, avail_pending/notify_enable false)
+ * while every later pop, avail_pending or notify_enable tries the
+ * translation again: the owner kicks the queue when the update arrives.
+ * A permission failure breaks the ring (UVH_VQ_ERR_IOTLB, -EFAULT).
  */
 int uvh_vq_init(struct uvh_vq *vq, const struct uvh_vq_config *cfg,
 		const struct uvh_memory *mem);
@@ -200,10 +235,28 @@ int uvh_vq_set_memory(struct uvh_vq *vq, const struct uvh_memory *mem);
 void uvh_vq_set_log(struct uvh_vq *vq, struct uvh_dirty_log *log);
 
 /**
+ * Translate the IOVA range [@iova, @iova+@len) of @vq (cfg.iotlb set),
+ * needing @perm (UVH_IOTLB_RO for device-readable, WO for device-writable),
+ * into up to @max iovecs, split where the IOTLB entries or the memory
+ * regions end. Writable ranges are dirty-logged here when a log is set
+ * (their guest-physical address is known only now). For the ring
+ * implementations (and tests). Returns the iovec count (0 for @len 0),
+ * -ENOENT on a miss (reported through cfg.iotlb_miss once), -EACCES on a
+ * permission failure (reported as UVH_IOTLB_ACCESS_FAIL), -EINVAL without
+ * cfg.iotlb, -EFAULT when the front-end address is not in the
+ * memory table, -ENOBUFS when @max is too small. Never marks @vq broken.
+ */
+int uvh_vq_iova_to_iov(struct uvh_vq *vq, uint64_t iova, uint64_t len, uint8_t perm,
+		       struct iovec *iov, unsigned int max);
+
+/**
  * Take up to @max available chains. Each chain's iovecs are carved from
  * @iov (capacity @iov_max, shared by the burst). Returns the number of
  * chains taken (0 when none). On a broken ring the chains taken before the
  * fault are returned and vq->error is set; the next call returns 0.
+ * With an IOTLB, a chain with an IOVA missing from the cache ends the
+ * burst and stays available (the miss is reported; a later pop retries);
+ * a permission failure breaks the ring with UVH_VQ_ERR_IOTLB.
  */
 int uvh_vq_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned int max,
 	       struct iovec *iov, unsigned int iov_max);

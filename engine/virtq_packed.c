@@ -135,6 +135,7 @@ struct chain_ctx {
 	unsigned int iov_room;		/* iovecs left for it */
 	uint64_t total;			/* bytes, both directions */
 	bool pool_short;		/* ran out of the burst's iovecs, not of iov_max */
+	bool iotlb_miss;		/* an IOVA is not cached yet: retry later */
 	bool burst_start;		/* first chain of the burst: has the whole pool */
 };
 
@@ -158,6 +159,28 @@ static void iov_rotate(struct iovec *v, unsigned int n, unsigned int k)
 	iov_reverse(v + k, n - k);
 }
 
+/* chain_add()'s translation with IOVAs (off the GPA path). Count, or a
+ * uvh_vq_error with cx->iotlb_miss / pool_short telling a retry apart. */
+static __attribute__((noinline)) int chain_map_iotlb(struct uvh_vq *vq, struct chain_ctx *cx,
+						     uint64_t iova, uint32_t len, bool write,
+						     unsigned int nseg)
+{
+	int r = uvh_vq_iova_to_iov(vq, iova, len, write ? UVH_IOTLB_WO : UVH_IOTLB_RO,
+				   cx->iov + nseg, cx->iov_room - nseg);
+
+	if (r >= 0)
+		return r;
+	if (r == -ENOBUFS) {
+		cx->pool_short = !cx->burst_start;
+		return -UVH_VQ_ERR_TOO_MANY_SEGMENTS;
+	}
+	if (r == -ENOENT) {
+		cx->iotlb_miss = true;
+		return -UVH_VQ_ERR_IOTLB;
+	}
+	return r == -EACCES ? -UVH_VQ_ERR_IOTLB : -UVH_VQ_ERR_DESC_ADDR;
+}
+
 /* Add one buffer to the chain. 0 or a uvh_vq_error. */
 static enum uvh_vq_error chain_add(struct uvh_vq *vq, struct chain_ctx *cx, uint64_t gpa,
 				   uint32_t len, bool write)
@@ -175,6 +198,15 @@ static enum uvh_vq_error chain_add(struct uvh_vq *vq, struct chain_ctx *cx, uint
 	cx->total += len;
 	if (cx->total > UINT32_MAX)
 		return UVH_VQ_ERR_LEN_OVERFLOW;
+	if (unlikely(vq->cfg.iotlb != NULL)) {
+		/* logged by the translation: gpa is an IOVA here */
+		r = chain_map_iotlb(vq, cx, gpa, len, write, nseg);
+		if (r < 0)
+			return (enum uvh_vq_error)-r;
+		if (nseg + (unsigned int)r > UINT16_MAX)
+			return UVH_VQ_ERR_TOO_MANY_SEGMENTS;
+		goto mapped_iova;
+	}
 	/* the common case first: the buffer lies in one region */
 	if (likely(nseg < cx->iov_room)) {
 		void *p = uvh_memory_gpa_to_hva(vq->mem, gpa, len, &vq->mem_hint);
@@ -197,14 +229,15 @@ static enum uvh_vq_error chain_add(struct uvh_vq *vq, struct chain_ctx *cx, uint
 	if (nseg + (unsigned int)r > UINT16_MAX)
 		return UVH_VQ_ERR_TOO_MANY_SEGMENTS;
 mapped:
+	if (write && vq->log) {
+		/* also marked at push; marking here as well covers chains
+		 * completed out of order, whose descriptors push can't find */
+		uvh_dirty_log_mark(vq->log, gpa, len);
+	}
+mapped_iova:
 	if (write) {
 		c->nin = (uint16_t)(c->nin + r);
 		c->in_len += len;
-		if (vq->log) {
-			/* also marked at push; marking here as well covers chains
-			 * completed out of order, whose descriptors push can't find */
-			uvh_dirty_log_mark(vq->log, gpa, len);
-		}
 	} else {
 		/* not strict: keep readable first, moving these iovecs in
 		 * front of the writable ones (as split does) */
@@ -252,7 +285,26 @@ static enum uvh_vq_error chain_indirect(struct uvh_vq *vq, struct chain_ctx *cx,
 	if (n > vq->cfg.size)
 		return UVH_VQ_ERR_INDIRECT_SIZE;
 	/* the table must be one contiguous mapping: we index it directly */
-	table = uvh_memory_gpa_to_hva(vq->mem, v->addr, v->len, &vq->mem_hint);
+	if (unlikely(vq->cfg.iotlb != NULL)) {
+		struct iovec piece[4];
+		int r = uvh_vq_iova_to_iov(vq, v->addr, v->len, UVH_IOTLB_RO, piece, 4), k;
+
+		if (r == -ENOENT) {
+			cx->iotlb_miss = true;
+			return UVH_VQ_ERR_IOTLB;
+		}
+		if (r == -EACCES)
+			return UVH_VQ_ERR_IOTLB;
+		if (r <= 0)
+			return UVH_VQ_ERR_DESC_ADDR;
+		for (k = 1; k < r; k++)
+			if ((uint8_t *)piece[k - 1].iov_base + piece[k - 1].iov_len !=
+			    piece[k].iov_base)
+				return UVH_VQ_ERR_DESC_ADDR;
+		table = piece[0].iov_base;
+	} else {
+		table = uvh_memory_gpa_to_hva(vq->mem, v->addr, v->len, &vq->mem_hint);
+	}
 	if (!table)
 		return UVH_VQ_ERR_DESC_ADDR;
 	aligned = !((uintptr_t)table & 7);
@@ -292,6 +344,7 @@ static inline void chain_reset(struct chain_ctx *cx, struct uvh_vq_chain *c, str
 	cx->iov_room = room;
 	cx->total = 0;
 	cx->pool_short = false;
+	cx->iotlb_miss = false;
 	cx->burst_start = burst_start;
 	c->iov = iov;
 	c->nout = 0;
@@ -363,7 +416,7 @@ static int pop_resubmit(struct uvh_vq *vq, struct chain_ctx *cx)
 		err = chain_desc(vq, cx, &v, i == 0);
 	}
 	if (err) {
-		if (cx->pool_short)
+		if (cx->pool_short || cx->iotlb_miss)
 			return -ENOBUFS;
 		return uvh_vq_fail(vq, err, "inflight chain");
 	}
@@ -449,6 +502,8 @@ int uvh_vq_packed_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned i
 	struct uvh_vring_packed_desc *ring = vq->pdesc;
 	unsigned int n = 0, iov_used = 0, busy;
 	struct chain_ctx cx;
+	/* once per burst: IOVAs never take the GPA fast path */
+	const bool simple = !vq->inflight && !vq->log && !vq->cfg.iotlb;
 
 	if (vq->error)
 		return 0;
@@ -475,7 +530,7 @@ int uvh_vq_packed_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned i
 		struct pdesc_val v;
 		unsigned int ndesc = 0;
 
-		if (likely(!vq->inflight && !vq->log)) {
+		if (likely(simple)) {
 			unsigned int k, lim = max - n, room = busy < size ? size - busy : 0;
 
 			if (lim > iov_max - iov_used)
@@ -526,13 +581,14 @@ int uvh_vq_packed_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned i
 		if (!err && v.id >= size)
 			err = UVH_VQ_ERR_BUFFER_ID;
 		if (err) {
-			if (cx.pool_short)
+			if (cx.pool_short || cx.iotlb_miss)
 				break;	/* this chain goes into the next burst */
 			uvh_vq_fail(vq, err, "packed chain");
 			break;
 		}
 		cx.c->id = v.id;
 		cx.c->ndesc = (uint16_t)ndesc;
+		vq->miss_reported = false;	/* progress: a new miss is news */
 		if (vq->inflight)
 			inflight_record(vq, first_slot, (uint16_t)ndesc, v.id);
 		vq->last_avail = slot;
@@ -599,7 +655,8 @@ void uvh_vq_packed_push(struct uvh_vq *vq, const struct uvh_vq_used *used, unsig
 
 	if (!n || vq->error)
 		return;
-	if (vq->log) {
+	/* IOVA chains were logged when translated at pop */
+	if (vq->log && !vq->cfg.iotlb) {
 		for (i = 0; i < n; i++) {
 			if (!used[i].ndesc || used[i].ndesc > size)
 				break;

@@ -34,6 +34,7 @@
 /* Parse results besides an iovec count. */
 #define PARSE_FAIL	(-1)	/* ring broken, vq->error set */
 #define PARSE_NOSPC	(-2)	/* does not fit the iovecs left in this burst */
+#define PARSE_MISS	(-3)	/* an IOVA is not in the IOTLB yet: retry later */
 
 static inline uint16_t ring_load16(const uint16_t *p)
 {
@@ -89,8 +90,12 @@ static int desc_load_slow(struct uvh_vq *vq, uint64_t table_gpa, uint32_t i,
 	size_t off = 0;
 	int n, k;
 
-	n = uvh_memory_gpa_to_iov(vq->mem, table_gpa + (uint64_t)i * sizeof(*d), sizeof(*d),
-				  piece, sizeof(*d), NULL);
+	if (vq->cfg.iotlb)
+		n = uvh_vq_iova_to_iov(vq, table_gpa + (uint64_t)i * sizeof(*d), sizeof(*d),
+				       UVH_IOTLB_RO, piece, sizeof(*d));
+	else
+		n = uvh_memory_gpa_to_iov(vq->mem, table_gpa + (uint64_t)i * sizeof(*d),
+					  sizeof(*d), piece, sizeof(*d), NULL);
 	if (n < 0)
 		return n;
 	for (k = 0; k < n; k++) {
@@ -160,13 +165,45 @@ static void iov_rotate_tail(struct iovec *v, unsigned int n, unsigned int k)
 	iov_reverse(v, n);
 }
 
-/* Translate one buffer into iov[pos..cap). Count, or PARSE_FAIL/NOSPC. */
+/* An IOTLB translation error as a parse result: a miss leaves the chain
+ * for a later burst; a permission failure (reported as ACCESS_FAIL by the
+ * translation) or a front-end address outside memory breaks the ring. */
+static int iotlb_result(struct uvh_vq *vq, int err)
+{
+	if (err == -ENOENT)
+		return PARSE_MISS;
+	if (err == -ENOBUFS)
+		return PARSE_NOSPC;
+	if (err == -EACCES)
+		return broken(vq, UVH_VQ_ERR_IOTLB, "permission");
+	return broken(vq, UVH_VQ_ERR_DESC_ADDR, "IOVA");
+}
+
+/* map_buffer() with IOVAs: out of line, off the GPA path. */
+static __attribute__((noinline)) int map_buffer_iotlb(struct uvh_vq *vq,
+						      const struct uvh_vring_desc *d,
+						      struct iovec *iov, unsigned int pos,
+						      unsigned int cap)
+{
+	int n;
+
+	if (pos >= cap)
+		return PARSE_NOSPC;
+	n = uvh_vq_iova_to_iov(vq, d->addr, d->len,
+			       (d->flags & vq->write_flag) ? UVH_IOTLB_WO : UVH_IOTLB_RO,
+			       iov + pos, cap - pos);
+	return n < 0 ? iotlb_result(vq, n) : n;
+}
+
+/* Translate one buffer into iov[pos..cap). Count, or PARSE_FAIL/NOSPC/MISS. */
 static inline int map_buffer(struct uvh_vq *vq, const struct uvh_vring_desc *d,
 			     struct iovec *iov, unsigned int pos, unsigned int cap)
 {
 	void *p;
 	int n;
 
+	if (unlikely(vq->cfg.iotlb != NULL))
+		return map_buffer_iotlb(vq, d, iov, pos, cap);
 	if (unlikely(pos >= cap))
 		return PARSE_NOSPC;
 	p = uvh_memory_gpa_to_hva(vq->mem, d->addr, d->len, &vq->mem_hint);
@@ -208,7 +245,9 @@ static int parse_chain(struct uvh_vq *vq, uint16_t head, const struct uvh_vring_
 			d = *first;
 		} else if (likely(!slow)) {
 			desc_load(&table[idx], &d);
-		} else if (desc_load_slow(vq, table_gpa, idx, &d) < 0) {
+		} else if ((n = desc_load_slow(vq, table_gpa, idx, &d)) < 0) {
+			if (vq->cfg.iotlb)
+				return iotlb_result(vq, n);
 			return broken(vq, UVH_VQ_ERR_DESC_ADDR, "indirect table");
 		}
 		if (!indirect)
@@ -225,8 +264,15 @@ static int parse_chain(struct uvh_vq *vq, uint16_t head, const struct uvh_vring_
 			if (d.len == 0 || (d.len & 15) ||
 			    d.len / sizeof(d) > UVH_VRING_MAX_SIZE)
 				return broken(vq, UVH_VQ_ERR_INDIRECT_SIZE, NULL);
-			t = uvh_memory_gpa_to_hva(vq->mem, d.addr, d.len, &vq->mem_hint);
-			if (!t) {
+			if (unlikely(vq->cfg.iotlb != NULL)) {
+				/* one piece: index it; more: gather each entry
+				 * (desc_load_slow), a miss surfacing there */
+				n = uvh_vq_iova_to_iov(vq, d.addr, d.len, UVH_IOTLB_RO, probe, 4);
+				if (n < 0 && n != -ENOBUFS)
+					return iotlb_result(vq, n);
+				t = n == 1 ? probe[0].iov_base : NULL;
+			} else if (!(t = uvh_memory_gpa_to_hva(vq->mem, d.addr, d.len,
+								&vq->mem_hint))) {
 				/* mapped across regions (-ENOBUFS just means
 				 * more than 4 pieces), or not at all */
 				n = uvh_memory_gpa_to_iov(vq->mem, d.addr, d.len, probe, 4, NULL);
@@ -306,6 +352,8 @@ static __attribute__((noinline)) int burst_chain(struct uvh_vq *vq, uint16_t hea
 
 	if (unlikely(n == PARSE_NOSPC) && taken == 0)
 		uvh_vq_fail(vq, UVH_VQ_ERR_TOO_MANY_SEGMENTS, NULL);
+	else if (n >= 0)
+		vq->miss_reported = false;	/* progress: a new miss is news */
 	return n;
 }
 
@@ -373,6 +421,8 @@ int uvh_vq_split_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned in
 	const uint16_t size = vq->cfg.size, mask = (uint16_t)(size - 1);
 	uint16_t avail_idx, navail, last = vq->last_avail;
 	unsigned int taken = 0, iov_used = 0;
+	/* once per burst: IOVAs never take the GPA fast path */
+	const bool simple = ifq == NULL && vq->cfg.iotlb == NULL;
 	int n;
 
 	/* after a restart: the chains that were in flight go first */
@@ -412,7 +462,7 @@ int uvh_vq_split_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned in
 		uint16_t head;
 		struct uvh_vring_desc d;
 
-		if (likely(ifq == NULL)) {
+		if (likely(simple)) {
 			unsigned int k, room = iov_max - iov_used;
 
 			k = pop_simple(vq, chains + taken, iov + iov_used,
@@ -513,7 +563,8 @@ void uvh_vq_split_push(struct uvh_vq *vq, const struct uvh_vq_used *used, unsign
 		for (i = 0; i < n; i++) {
 			uint16_t slot = (uint16_t)(idx + i) & mask;
 
-			if (used[i].len && used[i].id < vq->cfg.size)
+			/* IOVA chains were logged when translated at pop */
+			if (used[i].len && used[i].id < vq->cfg.size && !vq->cfg.iotlb)
 				log_chain_writes(vq, used[i].id, used[i].len);
 			log_used(vq, offsetof(struct uvh_vring_used, ring) +
 				 (uint64_t)slot * sizeof(struct uvh_vring_used_elem),

@@ -1122,3 +1122,133 @@ Test(vhost_user_dev, bad_options)
 	}
 	uvh_engine_destroy(e);
 }
+
+/* ---- IOMMU_PLATFORM: IOVAs, misses over the back-end channel ------------------- */
+
+#define IOVA_BASE	0x900000000ull	/* the guest's IOVA of guest memory offset 0 */
+
+struct miss_rec {
+	_Atomic int misses, others;
+	_Atomic uint64_t iova;
+	_Atomic uint8_t perm;
+};
+
+static int fe_on_iotlb(void *opaque, const struct uvh_iotlb *msg)
+{
+	struct miss_rec *r = opaque;
+
+	if (msg->type == UVH_IOTLB_MISS) {
+		atomic_store(&r->iova, msg->iova);
+		atomic_store(&r->perm, msg->perm);
+		atomic_fetch_add(&r->misses, 1);
+	} else {
+		atomic_fetch_add(&r->others, 1);
+	}
+	return 0;
+}
+
+/* The front-end's IOTLB update: [off, off+size) of guest memory at its IOVA. */
+static void fe_iotlb_update(struct fx *f, uint64_t off, uint64_t size)
+{
+	struct uvh_iotlb m = {
+		.iova = IOVA_BASE + off, .size = size,
+		.uaddr = (uint64_t)(uintptr_t)f->map + off,
+		.perm = UVH_IOTLB_RW, .type = UVH_IOTLB_UPDATE,
+	};
+
+	cr_assert_eq(uvh_frontend_iotlb_msg(f->fe, &m), 0);
+}
+
+static void iommu_case(bool packed)
+{
+	uint64_t feat = (packed ? FEAT_PACKED : FEAT_SPLIT) | BIT(UVH_VIRTIO_F_IOMMU_PLATFORM);
+	static struct fx fxs;
+	struct fx *f = &fxs;
+	struct uvh_frontend_req_ops ops = { .iotlb_msg = fe_on_iotlb };
+	struct miss_rec rec = { 0 };
+	struct uvh_mem_region r;
+	struct guest_q *g;
+	struct uvh_vring_addr a;
+	struct uvh_vq_buf b[2];
+	uint64_t fout, pf, off = BUF_OFF;
+	void *tok;
+	uint32_t len;
+	int sv[2], t;
+
+	fx_init(f, 1, UVH_ENGINE_EVENT, 1);
+	f->dev.features |= BIT(UVH_VIRTIO_F_IOMMU_PLATFORM);
+	r = guest_region(f);
+	t_socketpair(sv);
+	f->fe = uvh_frontend_from_fd(sv[0]);
+	cr_assert(f->fe);
+	uvh_frontend_set_timeout(f->fe, 5000);
+	cr_assert_eq(uvh_vud_connect(f->vud, sv[1]), 0);
+	cr_assert_eq(uvh_frontend_negotiate(f->fe, feat, PF(REPLY_ACK) | PF(BACKEND_REQ),
+					    &fout, &pf), 0);
+	cr_assert_eq(fout & feat, feat, "IOMMU_PLATFORM not negotiated");
+	cr_assert(pf & PF(BACKEND_REQ));
+	f->packed = packed;
+	cr_assert_eq(uvh_frontend_set_mem_table(f->fe, &r, &f->memfd, 1), 0);
+	cr_assert_eq(uvh_frontend_set_backend_req(f->fe, &ops, &rec), 0);
+	/* the ring area is cached; the buffers are not yet */
+	fe_iotlb_update(f, 0, RING_STRIDE);
+
+	g = &f->gq[0];
+	g->area = f->map;
+	cr_assert_eq(uvh_vq_driver_init(&g->drv, QSIZE, packed, true, g->area, IOVA_BASE), 0);
+	g->kick = t_eventfd();
+	g->call = t_eventfd();
+	g->err = t_eventfd();
+	memset(&a, 0, sizeof(a));
+	a.desc_user_addr = g->drv.desc_gpa;	/* IOVAs, as the ring itself uses */
+	a.avail_user_addr = g->drv.driver_gpa;
+	a.used_user_addr = g->drv.device_gpa;
+	cr_assert_eq(uvh_frontend_set_vring_num(f->fe, 0, QSIZE), 0);
+	cr_assert_eq(uvh_frontend_set_vring_addr(f->fe, &a), 0);
+	cr_assert_eq(uvh_frontend_set_vring_base(f->fe, 0, start_base(packed)), 0);
+	cr_assert_eq(uvh_frontend_set_vring_call(f->fe, 0, g->call), 0);
+	cr_assert_eq(uvh_frontend_set_vring_err(f->fe, 0, g->err), 0);
+	cr_assert_eq(uvh_frontend_set_vring_kick(f->fe, 0, g->kick), 0);
+	cr_assert_eq(uvh_frontend_set_vring_enable(f->fe, 0, true), 0);
+	f->nq = 1;
+
+	/* one chain at IOVAs the back-end cannot translate yet */
+	for (unsigned int j = 0; j < OUT_LEN; j++)
+		f->map[off + j] = pattern(1, 0, j);
+	memset(f->map + off + OUT_LEN, 0, IN_LEN);
+	b[0] = (struct uvh_vq_buf){ .gpa = IOVA_BASE + off, .len = OUT_LEN };
+	b[1] = (struct uvh_vq_buf){ .gpa = IOVA_BASE + off + OUT_LEN, .len = IN_LEN };
+	cr_assert_eq(uvh_vq_driver_add(&g->drv, b, 1, 1, g), 0);
+	uvh_vq_driver_publish(&g->drv);
+	eventfd_write(g->kick, 1);
+
+	/* the miss comes over the back-end channel */
+	for (t = 0; atomic_load(&rec.misses) == 0; t++) {
+		cr_assert(t < 200, "no IOTLB miss request");
+		uvh_frontend_poll_backend(f->fe, 10);
+	}
+	cr_assert_eq(atomic_load(&rec.iova), IOVA_BASE + off);
+	cr_assert_eq(atomic_load(&rec.perm), UVH_IOTLB_RO);
+	cr_assert_eq(uvh_vq_driver_get_used(&g->drv, &tok, &len, 1), 0);
+	cr_assert_eq(atomic_load(&f->dev.errors), 0);
+
+	/* the answer: the chain flows, echoed byte for byte */
+	fe_iotlb_update(f, BUF_OFF, 0x10000);
+	for (t = 0; uvh_vq_driver_get_used(&g->drv, &tok, &len, 1) == 0; t++) {
+		cr_assert(t < 2000, "the chain never came back after the update");
+		uvh_frontend_poll_backend(f->fe, 1);
+	}
+	cr_assert_eq(tok, g);
+	cr_assert_eq(len, OUT_LEN);
+	for (unsigned int j = 0; j < OUT_LEN; j++)
+		cr_assert_eq(f->map[off + OUT_LEN + j], pattern(1, 0, j), "byte %u", j);
+	/* asked once (a ring blocked on a miss does not flood the channel) */
+	uvh_frontend_poll_backend(f->fe, 0);
+	cr_assert_eq(atomic_load(&rec.misses), 1);
+	cr_assert_eq(atomic_load(&rec.others), 0);
+	cr_assert_eq(atomic_load(&f->dev.errors), 0);
+	fx_fini(f);
+}
+
+Test(vhost_user_dev, iommu_miss_then_update_split) { iommu_case(false); }
+Test(vhost_user_dev, iommu_miss_then_update_packed) { iommu_case(true); }

@@ -1271,3 +1271,271 @@ static void burst_case(uint16_t size, bool event_idx, uint64_t total, uint64_t s
 
 Test(virtq_split, add_burst_size64) { burst_case(64, false, 70000, 0xb0b0); }
 Test(virtq_split, add_burst_size256_event_idx) { burst_case(256, true, 70000, 0xcafe); }
+
+/* ---- IOTLB (VIRTIO_F_IOMMU_PLATFORM), split and packed ---------------------- */
+
+/*
+ * The driver puts IOVAs everywhere (ring areas and buffers); the cache maps
+ * them onto the front-end virtual addresses of the memfd guest, at an
+ * address that is neither the GPA nor the uva. Buffers cross the boundary
+ * of the two memory regions.
+ */
+#define IO_IOVA		0x40000000ull
+#define IO_RING_OFF	0x1000ull	/* ring area, from the start of guest memory */
+#define IO_BUF_OFF	(REGION - 0x800)	/* buffers start here: cross the regions */
+#define IO_SIZE		16
+
+struct io_case {
+	struct guest g;
+	struct uvh_iotlb_cache *cache;
+	struct uvh_vq_driver drv;
+	struct uvh_vq vq;
+	struct iovec iov[32];
+	struct uvh_vq_chain ch[4];
+	unsigned int misses, fails;
+	uint64_t last_iova;
+	uint8_t last_perm;
+	int fds;
+};
+
+static void io_cb(void *opaque, struct uvh_vq *vq, uint64_t iova, uint8_t perm, uint8_t type)
+{
+	struct io_case *c = opaque;
+
+	cr_assert_eq(vq, &c->vq);
+	if (type == UVH_IOTLB_MISS)
+		c->misses++;
+	else if (type == UVH_IOTLB_ACCESS_FAIL)
+		c->fails++;
+	else
+		cr_assert_fail("iotlb callback type %u", type);
+	c->last_iova = iova;
+	c->last_perm = perm;
+}
+
+static void io_map(struct io_case *c, uint64_t off, uint64_t size, uint8_t perm)
+{
+	struct uvh_iotlb m = {
+		.iova = IO_IOVA + off, .size = size, .uaddr = 0x7f0000000000ull + off,
+		.perm = perm, .type = UVH_IOTLB_UPDATE,
+	};
+
+	cr_assert_eq(uvh_iotlb_apply(c->cache, &m), 0);
+}
+
+/* Lay the ring out at IOVA IO_IOVA + IO_RING_OFF (the device not started). */
+static void io_prepare(struct io_case *c, bool packed)
+{
+	memset(c, 0, sizeof(*c));
+	c->fds = t_count_fds();
+	guest_init(&c->g);
+	c->cache = uvh_iotlb_new(0);
+	cr_assert_not_null(c->cache);
+	cr_assert_eq(uvh_vq_driver_init(&c->drv, IO_SIZE, packed, false,
+					gva(&c->g, GPA_BASE + IO_RING_OFF), IO_IOVA + IO_RING_OFF), 0);
+}
+
+static int io_start(struct io_case *c)
+{
+	struct uvh_vq_config cfg;
+
+	uvh_vq_driver_config(&c->drv, &cfg);
+	cfg.iotlb = c->cache;
+	cfg.iotlb_miss = io_cb;
+	cfg.iotlb_opaque = c;
+	return uvh_vq_init(&c->vq, &cfg, c->g.mem);
+}
+
+static void io_teardown(struct io_case *c)
+{
+	uvh_vq_driver_free(&c->drv);
+	uvh_iotlb_free(c->cache);
+	guest_fini(&c->g);
+	cr_assert_eq(t_count_fds(), c->fds, "fd leak");
+}
+
+/* Post one chain: @rlen readable bytes at buffer offset 0 (filled with a
+ * pattern), @wlen writable bytes right after. */
+static void io_post(struct io_case *c, uint32_t rlen, uint32_t wlen)
+{
+	struct uvh_vq_buf b[2] = {
+		{ .gpa = IO_IOVA + IO_BUF_OFF, .len = rlen },
+		{ .gpa = IO_IOVA + IO_BUF_OFF + rlen, .len = wlen },
+	};
+	uint32_t i;
+
+	for (i = 0; i < rlen; i++)
+		*gva(&c->g, GPA_BASE + IO_BUF_OFF + i) = pattern(7, i);
+	memset(gva(&c->g, GPA_BASE + IO_BUF_OFF + rlen), 0, wlen);
+	cr_assert_eq(uvh_vq_driver_add(&c->drv, b, 1, 1, c), 0);
+	uvh_vq_driver_publish(&c->drv);
+}
+
+/* Serve one popped chain: check the readable bytes, write the writable
+ * ones, push; the driver sees it used and finds the bytes in its memory. */
+static void io_serve(struct io_case *c, uint32_t rlen, uint32_t wlen)
+{
+	const struct uvh_vq_chain *ch = &c->ch[0];
+	struct uvh_vq_used u;
+	uint32_t off = 0, len, i;
+	unsigned int k;
+	void *tok;
+
+	cr_assert_eq(ch->out_len, rlen);
+	cr_assert_eq(ch->in_len, wlen);
+	/* crossing the region boundary: more than one iovec each way */
+	cr_assert_gt(ch->nout + ch->nin, 2);
+	for (k = 0; k < ch->nout; k++) {
+		const uint8_t *p = ch->iov[k].iov_base;
+
+		for (i = 0; i < ch->iov[k].iov_len; i++, off++)
+			cr_assert_eq(p[i], pattern(7, off), "readable byte %u", off);
+	}
+	off = 0;
+	for (k = ch->nout; k < (unsigned int)ch->nout + ch->nin; k++) {
+		uint8_t *p = ch->iov[k].iov_base;
+
+		for (i = 0; i < ch->iov[k].iov_len; i++, off++)
+			p[i] = pattern(9, off);
+	}
+	u = (struct uvh_vq_used){ .id = ch->id, .ndesc = ch->ndesc, .len = wlen };
+	uvh_vq_push(&c->vq, &u, 1);
+	cr_assert_eq(uvh_vq_driver_get_used(&c->drv, &tok, &len, 1), 1);
+	cr_assert_eq(tok, c);
+	cr_assert_eq(len, wlen);
+	for (i = 0; i < wlen; i++)
+		cr_assert_eq(*gva(&c->g, GPA_BASE + IO_BUF_OFF + rlen + i), pattern(9, i),
+			     "written byte %u", i);
+}
+
+static int io_pop(struct io_case *c)
+{
+	return uvh_vq_pop(&c->vq, c->ch, 4, c->iov, 32);
+}
+
+/* Rings and buffers mapped (two entries, the boundary inside a buffer):
+ * chains flow, bytes check, nothing is reported. */
+static void io_flow(bool packed)
+{
+	struct io_case c;
+	int round;
+
+	io_prepare(&c, packed);
+	io_map(&c, 0, IO_BUF_OFF + 0x100, UVH_IOTLB_RW);
+	io_map(&c, IO_BUF_OFF + 0x100, 0x10000, UVH_IOTLB_RW);
+	cr_assert_eq(io_start(&c), 0);
+	for (round = 0; round < 3 * IO_SIZE; round++) {
+		io_post(&c, 0x600, 0x700);
+		cr_assert_eq(io_pop(&c), 1, "round %d", round);
+		io_serve(&c, 0x600, 0x700);
+	}
+	cr_assert_eq(io_pop(&c), 0);
+	cr_assert_not(uvh_vq_broken(&c.vq));
+	cr_assert_eq(c.misses + c.fails, 0);
+	io_teardown(&c);
+}
+
+/* A buffer's IOVA not cached: pop takes nothing, reports the IOVA once,
+ * leaves the chain available and the ring working; after the update the
+ * chain flows. */
+static void io_miss(bool packed)
+{
+	struct io_case c;
+
+	io_prepare(&c, packed);
+	io_map(&c, 0, IO_BUF_OFF + 0x100, UVH_IOTLB_RW);
+	cr_assert_eq(io_start(&c), 0);
+	io_post(&c, 0x600, 0x700);
+	cr_assert_eq(io_pop(&c), 0);
+	cr_assert_eq(c.misses, 1);
+	cr_assert_eq(c.last_iova, IO_IOVA + IO_BUF_OFF + 0x100);
+	cr_assert_eq(c.last_perm, UVH_IOTLB_RO);
+	cr_assert_not(uvh_vq_broken(&c.vq));
+	cr_assert(uvh_vq_avail_pending(&c.vq));
+	/* swept again before the answer: not asked twice */
+	cr_assert_eq(io_pop(&c), 0);
+	cr_assert_eq(c.misses, 1);
+	/* the readable part arrives; the writable part misses next */
+	io_map(&c, IO_BUF_OFF + 0x100, 0x500, UVH_IOTLB_RO);
+	cr_assert_eq(io_pop(&c), 0);
+	cr_assert_eq(c.misses, 2);
+	cr_assert_eq(c.last_iova, IO_IOVA + IO_BUF_OFF + 0x600);
+	cr_assert_eq(c.last_perm, UVH_IOTLB_WO);
+	io_map(&c, IO_BUF_OFF + 0x600, 0x1000, UVH_IOTLB_WO);
+	cr_assert_eq(io_pop(&c), 1);
+	io_serve(&c, 0x600, 0x700);
+	cr_assert_eq(c.fails, 0);
+	cr_assert_not(uvh_vq_broken(&c.vq));
+	io_teardown(&c);
+}
+
+/* The ring areas themselves not cached at start: no error, the miss is
+ * reported, the queue idles; once the update is in, it runs. */
+static void io_ring_miss(bool packed)
+{
+	struct io_case c;
+
+	io_prepare(&c, packed);
+	cr_assert_eq(io_start(&c), 0);
+	cr_assert_not(uvh_vq_broken(&c.vq));
+	cr_assert_eq(c.misses, 1);
+	cr_assert_eq(c.last_iova, IO_IOVA + IO_RING_OFF);
+	io_post(&c, 0x600, 0x700);
+	cr_assert_not(uvh_vq_avail_pending(&c.vq));
+	cr_assert_eq(io_pop(&c), 0);
+	cr_assert_eq(c.misses, 1);
+	io_map(&c, 0, 2 * REGION, UVH_IOTLB_RW);
+	cr_assert(uvh_vq_avail_pending(&c.vq));
+	cr_assert_eq(io_pop(&c), 1);
+	io_serve(&c, 0x600, 0x700);
+	cr_assert_eq(c.misses, 1);
+	io_teardown(&c);
+}
+
+/* A writable buffer mapped read-only: the ring breaks with
+ * UVH_VQ_ERR_IOTLB and the failure is reported as ACCESS_FAIL. */
+static void io_perm(bool packed)
+{
+	struct io_case c;
+
+	io_prepare(&c, packed);
+	io_map(&c, 0, IO_BUF_OFF, UVH_IOTLB_RW);
+	io_map(&c, IO_BUF_OFF, 0x10000, UVH_IOTLB_RO);
+	cr_assert_eq(io_start(&c), 0);
+	io_post(&c, 0x600, 0x700);
+	cr_assert_eq(io_pop(&c), 0);
+	cr_assert(uvh_vq_broken(&c.vq));
+	cr_assert_eq(c.vq.error, UVH_VQ_ERR_IOTLB);
+	cr_assert_eq(c.fails, 1);
+	cr_assert_eq(c.misses, 0);
+	cr_assert_eq(c.last_iova, IO_IOVA + IO_BUF_OFF + 0x600);
+	cr_assert_eq(c.last_perm, UVH_IOTLB_WO);
+	/* and it stays broken, even once the mapping is fixed */
+	io_map(&c, IO_BUF_OFF, 0x10000, UVH_IOTLB_RW);
+	cr_assert_eq(io_pop(&c), 0);
+	io_teardown(&c);
+}
+
+/* A ring area mapped without the permission the device needs. */
+static void io_ring_perm(bool packed)
+{
+	struct io_case c;
+
+	io_prepare(&c, packed);
+	io_map(&c, 0, 2 * REGION, UVH_IOTLB_RO);
+	cr_assert_eq(io_start(&c), -EFAULT);
+	cr_assert_eq(c.vq.error, UVH_VQ_ERR_IOTLB);
+	cr_assert_eq(c.fails, 1);
+	io_teardown(&c);
+}
+
+Test(virtq_split, iotlb_flow) { io_flow(false); }
+Test(virtq_split, iotlb_miss_then_update) { io_miss(false); }
+Test(virtq_split, iotlb_ring_miss_then_update) { io_ring_miss(false); }
+Test(virtq_split, iotlb_readonly_writable_buffer) { io_perm(false); }
+Test(virtq_split, iotlb_ring_permission) { io_ring_perm(false); }
+Test(virtq_split, iotlb_packed_flow) { io_flow(true); }
+Test(virtq_split, iotlb_packed_miss_then_update) { io_miss(true); }
+Test(virtq_split, iotlb_packed_ring_miss_then_update) { io_ring_miss(true); }
+Test(virtq_split, iotlb_packed_readonly_writable_buffer) { io_perm(true); }
+Test(virtq_split, iotlb_packed_ring_permission) { io_ring_perm(true); }
