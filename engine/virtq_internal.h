@@ -10,6 +10,26 @@
 #include "log.h"
 #include "virtq.h"
 
+/* Move the last @k of @n iovecs to the front, the others keeping their
+ * order (three reversals): a readable buffer found after writable ones is
+ * put back in front of them when strict_order is off. Not a hot path. */
+static inline void uvh_iov_reverse(struct iovec *v, unsigned int n)
+{
+	for (unsigned int i = 0; i < n / 2; i++) {
+		struct iovec t = v[i];
+
+		v[i] = v[n - 1 - i];
+		v[n - 1 - i] = t;
+	}
+}
+
+static inline void uvh_iov_rotate_tail(struct iovec *v, unsigned int n, unsigned int k)
+{
+	uvh_iov_reverse(v, n - k);
+	uvh_iov_reverse(v + n - k, k);
+	uvh_iov_reverse(v, n);
+}
+
 /* Mark @vq broken with @err (logged once, with @detail); returns -EIO. */
 int uvh_vq_fail(struct uvh_vq *vq, enum uvh_vq_error err, const char *detail);
 

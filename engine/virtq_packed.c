@@ -139,26 +139,6 @@ struct chain_ctx {
 	bool burst_start;		/* first chain of the burst: has the whole pool */
 };
 
-static void iov_reverse(struct iovec *v, unsigned int n)
-{
-	unsigned int i;
-
-	for (i = 0; i < n / 2; i++) {
-		struct iovec t = v[i];
-
-		v[i] = v[n - 1 - i];
-		v[n - 1 - i] = t;
-	}
-}
-
-/* Move the last @k of @n iovecs to the front, the rest keeping their order. */
-static void iov_rotate(struct iovec *v, unsigned int n, unsigned int k)
-{
-	iov_reverse(v, n);
-	iov_reverse(v, k);
-	iov_reverse(v + k, n - k);
-}
-
 /* chain_add()'s translation with IOVAs (off the GPA path). Count, or a
  * uvh_vq_error with cx->iotlb_miss / pool_short telling a retry apart. */
 static __attribute__((noinline)) int chain_map_iotlb(struct uvh_vq *vq, struct chain_ctx *cx,
@@ -242,7 +222,7 @@ mapped_iova:
 		/* not strict: keep readable first, moving these iovecs in
 		 * front of the writable ones (as split does) */
 		if (c->nin)
-			iov_rotate(cx->iov + c->nout, c->nin + (unsigned int)r, (unsigned int)r);
+			uvh_iov_rotate_tail(cx->iov + c->nout, c->nin + (unsigned int)r, (unsigned int)r);
 		c->nout = (uint16_t)(c->nout + r);
 		c->out_len += len;
 	}

@@ -145,26 +145,6 @@ int uvh_vq_split_map(struct uvh_vq *vq)
 	return 0;
 }
 
-/* Rotate the last @k of @n iovecs to the front (three reversals). */
-static void iov_reverse(struct iovec *v, unsigned int n)
-{
-	unsigned int i;
-
-	for (i = 0; i < n / 2; i++) {
-		struct iovec t = v[i];
-
-		v[i] = v[n - 1 - i];
-		v[n - 1 - i] = t;
-	}
-}
-
-static void iov_rotate_tail(struct iovec *v, unsigned int n, unsigned int k)
-{
-	iov_reverse(v, n - k);
-	iov_reverse(v + n - k, k);
-	iov_reverse(v, n);
-}
-
 /* An IOTLB translation error as a parse result: a miss leaves the chain
  * for a later burst; a permission failure (reported as ACCESS_FAIL by the
  * translation) or a front-end address outside memory breaks the ring. */
@@ -308,7 +288,7 @@ static int parse_chain(struct uvh_vq *vq, uint16_t head, const struct uvh_vring_
 						return broken(vq, UVH_VQ_ERR_WRITE_ORDER, NULL);
 					/* keep readable first: move it
 					 * before the writable ones */
-					iov_rotate_tail(iov + nout, nin + (unsigned int)n,
+					uvh_iov_rotate_tail(iov + nout, nin + (unsigned int)n,
 							(unsigned int)n);
 				}
 				nout += (unsigned int)n;
