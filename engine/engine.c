@@ -57,7 +57,12 @@
 #define IORING_SQ_TASKRUN		(1U << 2)
 #endif
 
-#define DEF_IDLE_SWEEPS		1024u
+#define DEF_NAP_MIN_US		10u
+#define DEF_NAP_MAX_US		100u
+#define DEF_IDLE_US_NO_NAP	50u
+#define MAX_NAP_US		1000000u
+/* Adaptive: idle sweeps in a row (~15 ns each) before the clock is read. */
+#define IDLE_SPIN		16u
 #define DEF_RING_ENTRIES	256u
 #define DEF_MAX_FILES		1024u
 #define DEF_INBOX		256u
@@ -128,13 +133,26 @@ struct uvh_engine {
 
 	_Atomic int mode;		/* written by the owner, read by anyone */
 	bool notify_on;			/* guest notifications enabled on every queue */
-	unsigned int idle;		/* consecutive idle sweeps */
-	struct timespec idle_since;
 	unsigned int poll_tick;
+
+	/* adaptive mode (see adaptive_idle); times in ns of CLOCK_MONOTONIC */
+	bool can_nap;			/* naps allowed and the ring can time its waits */
+	bool rested;			/* the cycle began with a nap or a sleep */
+	bool sparse;			/* the last sleep outlasted a longest nap */
+	unsigned int idle;		/* consecutive idle sweeps */
+	uint32_t cyc_min_ring;		/* smallest ring that had work in the cycle */
+	uint64_t idle_since;		/* the spell's first idle sweep */
+	uint64_t cyc_start;		/* the cycle being measured began */
+	uint64_t cyc_work;		/* work done since */
+	uint64_t nap_req;		/* what the nap that began the cycle asked for */
+	uint64_t need_ns;		/* estimated nap that gathers a batch */
+	uint64_t late_ns;		/* a cycle's length beyond the nap it asked for */
+	uint64_t nap_min_ns, nap_max_ns, idle_ns, window_ns;
 
 	struct {
 		_Atomic uint64_t sweeps, idle_sweeps, wakeups, sleeps, kicks, calls,
-			calls_suppressed, messages, timer_fires, requests;
+			calls_suppressed, messages, timer_fires, requests, naps, nap_ns,
+			sleep_ns, nap_plan_ns;
 	} st;
 };
 
@@ -377,6 +395,7 @@ static unsigned int sweep(struct uvh_engine *e)
 {
 	struct uvh_engine_queue *q;
 	unsigned int i, n, work = 0, calls = 0, quiet = 0;
+	uint32_t size;
 
 	for (i = 0; i < e->nqueues; i++) {
 		q = e->queues[i];
@@ -388,10 +407,14 @@ static unsigned int sweep(struct uvh_engine *e)
 			continue;
 		}
 		q->kicked = false;
+		size = q->vq->cfg.size;	/* read before process(), which may detach q */
 		n = q->process(q);
 		if (n) {
 			work += n;
 			q->need_signal = true;
+			/* the nap is sized for the smallest ring that is busy */
+			if (size < e->cyc_min_ring)
+				e->cyc_min_ring = size;
 		}
 		if (i < e->nqueues && e->queues[i] != q) {
 			i--;	/* removed from within process(): slot i is another queue now */
@@ -630,7 +653,9 @@ static unsigned int reap(struct uvh_engine *e)
 		/* Release the slots first: handlers may submit and call back. */
 		io_uring_cq_advance(&e->ring, n);
 		for (i = 0; i < n; i++)
-			if (batch[i].data)
+			/* 0: a cancel; LIBURING_UDATA_TIMEOUT: liburing's own timeout
+			 * SQE for a timed wait on a kernel without EXT_ARG */
+			if (batch[i].data && batch[i].data != LIBURING_UDATA_TIMEOUT)
 				handle_cqe(e, (struct uvh_engine_op *)(uintptr_t)batch[i].data,
 					   batch[i].res, batch[i].flags);
 		total += n;
@@ -690,6 +715,9 @@ static int ring_setup(struct uvh_engine *e)
 	}
 	e->setup_flags = tries[i];
 	e->taskrun_flag = tries[i] & IORING_SETUP_TASKRUN_FLAG;
+	/* Naps are timed waits: without EXT_ARG liburing would need an SQE
+	 * for each, so such a kernel gets no naps (poll, then sleep). */
+	e->can_nap = !e->opts.no_nap && (p.features & IORING_FEAT_EXT_ARG);
 	e->ring_ok = true;
 	e->stopping = false;
 	e->ninflight = 0;
@@ -755,18 +783,30 @@ static void ring_teardown(struct uvh_engine *e)
 
 /* ---- the loop ------------------------------------------------------------------------ */
 
-static uint64_t elapsed_us(const struct timespec *since)
+static uint64_t now_ns(void)
 {
-	struct timespec now;
+	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (uint64_t)(now.tv_sec - since->tv_sec) * 1000000u +
-	       (uint64_t)((now.tv_nsec - since->tv_nsec) / 1000);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* A new measuring cycle for the adaptive policy begins at @now. */
+static void cycle_begin(struct uvh_engine *e, uint64_t now, bool rested, uint64_t nap_req)
+{
+	e->cyc_start = now;
+	e->cyc_work = 0;
+	e->cyc_min_ring = UINT32_MAX;
+	e->rested = rested;
+	e->nap_req = nap_req;
 }
 
 static void apply_mode(struct uvh_engine *e)
 {
 	e->idle = 0;
+	e->sparse = false;
+	cycle_begin(e, now_ns(), false, 0);
+	atomic_store_explicit(&e->st.nap_plan_ns, 0, memory_order_relaxed);
 	if (!e->ring_ok)
 		return;
 	if (atomic_load_explicit(&e->mode, memory_order_relaxed) == UVH_ENGINE_EVENT)
@@ -776,7 +816,8 @@ static void apply_mode(struct uvh_engine *e)
 }
 
 /*
- * Go to sleep if nothing is pending. Why no kick is lost:
+ * Go to sleep if nothing is pending; true when it slept. Why no kick is
+ * lost:
  *
  *   engine (here)                          driver
  *   notify_enable: store flag/avail_event  store avail->idx
@@ -794,9 +835,17 @@ static void apply_mode(struct uvh_engine *e)
  * work that makes io_uring_submit_and_wait() below return. The dispatcher
  * has the same handshake for requests (prepare_sleep / woke), and a stop
  * writes its eventfd after setting stop_req.
+ *
+ * A nap (adaptive mode) needs none of this: it is a wait with a timeout,
+ * notifications stay disabled and the queues are swept when it ends, so
+ * whatever the driver published meanwhile is found then. It does not
+ * announce itself to the dispatcher either: a request waits for the end
+ * of the nap (nap_max_us at most), while a stop, which writes the wake
+ * eventfd unconditionally, ends it at once.
  */
-static void try_sleep(struct uvh_engine *e, enum uvh_engine_mode mode)
+static bool try_sleep(struct uvh_engine *e, enum uvh_engine_mode mode)
 {
+	uint64_t t0;
 	int ret;
 
 	if (notify_enable_all(e)) {
@@ -804,22 +853,144 @@ static void try_sleep(struct uvh_engine *e, enum uvh_engine_mode mode)
 		if (mode == UVH_ENGINE_ADAPTIVE)
 			notify_disable_all(e);
 		e->idle = 0;
-		return;
+		return false;
 	}
 	if (atomic_load_explicit(&e->stop_req, memory_order_acquire))
-		return;
+		return false;
 	if (uvh_dispatcher_prepare_sleep(e->disp) != 0)
-		return;
+		return false;
 	STAT_ADD(e, sleeps, 1);
+	t0 = now_ns();
 	ret = io_uring_submit_and_wait(&e->ring, 1);
 	if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME)
 		UVH_WARN("%s: io_uring wait: %s", e->name, strerror(-ret));
+	STAT_ADD(e, sleep_ns, now_ns() - t0);
 	uvh_dispatcher_woke(e->disp);
 	STAT_ADD(e, wakeups, 1);
 	reap(e);
 	e->idle = 0;
 	if (mode == UVH_ENGINE_ADAPTIVE)
 		notify_disable_all(e);	/* back to polling */
+	return true;
+}
+
+/* Adaptive: sleep until kicked; the sleep begins the next cycle. */
+static void adaptive_sleep(struct uvh_engine *e, uint64_t now)
+{
+	uint64_t woke;
+
+	if (!try_sleep(e, UVH_ENGINE_ADAPTIVE)) {
+		/* work came (or a stop or request): traffic is not sparse */
+		e->sparse = false;
+		return;
+	}
+	woke = now_ns();
+	/* A kick that took longer than a longest nap: the driver sends less
+	 * than a burst per nap, so after this burst sleep again at once
+	 * (one wake-up per burst) rather than nap and find nothing. */
+	e->sparse = woke - now > e->nap_max_ns;
+	cycle_begin(e, now, true, 0);
+}
+
+/* Adaptive: a timed wait with notifications off (see try_sleep). */
+static void nap(struct uvh_engine *e, uint64_t ns)
+{
+	struct __kernel_timespec ts = {
+		.tv_sec = (long long)(ns / 1000000000u),
+		.tv_nsec = (long long)(ns % 1000000000u),
+	};
+	struct io_uring_cqe *cqe;
+	uint64_t t0 = now_ns();
+	int ret;
+
+	ret = io_uring_submit_and_wait_timeout(&e->ring, &cqe, 1, &ts, NULL);
+	if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
+		UVH_WARN("%s: io_uring timed wait: %s", e->name, strerror(-ret));
+	STAT_ADD(e, naps, 1);
+	STAT_ADD(e, nap_ns, now_ns() - t0);
+	reap(e);
+}
+
+/*
+ * Adaptive: how long to nap now, from the cycle that just ended (0: poll).
+ *
+ * A cycle runs from one decision to the next: a nap (or a sleep) and the
+ * sweeps that drain what gathered during it, or a spell of polling. Its
+ * work over its length is the arrival rate, so the nap that lets a batch
+ * gather is batch * length / work. The wait itself runs late (timer and
+ * wake-up latency, ~15 us in this project's VMs) and the drain takes time
+ * too: both are learnt as the cycle's length beyond the nap it asked for,
+ * and taken off. The estimate drops at once when the rate rises (a full
+ * ring must not wait) and grows smoothly when it falls.
+ */
+static uint64_t plan_nap(struct uvh_engine *e, uint64_t now)
+{
+	uint64_t span = now - e->cyc_start, need, late, req;
+	uint32_t batch = e->opts.nap_batch;
+
+	/* after a sleep of hours: keep batch * span far from overflowing */
+	if (span > 10000000000ull)
+		span = 10000000000ull;
+
+	if (!batch)
+		batch = e->cyc_min_ring == UINT32_MAX ? 1 : e->cyc_min_ring / 4 * 3;
+	if (!batch)
+		batch = 1;
+	/* nothing came: as if the rate were so low that only the cap matters */
+	need = e->cyc_work ? batch * span / e->cyc_work : 2 * e->nap_max_ns;
+	if (need > 2 * e->nap_max_ns)
+		need = 2 * e->nap_max_ns;
+	e->need_ns = need < e->need_ns ? need : (3 * e->need_ns + need) / 4;
+	if (e->nap_req) {
+		late = span > e->nap_req ? span - e->nap_req : 0;
+		if (late > e->nap_max_ns)
+			late = e->nap_max_ns;	/* a preemption, not the timer */
+		e->late_ns = (3 * e->late_ns + late) / 4;
+	} else if (!e->rested) {
+		/* Polling: forget old lateness slowly, so that a nap is tried
+		 * again once in a while rather than never. */
+		e->late_ns -= e->late_ns / 8;
+	}
+	req = e->need_ns > e->late_ns ? e->need_ns - e->late_ns : 0;
+	if (req < e->nap_min_ns)
+		return 0;
+	return req < e->nap_max_ns ? req : e->nap_max_ns;
+}
+
+/*
+ * Adaptive mode, a sweep found no work. Free for the first IDLE_SPIN idle
+ * sweeps of a spell (at peak load the gaps between bursts are that short,
+ * and a clock read there costs rate), then a clock read and a compare;
+ * one decision per cycle (see plan_nap).
+ */
+static void adaptive_idle(struct uvh_engine *e)
+{
+	uint64_t now, req;
+
+	e->idle++;
+	if (e->opts.idle_sweeps && e->idle >= e->opts.idle_sweeps) {
+		adaptive_sleep(e, now_ns());
+		return;
+	}
+	if (e->idle < IDLE_SPIN)
+		return;
+	now = now_ns();
+	if (e->idle == IDLE_SPIN)
+		e->idle_since = now;	/* late by a few hundred ns: no matter */
+	if (e->sparse || now - e->idle_since >= e->idle_ns) {
+		adaptive_sleep(e, now);
+		return;
+	}
+	if (!e->can_nap)
+		return;
+	/* Polling: judge the rate over a window of several bursts. */
+	if (!e->rested && now - e->cyc_start < e->window_ns)
+		return;
+	req = plan_nap(e, now);
+	atomic_store_explicit(&e->st.nap_plan_ns, req, memory_order_relaxed);
+	cycle_begin(e, now, req != 0, req);
+	if (req)
+		nap(e, req);
 }
 
 static void drain_inbox(struct uvh_engine *e)
@@ -848,20 +1019,15 @@ static void loop(struct uvh_engine *e)
 		STAT_ADD(e, sweeps, 1);
 		if (work) {
 			e->idle = 0;
+			e->cyc_work += work;
 			continue;
 		}
 		STAT_ADD(e, idle_sweeps, 1);
 		mode = (enum uvh_engine_mode)atomic_load_explicit(&e->mode, memory_order_relaxed);
-		if (mode == UVH_ENGINE_POLL)
-			continue;
-		if (mode == UVH_ENGINE_ADAPTIVE) {
-			if (e->idle++ == 0 && e->opts.idle_us)
-				clock_gettime(CLOCK_MONOTONIC, &e->idle_since);
-			if (e->idle < e->opts.idle_sweeps &&
-			    !(e->opts.idle_us && elapsed_us(&e->idle_since) >= e->opts.idle_us))
-				continue;
-		}
-		try_sleep(e, mode);
+		if (mode == UVH_ENGINE_ADAPTIVE)
+			adaptive_idle(e);
+		else if (mode == UVH_ENGINE_EVENT)
+			try_sleep(e, mode);
 	}
 }
 
@@ -976,15 +1142,22 @@ struct uvh_engine *uvh_engine_create(const struct uvh_engine_opts *opts)
 	}
 	if (!o.name || !o.name[0])
 		o.name = "uvh-engine";
-	if (!o.idle_sweeps)
-		o.idle_sweeps = DEF_IDLE_SWEEPS;
+	if (!o.nap_max_us)
+		o.nap_max_us = DEF_NAP_MAX_US;
+	if (!o.nap_min_us)
+		o.nap_min_us = o.nap_max_us < DEF_NAP_MIN_US ? o.nap_max_us : DEF_NAP_MIN_US;
+	if (!o.idle_us)
+		o.idle_us = o.no_nap ? DEF_IDLE_US_NO_NAP : o.nap_max_us;
+	if (o.nap_batch > 32768)
+		o.nap_batch = 32768;	/* no ring is larger */
 	if (!o.ring_entries)
 		o.ring_entries = DEF_RING_ENTRIES;
 	if (!o.max_files)
 		o.max_files = DEF_MAX_FILES;
 	if (!o.inbox_size)
 		o.inbox_size = DEF_INBOX;
-	if (o.max_files > 65536 || o.ring_entries > 32768) {
+	if (o.max_files > 65536 || o.ring_entries > 32768 || o.nap_max_us > MAX_NAP_US ||
+	    o.nap_min_us > o.nap_max_us) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -1006,6 +1179,11 @@ struct uvh_engine *uvh_engine_create(const struct uvh_engine_opts *opts)
 	e->opts.name = e->name;
 	e->cpu = o.cpu;
 	e->node = node;
+	e->nap_min_ns = (uint64_t)o.nap_min_us * 1000u;
+	e->nap_max_ns = (uint64_t)o.nap_max_us * 1000u;
+	e->idle_ns = (uint64_t)o.idle_us * 1000u;
+	/* polling: long enough to hold several of a paced driver's bursts */
+	e->window_ns = e->nap_max_ns / 2;
 	e->ops.next = e->ops.prev = &e->ops;
 	e->wake_slot = -1;
 	atomic_store(&e->mode, (int)o.mode);
@@ -1574,6 +1752,10 @@ void uvh_engine_stats(const struct uvh_engine *ce, struct uvh_engine_stats *st)
 	st->messages = LD(messages);
 	st->timer_fires = LD(timer_fires);
 	st->requests = LD(requests);
+	st->naps = LD(naps);
+	st->nap_ns = LD(nap_ns);
+	st->sleep_ns = LD(sleep_ns);
+	st->nap_plan_ns = LD(nap_plan_ns);
 #undef LD
 	st->busy_sweeps = st->sweeps > st->idle_sweeps ? st->sweeps - st->idle_sweeps : 0;
 	st->busy_ratio = st->sweeps ? (double)st->busy_sweeps / (double)st->sweeps : 0.0;

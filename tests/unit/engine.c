@@ -3,7 +3,8 @@
  * The engine: a driver thread (uvh_vq_driver on memfd memory) sends chains
  * to a "sink" device served by an engine; every byte is checked both ways.
  * Modes, own thread and caller's thread, kicks, calls under EVENT_IDX, a
- * mode-switching stress (no lost kick), sockets through io_uring recvmsg,
+ * mode-switching stress (no lost kick), adaptive naps at partial load and
+ * sleeps on sparse traffic, sockets through io_uring recvmsg,
  * timers, queues added and removed while running, two engines, stop.
  */
 #include <criterion/criterion.h>
@@ -560,18 +561,34 @@ static void *switch_thread(void *arg)
 	return NULL;
 }
 
-/* Modes switch every few ms while the driver kicks: no chain is ever
- * stuck (a lost kick would leave one waiting until the timeout). */
-static void mode_stress(bool packed)
+/*
+ * Modes switch every few ms while the driver kicks: no chain is ever
+ * stuck (a lost kick would leave one waiting until the timeout). With
+ * @naps the adaptive engine naps between the bursts (short naps, and a
+ * sleep after 60 us without work) instead of sleeping after 64 idle sweeps.
+ */
+static void mode_stress(bool packed, bool naps)
 {
+	struct uvh_engine_opts o = {
+		.name = "uvh-stress", .cpu = 1, .numa_node = -1, .mode = UVH_ENGINE_ADAPTIVE,
+		.idle_sweeps = 64,
+	};
+	struct uvh_engine_stats st, st2;
 	struct rig r;
 	struct uvh_engine *e;
 	struct switcher s = { 0 };
 	uint64_t end;
 	unsigned int round = 0, seed = 3;
 
+	if (naps) {
+		o.idle_sweeps = 0;
+		o.nap_min_us = 1;
+		o.nap_max_us = 30;
+		o.idle_us = 60;
+	}
 	rig_init(&r, packed, true);
-	e = engine_new("uvh-stress", 1, UVH_ENGINE_ADAPTIVE);
+	e = uvh_engine_create(&o);
+	cr_assert(e, "uvh_engine_create: %s", strerror(errno));
 	cr_assert_eq(uvh_engine_add_queue(e, &r.q), 0);
 	cr_assert_eq(uvh_engine_start(e), 0);
 	s.e = e;
@@ -583,9 +600,20 @@ static void mode_stress(bool packed)
 		 * its kick (or on the device seeing it before sleeping). */
 		uint64_t target = r.sent + 1 + rand_r(&seed) % 8;
 
-		cr_assert(drive(&r, target, 8, 250),
-			  "chain stuck (lost kick?) in round %u: %lu/%lu", round,
-			  (unsigned long)r.done, (unsigned long)target);
+		if (!drive(&r, target, 8, 250)) {
+			/* Tell a lost kick (asleep with a chain waiting) from a
+			 * starved engine (still sweeping) in the report. */
+			uvh_engine_stats(e, &st);
+			sleep_ms(50);
+			uvh_engine_stats(e, &st2);
+			cr_assert_fail("chain stuck in round %u: %lu/%lu; engine %s (mode %d, "
+				       "%lu sweeps in 50 ms), sleeps %lu, naps %lu, kicks %lu",
+				       round, (unsigned long)r.done, (unsigned long)target,
+				       st2.sweeps == st.sweeps ? "asleep: lost kick" : "awake",
+				       (int)st2.mode, (unsigned long)(st2.sweeps - st.sweeps),
+				       (unsigned long)st2.sleeps, (unsigned long)st2.naps,
+				       (unsigned long)r.kicks);
+		}
 		if (rand_r(&seed) % 4 == 0)
 			usleep(rand_r(&seed) % 300);	/* let the engine doze off */
 		round++;
@@ -594,13 +622,18 @@ static void mode_stress(bool packed)
 	pthread_join(s.th, NULL);
 	cr_assert_gt(s.switches, 50);
 	cr_assert_gt(round, 1000);
+	uvh_engine_stats(e, &st);
+	cr_assert_gt(st.sleeps, 0);
+	if (naps)
+		cr_assert_gt(st.naps, 0, "the adaptive spells never napped");
 	uvh_engine_destroy(e);
 	check_rig(&r, r.sent);
 	rig_fini(&r);
 }
 
-Test(engine, no_lost_kick_mode_switch_stress) { mode_stress(false); }
-Test(engine, no_lost_kick_mode_switch_stress_packed) { mode_stress(true); }
+Test(engine, no_lost_kick_mode_switch_stress) { mode_stress(false, false); }
+Test(engine, no_lost_kick_mode_switch_stress_packed) { mode_stress(true, false); }
+Test(engine, no_lost_kick_mode_switch_stress_naps) { mode_stress(false, true); }
 
 /* Adaptive mode sleeps after its idle spell and comes back to polling. */
 Test(engine, adaptive_sleeps_when_idle)
@@ -625,6 +658,121 @@ Test(engine, adaptive_sleeps_when_idle)
 	cr_assert_eq(uvh_engine_set_mode(e, (enum uvh_engine_mode)7), -EINVAL);
 	uvh_engine_destroy(e);
 	check_rig(&r, 4000);
+	rig_fini(&r);
+}
+
+/*
+ * A paced driver: @burst chains every @period_us (spinning in between),
+ * collecting as it goes, for @bursts bursts; then waits for the rest.
+ * False when a chain took more than a second.
+ */
+static bool drive_paced(struct rig *r, unsigned int burst, unsigned int period_us,
+			unsigned int bursts)
+{
+	uint64_t next = now_ns(), target;
+	unsigned int i;
+
+	for (i = 0; i < bursts; i++) {
+		target = r->sent + burst;
+		while (r->sent < target) {
+			drv_add(r, target, burst);
+			drv_collect(r);
+		}
+		/* a driver that was held up does not catch up: the gaps are
+		 * never shorter than @period_us */
+		next += (uint64_t)period_us * 1000u;
+		if (next < now_ns())
+			next = now_ns();
+		while (now_ns() < next)
+			drv_collect(r);
+	}
+	return drive(r, r->sent, burst, 1000);
+}
+
+static struct uvh_engine *nap_engine(const char *name, bool no_nap)
+{
+	struct uvh_engine_opts o = {
+		.name = name, .cpu = 1, .numa_node = -1, .mode = UVH_ENGINE_ADAPTIVE,
+		.nap_min_us = 2, .nap_max_us = 200, .nap_batch = 64, .no_nap = no_nap,
+	};
+	struct uvh_engine *e = uvh_engine_create(&o);
+
+	cr_assert(e, "uvh_engine_create: %s", strerror(errno));
+	return e;
+}
+
+/*
+ * Partial load (8 chains every 20 us, far below what the engine can do):
+ * the adaptive engine naps between bursts with notifications off, so the
+ * driver is not asked to kick; every chain still comes back intact. With
+ * no_nap it never naps.
+ */
+Test(engine, adaptive_naps_at_partial_load)
+{
+	struct uvh_engine_stats st;
+	struct uvh_engine *e;
+	struct rig r;
+	const unsigned int bursts = 4000;
+
+	pin_self(0);	/* the engine has core 1 */
+	rig_init(&r, false, true);
+	e = nap_engine("uvh-nap", false);
+	cr_assert_eq(uvh_engine_add_queue(e, &r.q), 0);
+	cr_assert_eq(uvh_engine_start(e), 0);
+	cr_assert(drive_paced(&r, 8, 20, bursts), "stuck at %lu/%lu", (unsigned long)r.done,
+		  (unsigned long)r.sent);
+	uvh_engine_stats(e, &st);
+	cr_assert_gt(st.naps, 0, "no nap at partial load");
+	cr_assert_gt(st.nap_ns, st.naps * 1000u, "naps of a microsecond or less");
+	cr_assert_leq(st.nap_plan_ns, 200000u, "nap planned beyond nap_max_us");
+	/* a kick is only asked for by a sleep: 200 us with no chain, rare here */
+	cr_assert_lt(r.kicks, bursts / 4, "%lu kicks for %u bursts", (unsigned long)r.kicks,
+		     bursts);
+	uvh_engine_destroy(e);
+	check_rig(&r, (uint64_t)bursts * 8);
+	rig_fini(&r);
+
+	rig_init(&r, false, true);
+	e = nap_engine("uvh-nonap", true);
+	cr_assert_eq(uvh_engine_add_queue(e, &r.q), 0);
+	cr_assert_eq(uvh_engine_start(e), 0);
+	cr_assert(drive_paced(&r, 8, 20, bursts / 4));
+	uvh_engine_stats(e, &st);
+	cr_assert_eq(st.naps, 0);
+	cr_assert_eq(st.nap_plan_ns, 0);
+	uvh_engine_destroy(e);
+	check_rig(&r, (uint64_t)bursts * 2);
+	rig_fini(&r);
+}
+
+/*
+ * Sparse traffic (a chain every 2 ms, far more than a longest nap): the
+ * engine sleeps until kicked after each chain instead of napping first
+ * and finding nothing; every chain is answered.
+ */
+Test(engine, adaptive_sleeps_on_sparse_traffic)
+{
+	struct uvh_engine_stats st;
+	struct uvh_engine *e;
+	struct rig r;
+	const unsigned int chains = 30;
+
+	pin_self(0);
+	rig_init(&r, false, true);
+	e = nap_engine("uvh-sparse", false);
+	cr_assert_eq(uvh_engine_add_queue(e, &r.q), 0);
+	cr_assert_eq(uvh_engine_start(e), 0);
+	cr_assert(drive_paced(&r, 1, 2000, chains));
+	uvh_engine_stats(e, &st);
+	/* (half: on this shared machine the engine itself may be held up) */
+	cr_assert_geq(st.sleeps, chains / 2, "%lu sleeps, %lu naps, %lu kicks for %u chains",
+		      (unsigned long)st.sleeps, (unsigned long)st.naps, (unsigned long)r.kicks,
+		      chains);
+	cr_assert_geq(r.kicks, chains / 2, "the sleeping engine asks for kicks");
+	cr_assert_lt(st.naps * 4, chains, "%lu naps for %u sparse chains",
+		     (unsigned long)st.naps, chains);
+	uvh_engine_destroy(e);
+	check_rig(&r, chains);
 	rig_fini(&r);
 }
 
@@ -1081,6 +1229,16 @@ Test(engine, bad_arguments)
 	o.mode = (enum uvh_engine_mode)9;
 	cr_assert_null(uvh_engine_create(&o));
 	cr_assert_eq(errno, EINVAL);
+	o.mode = UVH_ENGINE_ADAPTIVE;
+	o.nap_min_us = 50;	/* longer than the longest nap */
+	o.nap_max_us = 20;
+	cr_assert_null(uvh_engine_create(&o));
+	cr_assert_eq(errno, EINVAL);
+	o.nap_min_us = 0;
+	o.nap_max_us = 1000001;	/* more than a second */
+	cr_assert_null(uvh_engine_create(&o));
+	cr_assert_eq(errno, EINVAL);
+	o.nap_max_us = 0;
 
 	e = uvh_engine_create(NULL);
 	cr_assert(e);
