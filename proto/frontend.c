@@ -737,20 +737,27 @@ int uvh_frontend_get_features(struct uvh_frontend *fe, uint64_t *features)
 	return fe_call_u64(fe, UVH_REQ_GET_FEATURES, NULL, 0, NULL, 0, features);
 }
 
-int uvh_frontend_set_features(struct uvh_frontend *fe, uint64_t features)
+/* SET_FEATURES / SET_PROTOCOL_FEATURES: send @value and, once the back-end
+ * took it, remember it in @in_force (under the lock, like the request). */
+static int fe_set_feature_word(struct uvh_frontend *fe, uint32_t request, uint64_t value,
+			       uint64_t *in_force)
 {
-	int r;
+	int r = fe_lock(fe);
 
-	if (!fe)
-		return -EINVAL;
-	r = fe_lock(fe);
 	if (r)
 		return r;
-	r = fe_request(fe, UVH_REQ_SET_FEATURES, &features, sizeof(features), NULL, 0);
+	r = fe_request(fe, request, &value, sizeof(value), NULL, 0);
 	if (r == 0)
-		fe->features = features;
+		*in_force = value;
 	fe_unlock(fe);
 	return r;
+}
+
+int uvh_frontend_set_features(struct uvh_frontend *fe, uint64_t features)
+{
+	if (!fe)
+		return -EINVAL;
+	return fe_set_feature_word(fe, UVH_REQ_SET_FEATURES, features, &fe->features);
 }
 
 int uvh_frontend_get_protocol_features(struct uvh_frontend *fe, uint64_t *pf)
@@ -760,19 +767,11 @@ int uvh_frontend_get_protocol_features(struct uvh_frontend *fe, uint64_t *pf)
 
 int uvh_frontend_set_protocol_features(struct uvh_frontend *fe, uint64_t pf)
 {
-	int r;
-
 	if (!fe)
 		return -EINVAL;
-	r = fe_lock(fe);
-	if (r)
-		return r;
 	/* Acked with the features in force before this message. */
-	r = fe_request(fe, UVH_REQ_SET_PROTOCOL_FEATURES, &pf, sizeof(pf), NULL, 0);
-	if (r == 0)
-		fe->protocol_features = pf;
-	fe_unlock(fe);
-	return r;
+	return fe_set_feature_word(fe, UVH_REQ_SET_PROTOCOL_FEATURES, pf,
+				   &fe->protocol_features);
 }
 
 int uvh_frontend_set_mem_table(struct uvh_frontend *fe, const struct uvh_mem_region *regions,
