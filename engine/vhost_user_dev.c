@@ -52,6 +52,7 @@ struct uvh_vud {
 
 	pthread_mutex_t lock;
 	struct uvh_backend_req *req;	/* NULL when not connected */
+	bool local;			/* in-process session (uvh_vud_connect_local) */
 
 	/* watched connection */
 	struct uvh_engine_watch watch;
@@ -308,6 +309,11 @@ static int queue_start(struct uvh_vud *v, struct uvh_vud_queue *q)
 		cfg.iotlb = v->iotlb;
 		cfg.iotlb_miss = vud_iotlb_event;
 		cfg.iotlb_opaque = q;
+	} else if (v->local) {
+		/* in-process: the VMM gave guest-physical addresses */
+		cfg.desc_gpa = q->addr.desc_user_addr;
+		cfg.driver_gpa = q->addr.avail_user_addr;
+		cfg.device_gpa = q->addr.used_user_addr;
 	} else if (!uvh_memory_uva_to_gpa(v->mem, q->addr.desc_user_addr, &cfg.desc_gpa) ||
 	    !uvh_memory_uva_to_gpa(v->mem, q->addr.avail_user_addr, &cfg.driver_gpa) ||
 	    !uvh_memory_uva_to_gpa(v->mem, q->addr.used_user_addr, &cfg.device_gpa)) {
@@ -1074,6 +1080,7 @@ static void session_end(struct uvh_vud *v)
 	v->protocol_features = 0;
 	uvh_backend_req_free(v->req);	/* closes the socket */
 	v->req = NULL;
+	__atomic_store_n(&v->local, false, __ATOMIC_RELAXED);
 }
 
 static const struct uvh_backend_handler_ops vud_handler_ops = {
@@ -1335,7 +1342,7 @@ void uvh_vud_disconnect(struct uvh_vud *v)
 		pthread_mutex_unlock(&v->lock);
 	}
 	pthread_mutex_lock(&v->lock);
-	if (v->req) {
+	if (v->req || v->local) {
 		session_end(v);
 		UVH_INFO("%s: disconnected", v->name);
 	}
@@ -1344,7 +1351,91 @@ void uvh_vud_disconnect(struct uvh_vud *v)
 
 bool uvh_vud_connected(const struct uvh_vud *v)
 {
-	return v && __atomic_load_n(&v->req, __ATOMIC_RELAXED) != NULL;
+	return v && (__atomic_load_n(&v->req, __ATOMIC_RELAXED) != NULL ||
+		     __atomic_load_n(&v->local, __ATOMIC_RELAXED));
+}
+
+/* ---- in-process sessions (the soft backend) ---------------------------------------- */
+
+int uvh_vud_connect_local(struct uvh_vud *v)
+{
+	if (!v)
+		return -EINVAL;
+	pthread_mutex_lock(&v->lock);
+	if (v->req || v->local) {
+		pthread_mutex_unlock(&v->lock);
+		return -EBUSY;
+	}
+	__atomic_store_n(&v->local, true, __ATOMIC_RELAXED);
+	stat_add(&v->connections, 1);
+	pthread_mutex_unlock(&v->lock);
+	return 0;
+}
+
+const struct uvh_backend_handler_ops *uvh_vud_handler_ops(void)
+{
+	return &vud_handler_ops;
+}
+
+/* A table of host-pointer regions: the old table's fd mappings that it
+ * does not keep are unmapped once no ring reads them (publish_memory). */
+static int set_mem_host(struct uvh_vud *v, const struct uvh_vud_host_region *regions,
+			unsigned int n, const struct uvh_memory *base)
+{
+	struct uvh_memory *mem = base ? uvh_memory_copy(base) : uvh_memory_new(0);
+	int ret;
+
+	if (!mem)
+		return -ENOMEM;
+	for (unsigned int i = 0; i < n; i++) {
+		ret = uvh_memory_add_host(mem, regions[i].gpa, regions[i].size, regions[i].hva);
+		if (ret) {
+			UVH_ERR("%s: host region gpa 0x%" PRIx64 " size 0x%" PRIx64
+				" refused: %s", v->name, regions[i].gpa, regions[i].size,
+				strerror(-ret));
+			uvh_memory_release(mem, base);
+			return ret;
+		}
+	}
+	publish_memory(v, mem);
+	return 0;
+}
+
+int uvh_vud_set_mem_host(struct uvh_vud *v, const struct uvh_vud_host_region *regions,
+			 unsigned int n)
+{
+	int ret;
+
+	if (!v || (n && !regions))
+		return -EINVAL;
+	pthread_mutex_lock(&v->lock);
+	ret = v->local ? set_mem_host(v, regions, n, NULL) : -ENOTCONN;
+	pthread_mutex_unlock(&v->lock);
+	return ret;
+}
+
+int uvh_vud_add_mem_host(struct uvh_vud *v, const struct uvh_vud_host_region *region)
+{
+	int ret;
+
+	if (!v || !region)
+		return -EINVAL;
+	pthread_mutex_lock(&v->lock);
+	ret = v->local ? set_mem_host(v, region, 1, v->mem) : -ENOTCONN;
+	pthread_mutex_unlock(&v->lock);
+	return ret;
+}
+
+int uvh_vud_local_call(struct uvh_vud *v, int (*fn)(void *dev, void *arg), void *arg)
+{
+	int ret;
+
+	if (!v || !fn)
+		return -EINVAL;
+	pthread_mutex_lock(&v->lock);
+	ret = v->local ? fn(v, arg) : -ENOTCONN;
+	pthread_mutex_unlock(&v->lock);
+	return ret;
 }
 
 int uvh_vud_fd(const struct uvh_vud *v)

@@ -319,6 +319,48 @@ uint8_t uvh_vud_status(const struct uvh_vud *v);
  */
 struct uvh_backend_chan *uvh_vud_backend_chan(struct uvh_vud *v);
 
+/* ---- in-process sessions (the soft backend of backends/soft.c) ------------------------ */
+
+/**
+ * Start a session with no socket: the VMM's own process is the front-end
+ * and calls the request handlers directly (uvh_vud_local_call() with
+ * uvh_vud_handler_ops()). In such a session vring addresses
+ * (SET_VRING_ADDR) are guest-physical, and memory comes as host pointers
+ * (uvh_vud_set_mem_host). uvh_vud_disconnect() ends it as it ends a
+ * connection. 0, -EINVAL, -EBUSY (a session is on).
+ */
+int uvh_vud_connect_local(struct uvh_vud *v);
+
+/**
+ * The vud's request handlers; call them with dev = the struct uvh_vud *
+ * through uvh_vud_local_call(). The validation uvh_backend_req does for a
+ * socket (sizes, ring index < uvh_vud_num_queues(), feature gates) is the
+ * caller's; fds given to a handler are taken (closed on error).
+ */
+const struct uvh_backend_handler_ops *uvh_vud_handler_ops(void);
+
+/** Run @fn(v, @arg) under the vud's lock, in a local session only
+ *  (-ENOTCONN otherwise); returns what @fn returns. */
+int uvh_vud_local_call(struct uvh_vud *v, int (*fn)(void *dev, void *arg), void *arg);
+
+/** A guest memory region the VMM mapped itself. */
+struct uvh_vud_host_region {
+	uint64_t gpa;
+	uint64_t size;
+	void *hva;
+};
+
+/**
+ * Local session: put a new memory table of @n host regions in force
+ * (running rings switch to it between two bursts). 0, -ENOTCONN, or the
+ * error of uvh_memory_add_host() (then the old table stays).
+ */
+int uvh_vud_set_mem_host(struct uvh_vud *v, const struct uvh_vud_host_region *regions,
+			 unsigned int n);
+/** Local session: the table in force plus @region. Removing one is the
+ *  rem_mem_reg handler with userspace_addr 0. */
+int uvh_vud_add_mem_host(struct uvh_vud *v, const struct uvh_vud_host_region *region);
+
 /** Counters of one vud (since uvh_vud_new). */
 struct uvh_vud_stats {
 	uint64_t connections;		/**< connections served */
