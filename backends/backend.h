@@ -243,6 +243,8 @@ struct uvh_backend {
 	enum uvh_backend_type type;
 	/** What it was opened with ("kern:/dev/vhost-net"), for logs. */
 	char name[112];
+	/** kern, vdpa: the character device; user: the socket; soft: -1. */
+	int fd;
 };
 
 struct uvh_net_opts;
