@@ -197,7 +197,8 @@ struct uvh_backend_ops {
 	int (*set_config_call)(struct uvh_backend *b, int fd);
 
 	/** An IOTLB message (update/invalidate) when IOMMU_PLATFORM is in
-	 *  force. kern, vdpa: a vhost_msg_v2 written to the fd; user:
+	 *  force; msg->uaddr is the VMM's own address (hva), as in the
+	 *  memory table. kern, vdpa: a vhost_msg_v2 written to the fd; user:
 	 *  IOTLB_MSG; soft: the rings' IOTLB cache. */
 	int (*iotlb_msg)(struct uvh_backend *b, const struct uvh_iotlb *msg);
 	/** Wait up to @timeout_ms for an IOTLB miss from the device (kern,
