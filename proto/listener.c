@@ -5,6 +5,10 @@
  * The server side binds, sets the file mode and owner, and only then calls
  * listen(): until listen() every connect() is refused, so no peer can get
  * in through the short window where the file still has the umask's mode.
+ *
+ * The file mode is the first gate (who may connect at all); the uid
+ * allow-list is the second, checked with SO_PEERCRED on every accepted
+ * connection, so a peer let in by a too wide mode still gets nothing.
  */
 #include <errno.h>
 #include <poll.h>
@@ -28,6 +32,9 @@
 
 struct uvh_listener {
 	int fd;
+	unsigned int n_uids;
+	uid_t uids[UVH_LISTENER_MAX_UIDS];
+	unsigned long refused;
 	/* The inode we bound, so close() never unlinks a successor's socket. */
 	dev_t dev;
 	ino_t ino;
@@ -135,6 +142,9 @@ int uvh_listener_open(const char *path, const struct uvh_listener_opts *opts,
 		opts = &defaults;
 	if (opts->mode & ~(mode_t)0777)
 		return -EINVAL;
+	if (opts->n_allow_uids > UVH_LISTENER_MAX_UIDS ||
+	    (opts->n_allow_uids && !opts->allow_uids))
+		return -EINVAL;
 	mode = opts->mode ? opts->mode : DEFAULT_MODE;
 	backlog = opts->backlog > 0 ? opts->backlog : DEFAULT_BACKLOG;
 
@@ -142,6 +152,9 @@ int uvh_listener_open(const char *path, const struct uvh_listener_opts *opts,
 	if (!l)
 		return -ENOMEM;
 	memcpy(l->path, sa.sun_path, sizeof(l->path));
+	l->n_uids = opts->n_allow_uids;
+	if (l->n_uids)
+		memcpy(l->uids, opts->allow_uids, l->n_uids * sizeof(uid_t));
 	l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (l->fd < 0) {
 		ret = -errno;
@@ -198,6 +211,70 @@ const char *uvh_listener_path(const struct uvh_listener *l)
 	return l ? l->path : NULL;
 }
 
+int uvh_peer_cred(int fd, pid_t *pid, uid_t *uid, gid_t *gid)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len))
+		return -errno;
+	if (len != sizeof(cred))
+		return -EPROTO;
+	if (pid)
+		*pid = cred.pid;
+	if (uid)
+		*uid = cred.uid;
+	if (gid)
+		*gid = cred.gid;
+	return 0;
+}
+
+bool uvh_uid_allowed(uid_t uid, const uid_t *uids, unsigned int n)
+{
+	if (!n)
+		return true;
+	for (unsigned int i = 0; i < n; i++)
+		if (uids[i] == uid)
+			return true;
+	return false;
+}
+
+/* Close an accepted connection we will not serve, saying who and why. */
+static void refuse(struct uvh_listener *l, int fd, const char *reason)
+{
+	pid_t pid = 0;
+	uid_t uid = (uid_t)-1;
+
+	uvh_peer_cred(fd, &pid, &uid, NULL);
+	UVH_WARN("listener %s: refused a connection (pid %ld, uid %ld): %s", l->path,
+		 (long)pid, uid == (uid_t)-1 ? -1L : (long)uid, reason);
+	close(fd);
+	l->refused++;
+}
+
+/*
+ * The allow-list check of a freshly accepted @fd: the fd back when the
+ * peer may stay, -EACCES when it was refused (and closed).
+ */
+static int admit(struct uvh_listener *l, int fd)
+{
+	uid_t uid;
+	int ret;
+
+	if (!l->n_uids)
+		return fd;
+	ret = uvh_peer_cred(fd, NULL, &uid, NULL);
+	if (ret) {
+		refuse(l, fd, "no peer credentials");
+		return -EACCES;
+	}
+	if (!uvh_uid_allowed(uid, l->uids, l->n_uids)) {
+		refuse(l, fd, "uid not in the allow-list");
+		return -EACCES;
+	}
+	return fd;
+}
+
 int uvh_listener_accept(struct uvh_listener *l, int timeout_ms)
 {
 	struct pollfd pfd;
@@ -218,12 +295,17 @@ int uvh_listener_accept(struct uvh_listener *l, int timeout_ms)
 		if (ret > 0) {
 			/* No SOCK_NONBLOCK: the connection fd is blocking. */
 			fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
-			if (fd >= 0)
-				return fd;
-			/* Someone else took it, or it was aborted: wait again. */
-			if (errno != EAGAIN && errno != EINTR &&
-			    errno != ECONNABORTED)
+			if (fd >= 0) {
+				fd = admit(l, fd);
+				if (fd >= 0)
+					return fd;
+				/* refused: wait for the next one */
+			} else if (errno != EAGAIN && errno != EINTR &&
+				   errno != ECONNABORTED) {
+				/* Someone else took it, or it was aborted:
+				 * wait again; anything else is an error. */
 				return -errno;
+			}
 		}
 		if (timeout_ms < 0)
 			continue;
@@ -233,6 +315,32 @@ int uvh_listener_accept(struct uvh_listener *l, int timeout_ms)
 		if (wait_ms <= 0)
 			return -ETIMEDOUT;
 	}
+}
+
+int uvh_listener_refuse_pending(struct uvh_listener *l, const char *reason)
+{
+	int n = 0, fd;
+
+	if (!l)
+		return -EINVAL;
+	for (;;) {
+		/* The listening socket is non-blocking: EAGAIN = none left. */
+		fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return n;
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			return -errno;
+		}
+		refuse(l, fd, reason ? reason : "busy");
+		n++;
+	}
+}
+
+unsigned long uvh_listener_refused(const struct uvh_listener *l)
+{
+	return l ? l->refused : 0;
 }
 
 /* Sleep @ms, waking every STOP_POLL_MS to look at *stop. */

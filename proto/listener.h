@@ -8,6 +8,7 @@
 #ifndef UVHOST_LISTENER_H
 #define UVHOST_LISTENER_H
 
+#include <stdbool.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -21,7 +22,19 @@ struct uvh_listener_opts {
 	gid_t group;		/**< and this gid */
 	int set_owner;		/**< apply owner/group */
 	int backlog;		/**< listen() backlog; 0 = 16 */
+	/**
+	 * Allow-list of peer uids (SO_PEERCRED at accept). NULL or 0 entries =
+	 * anyone who can open the socket file. A peer whose uid is not listed
+	 * is accepted, logged with its uid and pid, and closed at once; the
+	 * listener keeps listening. The array is copied (at most
+	 * UVH_LISTENER_MAX_UIDS entries, else -EINVAL).
+	 */
+	const uid_t *allow_uids;
+	unsigned int n_allow_uids;
 };
+
+/** Most uids an allow-list may hold. */
+#define UVH_LISTENER_MAX_UIDS	64u
 
 struct uvh_listener;
 
@@ -45,6 +58,31 @@ const char *uvh_listener_path(const struct uvh_listener *l);
  * another negative errno.
  */
 int uvh_listener_accept(struct uvh_listener *l, int timeout_ms);
+
+/**
+ * Refuse every connection waiting in the backlog: accept each, log
+ * "refused ... (pid P, uid U): @reason" and close it, without waiting.
+ * For a server that already serves its one peer (a vhost-user back-end
+ * serves one front-end per socket): the newcomer sees the connection
+ * closed at once instead of hanging in the backlog. Returns how many
+ * were refused, or a negative errno.
+ */
+int uvh_listener_refuse_pending(struct uvh_listener *l, const char *reason);
+
+/** Connections refused so far (allow-list and refuse_pending). */
+unsigned long uvh_listener_refused(const struct uvh_listener *l);
+
+/**
+ * Credentials of the peer of connected AF_UNIX socket @fd (SO_PEERCRED:
+ * as of its connect() or listen()). Any out pointer may be NULL.
+ * 0 or a negative errno.
+ */
+int uvh_peer_cred(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
+
+/**
+ * Is @uid in @uids (@n entries)? An empty list (n 0) allows everyone.
+ */
+bool uvh_uid_allowed(uid_t uid, const uid_t *uids, unsigned int n);
 
 /** Client reconnect policy. Zeroed = the defaults. */
 struct uvh_connect_opts {

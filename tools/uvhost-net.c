@@ -18,6 +18,7 @@
 #include <getopt.h>
 #include <grp.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
@@ -39,6 +40,7 @@
 #define MAX_PORTS	UVH_NET_SWITCH_MAX_PORTS
 #define MAX_CORES	64
 #define POLL_MS		200	/* how soon a control thread sees a stop */
+#define MAX_ALLOW_UIDS	UVH_LISTENER_MAX_UIDS
 
 static volatile int stop_flag;	/* set by SIGINT/SIGTERM; volatile int for uvh_connect */
 
@@ -75,6 +77,8 @@ struct config {
 	bool socket_owner_set;
 	uid_t owner;
 	gid_t group;
+	uid_t allow_uids[MAX_ALLOW_UIDS];	/* --allow-uid; none = anyone */
+	unsigned int n_allow_uids;
 };
 
 static struct config cfg = {
@@ -114,11 +118,33 @@ static void usage(FILE *f)
 "  --stats-interval SEC   print one line per port every SEC seconds\n"
 "  --socket-mode OCTAL    mode of the socket files (default 0600)\n"
 "  --socket-owner USER[:GROUP]  owner of the socket files\n"
+"  --allow-uid UID[,UID...]  serve only front-ends running as these uids\n"
+"                         (SO_PEERCRED); others are closed at once with a\n"
+"                         logged reason (repeatable, up to %u uids)\n"
 "  -v, --verbose          more log lines (repeat for debug)\n"
 "  -h, --help             this text\n"
 "\n"
 "It never daemonizes. SIGTERM or SIGINT stop it (socket files removed), after\n"
-"printing the final counters of every port.\n");
+"printing the final counters of every port.\n"
+"\n"
+"Limits on what a front-end can make it allocate (more is refused: a NACK\n"
+"with REPLY_ACK, else the connection is closed, with a logged reason):\n"
+"  front-ends per port     1; another connection is closed at once (port busy);\n"
+"                          listen backlog 16\n"
+"  message                 %u bytes of payload, %u fds\n"
+"  memory regions          %u (8 per SET_MEM_TABLE); each region is checked\n"
+"                          against its file's size, so only the front-end's\n"
+"                          own memory is ever mapped\n"
+"  rings                   the device's: 2 per queue pair + 1 control\n"
+"                          (%u with --queues %u)\n"
+"  ring size               32768 (split: a power of 2)\n"
+"  inflight area           one per connection, sized for at most those rings\n"
+"                          of at most 32768 entries\n"
+"  dirty log               one mapping, no larger than the front-end's log file\n"
+"  IOTLB entries           2048 cached per connection (older ones evicted)\n"
+"  a message in parts      5 s between two parts, then closed\n",
+		MAX_ALLOW_UIDS, UVH_MSG_MAX_PAYLOAD, UVH_MSG_MAX_FDS, UVH_MAX_MEM_SLOTS,
+		2 * cfg.queues + 1, cfg.queues);
 }
 
 static void die_usage(const char *fmt, const char *arg)
@@ -209,6 +235,32 @@ static void parse_owner(const char *s)
 	cfg.socket_owner_set = true;
 }
 
+/* --allow-uid: numbers or user names, comma separated; repeatable. */
+static void parse_allow_uids(const char *s)
+{
+	char buf[1024], *tok, *save = NULL;
+
+	if (strlen(s) >= sizeof(buf))
+		die_usage("invalid --allow-uid '%s'", s);
+	strcpy(buf, s);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		struct passwd *pw;
+		uid_t uid = 0;	/* die_usage() does not return */
+
+		if (isdigit((unsigned char)tok[0]))
+			uid = (uid_t)parse_ulong(tok, "--allow-uid", UINT32_MAX - 1);
+		else if ((pw = getpwnam(tok)))
+			uid = pw->pw_uid;
+		else
+			die_usage("unknown user '%s' in --allow-uid", tok);
+		if (cfg.n_allow_uids == MAX_ALLOW_UIDS)
+			die_usage("too many uids in --allow-uid '%s'", s);
+		cfg.allow_uids[cfg.n_allow_uids++] = uid;
+	}
+	if (!cfg.n_allow_uids)
+		die_usage("empty --allow-uid '%s'", s);
+}
+
 /* Resident memory of this process in KiB (VmRSS), or 0. Guest memory is
  * mapped shared from the front-end's files: only the pages the device
  * touched count, so this is mostly our own footprint. */
@@ -250,6 +302,32 @@ static void on_signal(int sig)
 
 /* ---- per-port control thread -------------------------------------------------- */
 
+/*
+ * Wait up to POLL_MS for the front-end's next request; meanwhile refuse
+ * any other connection on the port at once (the spec: one front-end per
+ * socket), rather than leaving it hanging in the backlog.
+ */
+static int serve_one(struct port *p)
+{
+	struct pollfd pfd[2] = {
+		{ .fd = uvh_vud_fd(p->vud), .events = POLLIN },
+		{ .fd = p->listener ? uvh_listener_fd(p->listener) : -1, .events = POLLIN },
+	};
+	int ret;
+
+	ret = poll(pfd, p->listener ? 2 : 1, POLL_MS);
+	if (ret < 0)
+		return errno == EINTR ? 0 : -errno;
+	/* The session's own traffic first: a front-end that closed and at
+	 * once reconnects must find its old session over, not "busy". */
+	if (pfd[0].revents)
+		return uvh_vud_handle(p->vud, 0);
+	if (p->listener && (pfd[1].revents & POLLIN))
+		uvh_listener_refuse_pending(p->listener,
+					    "port busy: it serves one front-end at a time");
+	return 0;
+}
+
 /* Serve one connection until it ends or we stop. */
 static void serve(struct port *p, int fd)
 {
@@ -261,7 +339,7 @@ static void serve(struct port *p, int fd)
 		return;
 	}
 	while (!stop_flag) {
-		ret = uvh_vud_handle(p->vud, POLL_MS);
+		ret = serve_one(p);
 		if (ret < 0)
 			break;
 	}
@@ -269,6 +347,24 @@ static void serve(struct port *p, int fd)
 	if (!stop_flag)
 		UVH_INFO("port %u: front-end gone (%s); ready for the next one", p->id,
 			 strerror(-ret));
+}
+
+/* --client with --allow-uid: the front-end's server must run as one of them. */
+static bool client_peer_allowed(struct port *p, int fd)
+{
+	pid_t pid = 0;
+	uid_t uid = 0;
+	int ret;
+
+	if (!cfg.n_allow_uids)
+		return true;
+	ret = uvh_peer_cred(fd, &pid, &uid, NULL);
+	if (!ret && uvh_uid_allowed(uid, cfg.allow_uids, cfg.n_allow_uids))
+		return true;
+	UVH_WARN("port %u: refused the front-end on %s (pid %ld, uid %ld): %s", p->id,
+		 p->path, (long)pid, ret ? -1L : (long)uid,
+		 ret ? "no peer credentials" : "uid not in the allow-list");
+	return false;
 }
 
 static void *port_thread(void *arg)
@@ -292,6 +388,11 @@ static void *port_thread(void *arg)
 			fd = uvh_connect(p->path, &co);
 			if (fd == -ECANCELED)
 				break;
+			if (fd >= 0 && !client_peer_allowed(p, fd)) {
+				close(fd);
+				usleep(POLL_MS * 1000);
+				continue;
+			}
 		} else {
 			fd = uvh_listener_accept(p->listener, POLL_MS);
 			if (fd == -ETIMEDOUT)
@@ -389,6 +490,7 @@ static int make_port(struct port *p, unsigned int id, const char *path, int fd)
 	struct uvh_listener_opts lo = {
 		.mode = cfg.socket_mode, .owner = cfg.owner, .group = cfg.group,
 		.set_owner = cfg.socket_owner_set,
+		.allow_uids = cfg.allow_uids, .n_allow_uids = cfg.n_allow_uids,
 	};
 	int ret;
 
@@ -457,7 +559,7 @@ static void teardown(void)
 enum {
 	OPT_SOCKET_PATH = 256, OPT_CLIENT, OPT_FD, OPT_PRINT_CAPS, OPT_MODE, OPT_FRAME_SIZE,
 	OPT_TAP, OPT_QUEUES, OPT_CORES, OPT_ENGINE_MODE, OPT_STATS, OPT_SOCKET_MODE,
-	OPT_SOCKET_OWNER,
+	OPT_SOCKET_OWNER, OPT_ALLOW_UID,
 };
 
 static const struct option long_opts[] = {
@@ -474,6 +576,7 @@ static const struct option long_opts[] = {
 	{ "stats-interval", required_argument, NULL, OPT_STATS },
 	{ "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
 	{ "socket-owner", required_argument, NULL, OPT_SOCKET_OWNER },
+	{ "allow-uid", required_argument, NULL, OPT_ALLOW_UID },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -551,6 +654,9 @@ static void parse_args(int argc, char **argv)
 			break;
 		case OPT_SOCKET_OWNER:
 			parse_owner(optarg);
+			break;
+		case OPT_ALLOW_UID:
+			parse_allow_uids(optarg);
 			break;
 		case 'v':
 			verbose++;

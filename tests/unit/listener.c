@@ -3,11 +3,13 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -368,4 +370,222 @@ Test(listener, connect_honours_stop)
 	cr_assert_geq(ms, 55, "stopped after %ld ms", ms);
 	cr_assert_lt(ms, 400, "stop seen late: %ld ms", ms);
 	cr_assert_eq(t_count_fds(), before);
+}
+
+/* ---- access control: uid allow-list, refusing a busy port ------------------------- */
+
+/* After the server closed our connection, a read sees EOF at once. */
+static void check_closed_by_server(int c)
+{
+	struct pollfd p = { .fd = c, .events = POLLIN };
+	char b;
+
+	cr_assert_eq(poll(&p, 1, 1000), 1, "the server did not close the connection");
+	cr_assert_eq(read(c, &b, 1), 0, "EOF expected");
+}
+
+Test(listener, allow_list_refuses_an_unlisted_uid)
+{
+	uid_t others[2] = { getuid() + 1, getuid() + 2 };
+	struct uvh_listener_opts opts = { .allow_uids = others, .n_allow_uids = 2 };
+	struct uvh_listener *l;
+	char path[108];
+	int before = t_count_fds(), c;
+
+	t_log_capture();
+	t_socket_path(path, sizeof(path), "deny");
+	cr_assert_eq(uvh_listener_open(path, &opts, &l), 0);
+	others[0] = getuid();	/* the listener keeps its own copy */
+	c = uvh_connect(path, NULL);
+	cr_assert_geq(c, 0);
+	cr_assert_eq(uvh_listener_accept(l, 200), -ETIMEDOUT,
+		     "the refused peer is not handed out; the wait goes on");
+	check_closed_by_server(c);
+	cr_assert_eq(uvh_listener_refused(l), 1);
+	cr_assert(t_log_contains("uid not in the allow-list"));
+	close(c);
+	uvh_listener_close(l);
+	cr_assert_eq(t_count_fds(), before, "the refused connection's fd is closed");
+	t_log_reset();
+}
+
+Test(listener, allow_list_admits_a_listed_uid)
+{
+	uid_t ok[2] = { getuid() + 7, getuid() };
+	struct uvh_listener_opts opts = { .allow_uids = ok, .n_allow_uids = 2 };
+	struct uvh_listener *l;
+	char path[108];
+	int before = t_count_fds(), c, s;
+
+	t_socket_path(path, sizeof(path), "allow");
+	cr_assert_eq(uvh_listener_open(path, &opts, &l), 0);
+	c = uvh_connect(path, NULL);
+	cr_assert_geq(c, 0);
+	s = uvh_listener_accept(l, 1000);
+	cr_assert_geq(s, 0, "accept: %s", strerror(-s));
+	check_echo(c, s);
+	cr_assert_eq(uvh_listener_refused(l), 0);
+	close(c);
+	close(s);
+	uvh_listener_close(l);
+	cr_assert_eq(t_count_fds(), before);
+}
+
+Test(listener, allow_list_bad_options)
+{
+	uid_t many[UVH_LISTENER_MAX_UIDS + 1] = { 0 };
+	struct uvh_listener_opts opts = { .allow_uids = many,
+					  .n_allow_uids = UVH_LISTENER_MAX_UIDS + 1 };
+	struct uvh_listener *l = (void *)1;
+	char path[108];
+	int before = t_count_fds();
+
+	t_socket_path(path, sizeof(path), "badopt");
+	cr_assert_eq(uvh_listener_open(path, &opts, &l), -EINVAL);
+	cr_assert_null(l);
+	opts.allow_uids = NULL;
+	opts.n_allow_uids = 1;
+	cr_assert_eq(uvh_listener_open(path, &opts, &l), -EINVAL);
+	cr_assert_eq(access(path, F_OK), -1, "no socket file left behind");
+	cr_assert_eq(t_count_fds(), before);
+}
+
+/* A peer of another uid, for real (needs root): a child that drops to
+ * nobody and connects. */
+static int connect_as(const char *path, uid_t uid)
+{
+	pid_t pid = fork();
+	int st = 0;
+
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		char b;
+		int c;
+
+		if (setresgid(uid, uid, uid) || setresuid(uid, uid, uid))
+			_exit(10);
+		c = uvh_connect(path, NULL);
+		if (c < 0)
+			_exit(11);
+		/* 0: closed by the server at once; 1: served (it writes) */
+		_exit(read(c, &b, 1) == 0 ? 0 : 1);
+	}
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+struct accept_arg {
+	struct uvh_listener *l;
+	int fd;
+};
+
+static void *accept_and_greet(void *arg)
+{
+	struct accept_arg *a = arg;
+
+	a->fd = uvh_listener_accept(a->l, 2000);
+	if (a->fd >= 0 && write(a->fd, "x", 1) != 1) {
+		close(a->fd);
+		a->fd = -EIO;
+	}
+	return NULL;
+}
+
+Test(listener, allow_list_with_a_second_uid)
+{
+	const uid_t nobody = 65534;
+	uid_t root_only = 0, both[2] = { 0, nobody };
+	struct uvh_listener_opts opts = { .mode = 0666, .allow_uids = &root_only,
+					  .n_allow_uids = 1 };
+	struct accept_arg a;
+	struct uvh_listener *l;
+	pthread_t t;
+	char path[108];
+	int before = t_count_fds();
+
+	if (getuid() != 0)
+		cr_skip_test("needs root to connect as uid %u", nobody);
+	t_log_capture();
+	t_socket_path(path, sizeof(path), "uid2");
+	cr_assert_eq(uvh_listener_open(path, &opts, &l), 0);
+	a = (struct accept_arg){ .l = l };
+	pthread_create(&t, NULL, accept_and_greet, &a);
+	cr_assert_eq(connect_as(path, nobody), 0, "uid %u was turned away", nobody);
+	pthread_join(t, NULL);
+	cr_assert_eq(a.fd, -ETIMEDOUT);
+	cr_assert(t_log_contains("uid 65534): uid not in the allow-list"));
+	uvh_listener_close(l);
+
+	opts.allow_uids = both;
+	opts.n_allow_uids = 2;
+	cr_assert_eq(uvh_listener_open(path, &opts, &l), 0);
+	a = (struct accept_arg){ .l = l };
+	pthread_create(&t, NULL, accept_and_greet, &a);
+	cr_assert_eq(connect_as(path, nobody), 1, "listed uid %u is served", nobody);
+	pthread_join(t, NULL);
+	cr_assert_geq(a.fd, 0);
+	close(a.fd);
+	uvh_listener_close(l);
+	cr_assert_eq(t_count_fds(), before);
+	t_log_reset();
+}
+
+Test(listener, refuse_pending_closes_every_waiting_connection)
+{
+	struct uvh_listener *l;
+	char path[108];
+	int before = t_count_fds(), c[3], s;
+
+	t_log_capture();
+	t_socket_path(path, sizeof(path), "busy");
+	cr_assert_eq(uvh_listener_open(path, NULL, &l), 0);
+	cr_assert_eq(uvh_listener_refuse_pending(l, "port busy"), 0, "none waiting");
+	for (int i = 0; i < 3; i++) {
+		c[i] = uvh_connect(path, NULL);
+		cr_assert_geq(c[i], 0);
+	}
+	cr_assert_eq(uvh_listener_refuse_pending(l, "port busy"), 3);
+	for (int i = 0; i < 3; i++) {
+		check_closed_by_server(c[i]);
+		close(c[i]);
+	}
+	cr_assert_eq(uvh_listener_refused(l), 3);
+	cr_assert(t_log_contains("port busy"));
+	cr_assert_eq(uvh_listener_refuse_pending(NULL, "x"), -EINVAL);
+	/* and the listener still accepts the next one */
+	c[0] = uvh_connect(path, NULL);
+	s = uvh_listener_accept(l, 1000);
+	cr_assert_geq(s, 0);
+	check_echo(c[0], s);
+	close(c[0]);
+	close(s);
+	uvh_listener_close(l);
+	cr_assert_eq(t_count_fds(), before);
+	t_log_reset();
+}
+
+Test(listener, peer_credentials)
+{
+	pid_t pid = 0;
+	uid_t uid = 1;
+	gid_t gid = 1;
+	int sv[2], p[2];
+	uid_t list[2] = { 5, getuid() };
+
+	t_socketpair(sv);
+	cr_assert_eq(uvh_peer_cred(sv[0], &pid, &uid, &gid), 0);
+	cr_assert_eq(pid, getpid());
+	cr_assert_eq(uid, getuid());
+	cr_assert_eq(gid, getgid());
+	cr_assert_eq(uvh_peer_cred(sv[0], NULL, NULL, NULL), 0);
+	cr_assert_eq(pipe(p), 0);
+	cr_assert_eq(uvh_peer_cred(p[0], &pid, &uid, &gid), -ENOTSOCK);
+	cr_assert_eq(uvh_peer_cred(-1, NULL, NULL, NULL), -EBADF);
+	cr_assert(uvh_uid_allowed(12345, NULL, 0), "an empty list allows everyone");
+	cr_assert(uvh_uid_allowed(getuid(), list, 2));
+	cr_assert_not(uvh_uid_allowed(getuid() + 1, list, 2));
+	close(sv[0]);
+	close(sv[1]);
+	close(p[0]);
+	close(p[1]);
 }
