@@ -1,0 +1,543 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The user backend through uvh_backend_open("user:PATH") against an
+ * in-process uvhost back-end: a uvh_vud hosting a loopback uvh_net on an
+ * engine, its socket served by a thread of the test (as uvhost-net serves
+ * one). The tiny VMM of t_vmm.h drives it: frames back byte for byte
+ * (split and packed, with and without REPLY_ACK), calls, exact counters,
+ * ring bases; memory regions added and removed under running rings with
+ * ADD/REM_MEM_REG and, without CONFIGURE_MEM_SLOTS, by setting the table
+ * again; more than 8 regions; suspend/resume; the back-end channel
+ * (config change eventfd, IOTLB misses); errors: no socket, refused
+ * connection, peer gone mid-session, refusals; no fd left behind.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "backend_chan.h"
+#include "engine.h"
+#include "listener.h"
+#include "message.h"
+#include "net.h"
+#include "t_helpers.h"
+#include "t_vmm.h"
+#include "vhost_user_dev.h"
+
+#define BIT(n)	(1ull << (n))
+#define PF(n)	BIT(UVH_PROTOCOL_F_##n)
+
+/* What a VMM usually asks for. */
+#define PF_ALL	(PF(MQ) | PF(LOG_SHMFD) | PF(REPLY_ACK) | PF(CONFIG) | PF(INFLIGHT_SHMFD) | \
+		 PF(RESET_DEVICE) | PF(CONFIGURE_MEM_SLOTS) | PF(STATUS) | PF(BACKEND_REQ))
+
+/* ---- the back-end: a vud on an engine, its socket served by a thread ---------------- */
+
+struct server {
+	char path[108];
+	struct uvh_listener *l;
+	struct uvh_engine *e;
+	struct uvh_net_dev *net;
+	struct uvh_vud *vud;
+	pthread_t th;
+	atomic_bool stop;
+	atomic_int connections;
+	bool running;
+};
+
+static void *serve(void *arg)
+{
+	struct server *s = arg;
+
+	while (!atomic_load(&s->stop)) {
+		int fd = uvh_listener_accept(s->l, 20);
+
+		if (fd == -ETIMEDOUT)
+			continue;
+		if (fd < 0)
+			break;
+		if (uvh_vud_connect(s->vud, fd))
+			continue;
+		atomic_fetch_add(&s->connections, 1);
+		while (!atomic_load(&s->stop) && uvh_vud_handle(s->vud, 20) >= 0)
+			;
+		uvh_vud_disconnect(s->vud);
+	}
+	return NULL;
+}
+
+static void server_start(struct server *s)
+{
+	struct uvh_engine_opts eo = { .name = "t-user", .cpu = -1, .numa_node = -1,
+				      .mode = UVH_ENGINE_ADAPTIVE };
+	struct uvh_net_opts no = { .type = UVH_NET_PORT_LOOPBACK, .name = "t-user" };
+	struct uvh_vud_opts vo = { .name = "t-user", .ops = &uvh_net_vud_ops, .nengines = 1 };
+
+	memset(s, 0, sizeof(*s));
+	t_socket_path(s->path, sizeof(s->path), "user");
+	cr_assert_eq(uvh_listener_open(s->path, NULL, &s->l), 0);
+	s->e = uvh_engine_create(&eo);
+	cr_assert_not_null(s->e);
+	cr_assert_eq(uvh_engine_start(s->e), 0);
+	s->net = uvh_net_create(&no);
+	cr_assert_not_null(s->net);
+	vo.dev = s->net;
+	vo.engines = &s->e;
+	s->vud = uvh_vud_new(&vo);
+	cr_assert_not_null(s->vud);
+	cr_assert_eq(pthread_create(&s->th, NULL, serve, s), 0);
+	s->running = true;
+}
+
+/* The back-end goes: its thread ends the session (closing the socket). */
+static void server_kill(struct server *s)
+{
+	if (!s->running)
+		return;
+	atomic_store(&s->stop, true);
+	pthread_join(s->th, NULL);
+	s->running = false;
+}
+
+static void server_stop(struct server *s)
+{
+	server_kill(s);
+	uvh_vud_free(s->vud);
+	uvh_engine_destroy(s->e);
+	uvh_net_destroy(s->net);
+	uvh_listener_close(s->l);
+}
+
+static struct uvh_backend *open_user(struct server *s)
+{
+	struct uvh_backend_open_opts o = { .user_timeout_ms = 2000 };
+	char spec[128];
+	struct uvh_backend *b = NULL;
+	int ret;
+
+	snprintf(spec, sizeof(spec), "user:%s", s->path);
+	ret = uvh_backend_open(spec, &o, &b);
+	cr_assert_eq(ret, 0, "open %s: %s", spec, strerror(-ret));
+	cr_assert_eq(b->type, UVH_BACKEND_USER);
+	cr_assert_str_eq(b->name, spec);
+	cr_assert_geq(uvh_backend_fd(b), 0);
+	cr_assert_null(uvh_backend_soft_net(b));
+	return b;
+}
+
+static void check_stats(struct server *s, uint64_t frames, uint64_t bytes)
+{
+	struct uvh_net_stats st;
+
+	uvh_net_get_stats(s->net, &st);
+	cr_assert_eq(st.rx_packets, frames, "rx_packets %lu, want %lu",
+		     (unsigned long)st.rx_packets, (unsigned long)frames);
+	cr_assert_eq(st.tx_packets, frames);
+	cr_assert_eq(st.rx_bytes, bytes);
+	cr_assert_eq(st.tx_bytes, bytes);
+	cr_assert_eq(st.rx_drops, 0);
+	cr_assert_eq(st.tx_drops, 0);
+}
+
+static uint32_t vud_regions(struct server *s)
+{
+	struct uvh_vud_stats st;
+
+	uvh_vud_stats(s->vud, &st);
+	return st.mem_regions;
+}
+
+/* ---- traffic ----------------------------------------------------------------------- */
+
+static void loopback_case(bool packed, uint64_t pf)
+{
+	int fds = t_count_fds();
+	struct t_vmm_opts o = { .packed = packed, .protocol_features = pf };
+	static struct server s;	/* outlives a failed assertion */
+	struct uvh_backend *b;
+	const unsigned int n = 300;
+	uint64_t bytes = 0, f;
+	uint32_t base[2];
+	struct t_vmm v;
+
+	server_start(&s);
+	b = open_user(&s);
+	cr_assert_eq(t_vmm_init(&v, b, &o), 0);
+	cr_assert_eq(t_vmm_start(&v), 0);
+	cr_assert_eq(v.protocol_features, pf, "protocol features 0x%lx in force",
+		     (unsigned long)v.protocol_features);
+	/* A request with a reply: the back-end has handled every one before it
+	 * (without REPLY_ACK the others are not waited for). */
+	cr_assert_eq(uvh_backend_call(b, get_features, &f), 0);
+	cr_assert_eq(!!(uvh_vud_features(s.vud) & BIT(UVH_VIRTIO_F_RING_PACKED)), packed);
+	cr_assert(uvh_vud_features(s.vud) & BIT(UVH_F_PROTOCOL_FEATURES),
+		  "PROTOCOL_FEATURES is acked for the VMM");
+	cr_assert_eq(t_vmm_loopback(&v, n, 0, 0, &bytes), 0);
+	cr_assert_gt(t_vmm_calls(&v, T_VMM_RX), 0, "the RX call eventfd never fired");
+	check_stats(&s, n, bytes);
+	cr_assert_eq(t_vmm_stop(&v, base), 0);
+	cr_assert_eq(base[T_VMM_TX], t_vmm_used_base(&v, T_VMM_TX), "TX base 0x%x, want 0x%x",
+		     base[T_VMM_TX], t_vmm_used_base(&v, T_VMM_TX));
+	cr_assert_eq(base[T_VMM_RX], t_vmm_used_base(&v, T_VMM_RX), "RX base 0x%x, want 0x%x",
+		     base[T_VMM_RX], t_vmm_used_base(&v, T_VMM_RX));
+	cr_assert_eq(base[T_VMM_TX], packed ? 44u | (44u << 16) : n);
+	uvh_backend_close(b);
+	t_vmm_fini(&v);
+	server_stop(&s);
+	cr_assert_eq(t_count_fds(), fds, "fds leaked");
+}
+
+Test(backend_user, loopback_split) { loopback_case(false, PF_ALL); }
+Test(backend_user, loopback_packed) { loopback_case(true, PF_ALL); }
+Test(backend_user, loopback_split_bare_protocol) { loopback_case(false, 0); }
+
+/* ---- memory ------------------------------------------------------------------------- */
+
+static void regions_case(uint64_t pf)
+{
+	int fds = t_count_fds();
+	struct t_vmm_opts o = { .protocol_features = pf };
+	struct uvh_backend_mem_region bad;
+	static struct server s;	/* outlives a failed assertion */
+	struct uvh_backend *b;
+	uint64_t bytes = 0, slots = 0;
+	struct t_vmm v;
+
+	server_start(&s);
+	b = open_user(&s);
+	cr_assert_eq(t_vmm_init(&v, b, &o), 0);
+	cr_assert_eq(t_vmm_start(&v), 0);
+	cr_assert_eq(uvh_backend_call(b, get_max_mem_slots, &slots), 0);
+	cr_assert_eq(slots, pf & PF(CONFIGURE_MEM_SLOTS) ? UVH_MAX_MEM_SLOTS : 8);
+	cr_assert_eq(t_vmm_loopback(&v, 50, 0, 0, &bytes), 0);
+	cr_assert_eq(vud_regions(&s), 1);
+
+	cr_assert_eq(t_vmm_add_region(&v, 1, 1ull << 30, 1ull << 20), 0);
+	cr_assert_eq(vud_regions(&s), 2);
+	cr_assert_eq(t_vmm_loopback(&v, 50, 1, 1000, &bytes), 0);
+	t_vmm_region(&v, 1, &bad);
+	bad.gpa += 4096;
+	cr_assert_eq(uvh_backend_call(b, add_mem_region, &bad), -EINVAL, "overlap");
+	bad.gpa = 1ull << 40;
+	cr_assert_eq(uvh_backend_call(b, remove_mem_region, &bad), -ENOENT);
+	cr_assert_eq(t_vmm_remove_region(&v, 1), 0);
+	cr_assert_eq(vud_regions(&s), 1);
+	cr_assert_eq(t_vmm_loopback(&v, 50, 0, 2000, &bytes), 0);
+	check_stats(&s, 150, bytes);
+	uvh_backend_close(b);
+	t_vmm_fini(&v);
+	server_stop(&s);
+	cr_assert_eq(t_count_fds(), fds, "fds leaked");
+}
+
+Test(backend_user, regions_add_rem_mem_reg) { regions_case(PF_ALL); }
+Test(backend_user, regions_set_again) { regions_case(PF(REPLY_ACK)); }
+
+#define NEXTRA	11
+
+static void many_regions_case(uint64_t pf)
+{
+	struct t_vmm_opts o = { .protocol_features = pf };
+	struct uvh_backend_mem_region r[NEXTRA + 1];
+	static struct server s;	/* outlives a failed assertion */
+	struct uvh_backend *b;
+	uint64_t bytes = 0;
+	struct t_vmm v;
+	int fds = t_count_fds();
+
+	server_start(&s);
+	b = open_user(&s);
+	cr_assert_eq(t_vmm_init(&v, b, &o), 0);
+	cr_assert_eq(t_vmm_start(&v), 0);
+	t_vmm_region(&v, 0, &r[0]);
+	for (int i = 1; i <= NEXTRA; i++) {
+		r[i].size = 64 << 10;
+		r[i].gpa = (2ull << 30) + (uint64_t)i * (1 << 20);
+		r[i].fd = t_memfd("t-extra", r[i].size);
+		r[i].fd_offset = 0;
+		r[i].hva = mmap(NULL, r[i].size, PROT_READ | PROT_WRITE, MAP_SHARED, r[i].fd, 0);
+		cr_assert_neq(r[i].hva, MAP_FAILED);
+	}
+	if (pf & PF(CONFIGURE_MEM_SLOTS)) {
+		cr_assert_eq(uvh_backend_call(b, set_mem_table, r, NEXTRA + 1), 0);
+		cr_assert_eq(vud_regions(&s), NEXTRA + 1);
+	} else {
+		cr_assert_eq(uvh_backend_call(b, set_mem_table, r, NEXTRA + 1), -E2BIG);
+		cr_assert_eq(vud_regions(&s), 1, "nothing sent");
+		cr_assert_eq(uvh_backend_call(b, set_mem_table, r, 8), 0);
+		cr_assert_eq(vud_regions(&s), 8);
+		cr_assert_eq(uvh_backend_call(b, add_mem_region, &r[8]), -E2BIG);
+	}
+	/* rings translated through the table kept: traffic unchanged */
+	cr_assert_eq(t_vmm_loopback(&v, 20, 0, 0, &bytes), 0);
+	for (int i = 1; i <= NEXTRA; i++) {
+		munmap(r[i].hva, r[i].size);
+		close(r[i].fd);	/* the backend keeps its own */
+	}
+	cr_assert_eq(t_vmm_loopback(&v, 20, 0, 100, &bytes), 0);
+	uvh_backend_close(b);
+	t_vmm_fini(&v);
+	server_stop(&s);
+	cr_assert_eq(t_count_fds(), fds, "fds leaked");
+}
+
+Test(backend_user, more_than_8_regions) { many_regions_case(PF_ALL); }
+Test(backend_user, more_than_8_regions_refused) { many_regions_case(PF(REPLY_ACK)); }
+
+/* ---- suspend / resume ----------------------------------------------------------------- */
+
+Test(backend_user, suspend_resume)
+{
+	struct t_vmm_opts o = { .protocol_features = PF_ALL, .timeout_ms = 100 };
+	uint8_t f[300], got[T_VMM_MAX_FRAME];
+	static struct server s;	/* outlives a failed assertion */
+	struct uvh_backend *b;
+	uint64_t bytes = 0;
+	uint32_t len, base[2];
+	struct t_vmm v;
+
+	server_start(&s);
+	b = open_user(&s);
+	cr_assert_eq(t_vmm_init(&v, b, &o), 0);
+	cr_assert_eq(t_vmm_start(&v), 0);
+	cr_assert_eq(t_vmm_loopback(&v, 30, 0, 0, &bytes), 0);
+	cr_assert_eq(uvh_backend_call(b, suspend), 0);
+	cr_assert_not(uvh_vud_queue(s.vud, 1)->running);
+	t_vmm_make_frame(f, sizeof(f), 5);
+	cr_assert_eq(t_vmm_send(&v, f, sizeof(f), 0), 0);
+	t_vmm_flush(&v, T_VMM_TX);
+	cr_assert_eq(t_vmm_recv(&v, got, sizeof(got), &len), -ETIMEDOUT);
+	cr_assert_eq(uvh_backend_call(b, resume), 0);
+	cr_assert(uvh_vud_queue(s.vud, 1)->running);
+	cr_assert(uvh_vud_queue(s.vud, 1)->enabled);
+	v.o.timeout_ms = 5000;
+	cr_assert_eq(t_vmm_recv(&v, got, sizeof(got), &len), 0);
+	cr_assert_eq(len, sizeof(f));
+	cr_assert_arr_eq(got, f, sizeof(f));
+	cr_assert_eq(t_vmm_reap_tx(&v, 1), 0);
+	bytes += sizeof(f);
+	cr_assert_eq(t_vmm_loopback(&v, 30, 0, 100, &bytes), 0);
+	check_stats(&s, 61, bytes);
+	cr_assert_eq(t_vmm_stop(&v, base), 0);
+	cr_assert_eq(base[T_VMM_TX], 61);
+	uvh_backend_close(b);
+	t_vmm_fini(&v);
+	server_stop(&s);
+}
+
+/* ---- queries, the back-end channel ------------------------------------------------------ */
+
+Test(backend_user, queries)
+{
+	struct t_vmm_opts o = { .protocol_features = PF_ALL };
+	struct uvh_virtio_net_config cfg;
+	static struct server s;	/* outlives a failed assertion */
+	struct uvh_backend *b;
+	uint64_t pf = 0, q = 0, size = 0;
+	uint32_t num = 0;
+	uint8_t st = 0;
+	int fd = -1;
+	struct t_vmm v;
+
+	server_start(&s);
+	b = open_user(&s);
+	cr_assert_eq(t_vmm_init(&v, b, &o), 0);
+	cr_assert_eq(t_vmm_negotiate(&v), 0);
+	cr_assert_eq(uvh_backend_call(b, get_protocol_features, &pf), 0);
+	cr_assert_eq(pf & PF_ALL, PF_ALL);
+	cr_assert_eq(uvh_vud_protocol_features(s.vud), PF_ALL);
+	cr_assert_eq(uvh_backend_call(b, get_queue_num, &q), 0);
+	cr_assert_eq(q, 1);
+	cr_assert_eq(uvh_backend_call(b, get_vring_num_max, &num), 0);
+	cr_assert_eq(num, 32768);
+	cr_assert_eq(uvh_backend_call(b, get_config, 0, sizeof(cfg), (uint8_t *)&cfg), 0);
+	cr_assert_eq(cfg.max_virtqueue_pairs, 1);
+	cr_assert_eq(cfg.mtu, 1500);
+	cr_assert_eq(uvh_backend_call(b, set_status, 0x07), 0);
+	cr_assert_eq(uvh_backend_call(b, get_status, &st), 0);
+	cr_assert_eq(st, 0x07);
+	cr_assert_eq(uvh_vud_status(s.vud), 0x07);
+	cr_assert_eq(uvh_backend_call(b, get_inflight_fd, 2, 256, &fd, &size), 0);
+	cr_assert_geq(fd, 0);
+	cr_assert_gt(size, 0);
+	cr_assert_eq(uvh_backend_call(b, set_inflight_fd, 2, 256, fd, size), 0);
+	close(fd);
+	cr_assert_eq(uvh_backend_call(b, reset_owner), 0, "RESET_DEVICE");
+	cr_assert_eq(uvh_vud_status(s.vud), 0);
+	uvh_backend_close(b);
+	t_vmm_fini(&v);
+	server_stop(&s);
+}
+
+struct chan_sender {
+	struct server *s;
+	int what;	/* 0: config change, 1: IOTLB miss */
+	int ret;
+};
+
+static void *send_on_chan(void *arg)
+{
+	struct chan_sender *c = arg;
+	struct uvh_backend_chan *chan = uvh_vud_backend_chan(c->s->vud);
+	struct uvh_iotlb miss = { .iova = 0x1000, .perm = UVH_IOTLB_RO, .type = UVH_IOTLB_MISS };
+
+	c->ret = c->what ? uvh_backend_chan_iotlb_msg(chan, &miss) :
+			   uvh_backend_chan_config_change(chan);
+	return NULL;
+}
+
+Test(backend_user, backend_channel)
+{
+	struct t_vmm_opts o = { .protocol_features = PF_ALL };
+	struct chan_sender c = { 0 };
+	struct uvh_iotlb m;
+	static struct server s;	/* outlives a failed assertion */
+	struct uvh_backend *b;
+	eventfd_t n = 0;
+	pthread_t th;
+	struct t_vmm v;
+	int efd = t_eventfd();
+
+	server_start(&s);
+	b = open_user(&s);
+	cr_assert_eq(t_vmm_init(&v, b, &o), 0);
+	cr_assert_eq(t_vmm_negotiate(&v), 0);
+	cr_assert_not_null(uvh_vud_backend_chan(s.vud), "SET_BACKEND_REQ_FD sent");
+	cr_assert_eq(uvh_backend_call(b, set_config_call, efd), 0);
+	cr_assert_eq(uvh_backend_call(b, iotlb_miss, &m, 0), -ETIMEDOUT);
+
+	/* config change: served while the VMM waits on the channel */
+	c.s = &s;
+	cr_assert_eq(pthread_create(&th, NULL, send_on_chan, &c), 0);
+	for (int i = 0; i < 100 && eventfd_read(efd, &n); i++)
+		uvh_backend_call(b, iotlb_miss, &m, 20);
+	pthread_join(th, NULL);
+	cr_assert_eq(c.ret, 0, "config change: %s", strerror(-c.ret));
+	cr_assert_eq(n, 1, "the config eventfd was not written");
+
+	/* an IOTLB miss: handed out by iotlb_miss */
+	c.what = 1;
+	cr_assert_eq(pthread_create(&th, NULL, send_on_chan, &c), 0);
+	cr_assert_eq(uvh_backend_call(b, iotlb_miss, &m, 3000), 0);
+	pthread_join(th, NULL);
+	cr_assert_eq(c.ret, 0);
+	cr_assert_eq(m.type, UVH_IOTLB_MISS);
+	cr_assert_eq(m.iova, 0x1000);
+	cr_assert_eq(m.perm, UVH_IOTLB_RO);
+
+	uvh_backend_close(b);
+	t_vmm_fini(&v);
+	server_stop(&s);
+	close(efd);
+}
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+Test(backend_user, no_such_socket)
+{
+	struct uvh_backend_open_opts o = { .user_timeout_ms = 30 };
+	struct uvh_backend *b = (void *)1;
+	char path[108], spec[128];
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fds = t_count_fds(), sfd;
+
+	t_socket_path(path, sizeof(path), "none");
+	snprintf(spec, sizeof(spec), "user:%s", path);
+	cr_assert_eq(uvh_backend_open(spec, &o, &b), -ENOENT);
+	cr_assert_null(b);
+	/* a socket file nobody listens on */
+	sfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(sfd, 0);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	cr_assert_eq(bind(sfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(uvh_backend_open(spec, &o, &b), -ECONNREFUSED);
+	close(sfd);
+	unlink(path);
+	cr_assert_eq(t_count_fds(), fds, "fds leaked");
+}
+
+Test(backend_user, peer_gone_mid_session)
+{
+	struct t_vmm_opts o = { .protocol_features = PF_ALL };
+	static struct server s;	/* outlives a failed assertion */
+	struct uvh_backend *b;
+	uint64_t bytes = 0, f;
+	uint32_t base;
+	struct t_vmm v;
+	int fds = t_count_fds(), ret;
+
+	server_start(&s);
+	b = open_user(&s);
+	cr_assert_eq(t_vmm_init(&v, b, &o), 0);
+	cr_assert_eq(t_vmm_start(&v), 0);
+	cr_assert_eq(t_vmm_loopback(&v, 20, 0, 0, &bytes), 0);
+	server_kill(&s);	/* the back-end ends the session: socket closed */
+	ret = uvh_backend_call(b, get_features, &f);
+	cr_assert(ret == -ECONNRESET || ret == -EPIPE || ret == -ENOTCONN,
+		  "get_features after the peer went: %d (%s)", ret, strerror(-ret));
+	cr_assert_eq(uvh_backend_call(b, get_vring_base, 0, &base), -ENOTCONN);
+	cr_assert_eq(uvh_backend_call(b, set_vring_num, 0, 256), -ENOTCONN);
+	cr_assert_lt(uvh_backend_call(b, suspend), 0);
+	uvh_backend_close(b);
+	t_vmm_fini(&v);
+	server_stop(&s);
+	cr_assert_eq(t_count_fds(), fds, "fds leaked");
+}
+
+Test(backend_user, refusals)
+{
+	struct t_vmm_opts o = { .protocol_features = PF(REPLY_ACK) };
+	struct uvh_backend_mem_region r;
+	struct uvh_backend_log log = { .size = 4096, .fd = -1 };
+	static struct server s;	/* outlives a failed assertion */
+	struct uvh_backend *b;
+	uint64_t f = 0, u64;
+	uint32_t u32;
+	struct t_vmm v;
+	int fds = t_count_fds(), efd = t_eventfd();
+
+	server_start(&s);
+	b = open_user(&s);
+	cr_assert_eq(t_vmm_init(&v, b, &o), 0);
+	cr_assert_eq(uvh_backend_call(b, get_features, &f), 0);
+	cr_assert_eq(uvh_backend_call(b, set_features, f | BIT(63)), -EINVAL);
+	cr_assert_eq(uvh_backend_call(b, get_protocol_features, &u64), 0);
+	cr_assert_eq(uvh_backend_call(b, set_protocol_features, u64 | BIT(62)), -EINVAL);
+	cr_assert_eq(t_vmm_start(&v), 0);
+	/* refused before anything is sent */
+	cr_assert_eq(uvh_backend_call(b, set_vring_num, 256, 256), -EINVAL);
+	cr_assert_eq(uvh_backend_call(b, set_vring_kick, 1000, efd), -EINVAL);
+	t_vmm_region(&v, 0, &r);
+	r.fd = -1;
+	cr_assert_eq(uvh_backend_call(b, set_mem_table, &r, 1), -EBADF);
+	r.fd = v.mem[0].fd;
+	r.size = 0;
+	cr_assert_eq(uvh_backend_call(b, add_mem_region, &r), -EINVAL);
+	cr_assert_eq(uvh_backend_call(b, set_log_base, &log), -EOPNOTSUPP, "no LOG_SHMFD");
+	cr_assert_eq(uvh_backend_call(b, set_config_call, efd), -EOPNOTSUPP, "no channel");
+	cr_assert_eq(uvh_backend_call(b, set_status, 1), -EOPNOTSUPP, "no STATUS");
+	/* refused by the back-end (a NACK with REPLY_ACK): the session goes on */
+	cr_assert_eq(uvh_backend_call(b, set_vring_num, 99, 256), -EIO);
+	cr_assert_eq(uvh_backend_call(b, set_vring_num, 0, 100), -EIO);
+	/* ops user does not have */
+	cr_assert_eq(uvh_backend_call(b, get_device_id, &u32), -EOPNOTSUPP);
+	cr_assert_eq(uvh_backend_call(b, net_set_backend, 0, efd), -EOPNOTSUPP);
+	cr_assert_eq(uvh_backend_call(b, get_backend_features, &u64), -EOPNOTSUPP);
+	cr_assert_eq(uvh_backend_call(b, set_vring_busyloop_timeout, 0, 1), -EOPNOTSUPP);
+	cr_assert_eq(t_vmm_loopback(&v, 10, 0, 0, NULL), 0, "refusals broke the session");
+	uvh_backend_close(b);
+	t_vmm_fini(&v);
+	close(efd);
+	server_stop(&s);
+	cr_assert_eq(t_count_fds(), fds, "fds leaked");
+}
