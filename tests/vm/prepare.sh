@@ -1,10 +1,14 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
-# Usage: prepare.sh
+# Usage: prepare.sh [--vdpa]
 # Makes (once) and prints the guest the vm suite boots: Debian's own kernel
 # (the linux-image-amd64 of the host's release, fetched with `apt-get
 # download`, never installed) and a busybox initramfs with the virtio-net
-# modules. Everything lives in the cache folder
+# modules and vhost-net (vhost, vhost_iotlb, tun, tap). With --vdpa, the
+# vDPA simulator is built first (build_vdpa_sim.sh: vringh, vdpa,
+# vhost_vdpa, vdpa_sim, vdpa_sim_net) and iproute2's `vdpa` tool (with the
+# shared libraries it needs) is required; once built, both are in every
+# initramfs made from then on. Everything lives in the cache folder
 #   $UVH_VM_CACHE, else $XDG_CACHE_HOME/uvhost-vm, else ~/.cache/uvhost-vm
 # and is reused while the kernel version and this script stay the same.
 # On success the last two lines of stdout are KERNEL=<path> and INITRD=<path>.
@@ -12,7 +16,16 @@
 # missing, 1 on any other failure.
 set -euo pipefail
 CACHE=${UVH_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/uvhost-vm}
-MODULES="virtio_pci virtio_net"
+MODULES="virtio_pci virtio_net vhost_net"
+# out of tree (build_vdpa_sim.sh), added when they were built
+VDPA_MODULES="vhost_vdpa vdpa_sim_net"
+WANT_VDPA=0
+case ${1:-} in
+--vdpa) WANT_VDPA=1 ;;
+'') ;;
+*) echo "usage: prepare.sh [--vdpa]" >&2; exit 2 ;;
+esac
+HERE=$(cd "$(dirname "$0")" && pwd)
 
 skip() { echo "SKIP: $*" >&2; exit 77; }
 die() { echo "prepare: $*" >&2; exit 1; }
@@ -54,8 +67,21 @@ if [ -z "$PKG" ]; then
 fi
 KVER=${PKG#linux-image-}
 DIR=$CACHE/$KVER
-# the stamp changes when this script or busybox changes: then rebuild
-STAMP=$( (cat "$0"; cksum < "$BUSYBOX") | cksum | cut -d' ' -f1)
+
+VDPA_TOOL=$(command -v vdpa || true)
+if [ $WANT_VDPA = 1 ]; then
+	[ -n "$VDPA_TOOL" ] || skip "no vdpa tool (apt-get install iproute2)"
+	command -v ldd >/dev/null || skip "no ldd (libc-bin) to copy the vdpa tool's libraries"
+	# the simulator's own lock; the stamp keeps a warm cache quick
+	bash "$HERE/build_vdpa_sim.sh" "$KVER" > "$CACHE/.vdpa.out" || exit $?
+fi
+EXTRA=$CACHE/vdpa/sim-$KVER
+[ -f "$EXTRA/stamp" ] || EXTRA=""
+# the stamp changes when this script, busybox, the vdpa tool or the
+# simulator's modules change: then rebuild
+STAMP=$( (cat "$0"; cksum < "$BUSYBOX"
+	  if [ -n "$EXTRA" ]; then cat "$EXTRA/stamp"; [ -n "$VDPA_TOOL" ] && cksum < "$VDPA_TOOL"; fi) |
+	cksum | cut -d' ' -f1)
 if [ -f "$DIR/stamp" ] && [ "$(cat "$DIR/stamp")" = "$STAMP" ] &&
    [ -f "$DIR/vmlinux" ] && [ -f "$DIR/initramfs.cpio.gz" ]; then
 	echo "KERNEL=$DIR/vmlinux"
@@ -110,6 +136,12 @@ done
 # no ELF found: QEMU boots the bzImage too, only slower
 [ -f "$OUT" ] || cp "$VMLINUZ" "$OUT"
 
+# the simulator's modules join the extracted tree, so depmod sees them
+if [ -n "$EXTRA" ]; then
+	mkdir -p "$X/lib/modules/$KVER/extra"
+	cp "$EXTRA"/*.ko "$X/lib/modules/$KVER/extra/"
+	MODULES="$MODULES $VDPA_MODULES"
+fi
 # module closure, resolved on the host against the extracted tree
 depmod -b "$X" "$KVER"
 R=$TMP/root
@@ -131,6 +163,17 @@ for m in $MODULES; do
 done
 cp "$X/lib/modules/$KVER"/modules.{order,builtin,builtin.modinfo} "$R/lib/modules/$KVER/" 2>/dev/null || true
 depmod -b "$R" "$KVER"
+
+# iproute2's vdpa creates the simulator's device: the binary, the shared
+# libraries ldd names and the dynamic loader, at their host paths
+if [ -n "$EXTRA" ] && [ -n "$VDPA_TOOL" ]; then
+	bin=$(readlink -f "$VDPA_TOOL")
+	for f in "$bin" $(ldd "$bin" | grep -o '/[^ ]*'); do
+		mkdir -p "$R$(dirname "$f")"
+		cp -L "$f" "$R$f"
+	done
+	[ "$bin" = /usr/sbin/vdpa ] || cp -L "$bin" "$R/usr/sbin/vdpa"
+fi
 
 # /init runs /cmd.sh (appended per run as a second cpio archive) and powers
 # off; the markers tell the host where the command began and how it ended.
