@@ -18,6 +18,7 @@
 
 #include "endpoint.h"
 #include "frontend.h"
+#include "frontend_session.h"
 #include "log.h"
 
 #define PF_BIT(name)		(1ull << UVH_PROTOCOL_F_##name)
@@ -34,6 +35,10 @@ struct uvh_frontend {
 	const struct uvh_frontend_req_ops *chan_ops;
 	void *chan_opaque;
 	bool chan_handler_failed;
+	/* uvh_frontend_reconnect(): where, and what to replay (NULL: off) */
+	char *path;
+	struct fe_session *sess;
+	unsigned int reconnects;
 	/* The reply of the request in flight (too big for the stack). */
 	struct uvh_msg reply;
 	/* Last: clang sees its cmsg buffer as variably sized. */
@@ -509,6 +514,11 @@ int uvh_frontend_connect(const char *path, const struct uvh_connect_opts *opts,
 	fe = uvh_frontend_from_fd(fd);
 	if (!fe)
 		return -errno;
+	fe->path = strdup(path);
+	if (!fe->path) {
+		uvh_frontend_free(fe);
+		return -ENOMEM;
+	}
 	*out = fe;
 	return 0;
 }
@@ -543,6 +553,8 @@ void uvh_frontend_free(struct uvh_frontend *fe)
 	chan_close(fe);
 	uvh_msg_close_fds(&fe->reply);
 	uvh_endpoint_close(&fe->ep);
+	fe_session_free(fe->sess);
+	free(fe->path);
 	pthread_mutex_destroy(&fe->lock);
 	free(fe);
 }
@@ -558,6 +570,157 @@ void uvh_frontend_set_timeout(struct uvh_frontend *fe, int timeout_ms)
 	fe->timeout_ms = timeout_ms < 0 ? -1 : timeout_ms;
 	if (!r)
 		pthread_mutex_unlock(&fe->lock);
+}
+
+/* ---- surviving a back-end restart --------------------------------------------- */
+
+int uvh_frontend_record_session(struct uvh_frontend *fe)
+{
+	int r;
+
+	if (!fe)
+		return -EINVAL;
+	r = pthread_mutex_lock(&fe->lock);
+	if (r)
+		return -r;
+	if (!fe->sess)
+		fe->sess = fe_session_new();
+	r = fe->sess ? 0 : -ENOMEM;
+	pthread_mutex_unlock(&fe->lock);
+	return r;
+}
+
+int uvh_frontend_check_connection(struct uvh_frontend *fe, int timeout_ms)
+{
+	struct pollfd pfd;
+	char byte;
+	int r;
+
+	if (!fe)
+		return -EINVAL;
+	r = fe_lock(fe);
+	if (r)
+		return r;
+	pfd = (struct pollfd){ .fd = fe->ep.fd, .events = POLLIN | POLLRDHUP };
+	do {
+		r = poll(&pfd, 1, timeout_ms < 0 ? -1 : timeout_ms);
+	} while (r < 0 && errno == EINTR);
+	if (r < 0) {
+		r = -errno;
+	} else if (r == 0) {
+		r = 0;
+	} else if (pfd.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL)) {
+		r = fe_break(fe, -ENOTCONN);
+	} else {
+		/* readable: EOF, or a message nobody asked for (left alone) */
+		ssize_t n = recv(fe->ep.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			r = fe_break(fe, -ENOTCONN);
+		else
+			r = 0;
+	}
+	fe_unlock(fe);
+	if (r == -ENOTCONN)
+		UVH_WARN("front-end: the back-end closed the connection");
+	return r;
+}
+
+/* Drop the connection (and the channel): no call may use it meanwhile. */
+static void fe_disconnect(struct uvh_frontend *fe)
+{
+	pthread_mutex_lock(&fe->lock);
+	chan_close(fe);
+	uvh_msg_close_fds(&fe->reply);
+	uvh_endpoint_close(&fe->ep);
+	fe->broken = true;
+	fe->features = 0;
+	fe->protocol_features = 0;
+	pthread_mutex_unlock(&fe->lock);
+}
+
+/* Connect to fe->path and make it the connection. 0 or a negative errno. */
+static int fe_connect_again(struct uvh_frontend *fe, const struct uvh_connect_opts *co)
+{
+	int fd, flags, r;
+
+	fd = uvh_connect(fe->path, co);
+	if (fd < 0)
+		return fd;
+	flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	pthread_mutex_lock(&fe->lock);
+	uvh_endpoint_init(&fe->ep, fd, uvh_frontend_request_name);
+	fe->ep.nonblocking = true;
+	fe->broken = false;
+	pthread_mutex_unlock(&fe->lock);
+	return 0;
+}
+
+/* The peer went away mid-replay: it may have been the dying process
+ * (its listening socket still queues connections for a moment). */
+static bool transport_gone(int r)
+{
+	return r == -ECONNRESET || r == -EPIPE || r == -ENOTCONN || r == -ECONNABORTED ||
+	       r == -ECONNREFUSED;
+}
+
+int uvh_frontend_reconnect(struct uvh_frontend *fe, const struct uvh_frontend_reconnect_opts *opts)
+{
+	static const struct uvh_frontend_reconnect_opts defaults;
+	struct uvh_connect_opts co;
+	int64_t deadline = 0;
+	int r;
+
+	if (!fe)
+		return -EINVAL;
+	if (!opts)
+		opts = &defaults;
+	r = pthread_mutex_lock(&fe->lock);
+	if (r)
+		return -r;
+	r = !fe->sess || fe_session_replaying(fe->sess) ? -EOPNOTSUPP :
+	    !fe->path ? -EDESTADDRREQ : 0;
+	pthread_mutex_unlock(&fe->lock);
+	if (r)
+		return r;
+	co = opts->connect;
+	if (co.timeout_ms > 0)
+		deadline = now_ms() + co.timeout_ms;
+	for (;;) {
+		fe_disconnect(fe);
+		if (deadline) {
+			int64_t left = deadline - now_ms();
+
+			co.timeout_ms = left > 0 ? (int)left : 0;
+		}
+		r = fe_connect_again(fe, &co);
+		if (!r)
+			r = fe_session_replay(fe->sess, fe, opts);
+		if (!r)
+			break;
+		if (!transport_gone(r) || (deadline && now_ms() >= deadline) ||
+		    opts->connect.timeout_ms == 0 || (co.stop && *co.stop)) {
+			UVH_ERR("front-end: reconnecting to %s: %s", fe->path, strerror(-r));
+			fe_disconnect(fe);
+			return r;
+		}
+		UVH_WARN("front-end: %s went away during the replay (%s); again", fe->path,
+			 strerror(-r));
+		poll(NULL, 0, co.initial_delay_ms > 0 ? co.initial_delay_ms : 10);
+	}
+	fe->reconnects++;
+	UVH_INFO("front-end: reconnected to %s, session replayed", fe->path);
+	return 0;
+}
+
+unsigned int uvh_frontend_reconnects(const struct uvh_frontend *fe)
+{
+	return fe ? fe->reconnects : 0;
 }
 
 uint64_t uvh_frontend_features(const struct uvh_frontend *fe)
@@ -676,6 +839,8 @@ int uvh_frontend_set_backend_req(struct uvh_frontend *fe,
 	uvh_msg_close_fds(&fe->reply);
 	if (r)
 		chan_close(fe);
+	else
+		fe_session_backend_req(fe->sess, ops, opaque);
 out:
 	fe_unlock(fe);
 	return r;
@@ -747,8 +912,13 @@ static int fe_set_feature_word(struct uvh_frontend *fe, uint32_t request, uint64
 	if (r)
 		return r;
 	r = fe_request(fe, request, &value, sizeof(value), NULL, 0);
-	if (r == 0)
+	if (r == 0) {
 		*in_force = value;
+		if (request == UVH_REQ_SET_FEATURES)
+			fe_session_features(fe->sess, value);
+		else
+			fe_session_protocol_features(fe->sess, value);
+	}
 	fe_unlock(fe);
 	return r;
 }
@@ -778,6 +948,7 @@ int uvh_frontend_set_mem_table(struct uvh_frontend *fe, const struct uvh_mem_reg
 			       const int *fds, unsigned int n)
 {
 	struct uvh_mem_table table;
+	int r;
 
 	if (n > UVH_MEMORY_MAX_NREGIONS || (n && (!regions || !fds)))
 		return -EINVAL;
@@ -788,30 +959,41 @@ int uvh_frontend_set_mem_table(struct uvh_frontend *fe, const struct uvh_mem_reg
 	table.nregions = n;
 	if (n)
 		memcpy(table.regions, regions, n * sizeof(*regions));
-	return fe_call(fe, UVH_REQ_SET_MEM_TABLE, &table,
-		       8 + (uint32_t)(n * sizeof(struct uvh_mem_region)), fds, n);
+	r = fe_call(fe, UVH_REQ_SET_MEM_TABLE, &table,
+		    8 + (uint32_t)(n * sizeof(struct uvh_mem_region)), fds, n);
+	if (!r)
+		fe_session_mem_table(fe->sess, regions, fds, n);
+	return r;
 }
 
 int uvh_frontend_add_mem_reg(struct uvh_frontend *fe, const struct uvh_mem_region *region, int fd)
 {
 	struct uvh_mem_single single = { 0 };
+	int r;
 
 	if (!region)
 		return -EINVAL;
 	if (fd < 0)
 		return -EBADF;
 	single.region = *region;
-	return fe_call(fe, UVH_REQ_ADD_MEM_REG, &single, sizeof(single), &fd, 1);
+	r = fe_call(fe, UVH_REQ_ADD_MEM_REG, &single, sizeof(single), &fd, 1);
+	if (!r)
+		fe_session_add_mem(fe->sess, region, fd);
+	return r;
 }
 
 int uvh_frontend_rem_mem_reg(struct uvh_frontend *fe, const struct uvh_mem_region *region)
 {
 	struct uvh_mem_single single = { 0 };
+	int r;
 
 	if (!region)
 		return -EINVAL;
 	single.region = *region;
-	return fe_call(fe, UVH_REQ_REM_MEM_REG, &single, sizeof(single), NULL, 0);
+	r = fe_call(fe, UVH_REQ_REM_MEM_REG, &single, sizeof(single), NULL, 0);
+	if (!r)
+		fe_session_rem_mem(fe->sess, region);
+	return r;
 }
 
 int uvh_frontend_get_max_mem_slots(struct uvh_frontend *fe, uint64_t *slots)
@@ -853,8 +1035,11 @@ static int fe_vring_state(struct uvh_frontend *fe, uint32_t request, uint32_t in
 			  uint32_t num)
 {
 	struct uvh_vring_state state = { .index = index, .num = num };
+	int r = fe_call(fe, request, &state, sizeof(state), NULL, 0);
 
-	return fe_call(fe, request, &state, sizeof(state), NULL, 0);
+	if (!r)
+		fe_session_vring_state(fe->sess, request, index, num);
+	return r;
 }
 
 int uvh_frontend_set_vring_num(struct uvh_frontend *fe, uint32_t index, uint32_t num)
@@ -864,9 +1049,14 @@ int uvh_frontend_set_vring_num(struct uvh_frontend *fe, uint32_t index, uint32_t
 
 int uvh_frontend_set_vring_addr(struct uvh_frontend *fe, const struct uvh_vring_addr *addr)
 {
+	int r;
+
 	if (!addr)
 		return -EINVAL;
-	return fe_call(fe, UVH_REQ_SET_VRING_ADDR, addr, sizeof(*addr), NULL, 0);
+	r = fe_call(fe, UVH_REQ_SET_VRING_ADDR, addr, sizeof(*addr), NULL, 0);
+	if (!r)
+		fe_session_vring_addr(fe->sess, addr);
+	return r;
 }
 
 int uvh_frontend_set_vring_base(struct uvh_frontend *fe, uint32_t index, uint32_t base)
@@ -912,12 +1102,16 @@ int uvh_frontend_get_vring_base_skip_drain(struct uvh_frontend *fe, uint32_t ind
 static int fe_vring_fd(struct uvh_frontend *fe, uint32_t request, uint32_t index, int fd)
 {
 	uint64_t u64 = index;
+	int r;
 
 	if (index > UVH_VRING_IDX_MASK)
 		return -EINVAL;
 	if (fd < 0)
 		u64 |= UVH_VRING_NOFD_MASK;
-	return fe_call(fe, request, &u64, sizeof(u64), &fd, fd < 0 ? 0 : 1);
+	r = fe_call(fe, request, &u64, sizeof(u64), &fd, fd < 0 ? 0 : 1);
+	if (!r)
+		fe_session_vring_fd(fe->sess, request, index, fd);
+	return r;
 }
 
 int uvh_frontend_set_vring_kick(struct uvh_frontend *fe, uint32_t index, int fd)
@@ -1021,8 +1215,11 @@ int uvh_frontend_send_rarp(struct uvh_frontend *fe, const uint8_t mac[6])
 int uvh_frontend_set_status(struct uvh_frontend *fe, uint8_t status)
 {
 	uint64_t u64 = status;
+	int r = fe_call(fe, UVH_REQ_SET_STATUS, &u64, sizeof(u64), NULL, 0);
 
-	return fe_call(fe, UVH_REQ_SET_STATUS, &u64, sizeof(u64), NULL, 0);
+	if (!r)
+		fe_session_status(fe->sess, status);
+	return r;
 }
 
 int uvh_frontend_get_status(struct uvh_frontend *fe, uint8_t *status)
@@ -1076,6 +1273,8 @@ int uvh_frontend_get_inflight_fd(struct uvh_frontend *fe, const struct uvh_infli
 			memset(out, 0, sizeof(*out));
 			memcpy(out, got, fe->reply.hdr.size);
 			*fd = fe_take_fd(fe);
+			/* the area a restarted back-end gets back */
+			fe_session_inflight(fe->sess, out, *fd);
 		}
 	}
 	uvh_msg_close_fds(&fe->reply);
@@ -1085,11 +1284,16 @@ int uvh_frontend_get_inflight_fd(struct uvh_frontend *fe, const struct uvh_infli
 
 int uvh_frontend_set_inflight_fd(struct uvh_frontend *fe, const struct uvh_inflight *in, int fd)
 {
+	int r;
+
 	if (!in)
 		return -EINVAL;
 	if (fd < 0)
 		return -EBADF;
-	return fe_call(fe, UVH_REQ_SET_INFLIGHT_FD, in, sizeof(*in), &fd, 1);
+	r = fe_call(fe, UVH_REQ_SET_INFLIGHT_FD, in, sizeof(*in), &fd, 1);
+	if (!r)
+		fe_session_inflight(fe->sess, in, fd);
+	return r;
 }
 
 int uvh_frontend_iotlb_msg(struct uvh_frontend *fe, const struct uvh_iotlb *msg)

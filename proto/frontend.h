@@ -49,6 +49,67 @@ void uvh_frontend_free(struct uvh_frontend *fe);
 /** Wait at most @timeout_ms for each reply (default 10000; -1 forever). */
 void uvh_frontend_set_timeout(struct uvh_frontend *fe, int timeout_ms);
 
+/* ---- surviving a back-end restart ---------------------------------------------
+ *
+ * A back-end may be killed and started again on the same socket path. With
+ * the session recorded, the front-end notices the closed socket
+ * (uvh_frontend_check_connection), connects again (retrying until the new
+ * process listens) and replays the session (uvh_frontend_reconnect): the
+ * very same memory fds, inflight area (SET_INFLIGHT_FD, so the new process
+ * finds what the old one had in flight and hands it out again), ring
+ * sizes, addresses, bases, eventfds and enable states, then a kick per
+ * ring. The driver's rings are untouched meanwhile: it may keep adding
+ * buffers while no back-end is there.
+ */
+
+/**
+ * Start recording the session for uvh_frontend_reconnect(): from now on
+ * every request the back-end accepts that sets session state is kept,
+ * with a duplicate of each fd it carried (closed by uvh_frontend_free()).
+ * Call it first, before uvh_frontend_negotiate(). Setting the dirty log
+ * (SET_LOG_BASE/FD), config space and MTU are not recorded (not replayed).
+ * 0, -EINVAL, -ENOMEM; calling it twice is a no-op.
+ */
+int uvh_frontend_record_session(struct uvh_frontend *fe);
+
+/**
+ * Has the back-end gone? Waits up to @timeout_ms (0: just look) for the
+ * socket to close. 0 when it is still up (a message waiting is left
+ * alone), -ENOTCONN when the peer closed or the connection was already
+ * unusable (it is then marked so), or another negative errno.
+ */
+int uvh_frontend_check_connection(struct uvh_frontend *fe, int timeout_ms);
+
+/** Options of uvh_frontend_reconnect(). Zeroed = the defaults. */
+struct uvh_frontend_reconnect_opts {
+	/** Retry policy while the new back-end is not listening yet. */
+	struct uvh_connect_opts connect;
+	/**
+	 * The base to send for ring @index (SET_VRING_BASE), *base holding
+	 * the last one sent. NULL sends the last one sent. A driver knows
+	 * better: split rings restart at used->idx (the chains in flight
+	 * are the inflight area's business), as QEMU does. Non-zero return
+	 * (negative errno) aborts the replay.
+	 */
+	int (*vring_base)(void *opaque, uint32_t index, uint32_t *base);
+	void *opaque;
+};
+
+/**
+ * Drop the connection and connect again to the path of
+ * uvh_frontend_connect(), then replay the recorded session. The back-end
+ * channel, if one was opened, is opened again with the same ops. Call it
+ * from the thread that makes the other calls. 0, or: -EOPNOTSUPP (not
+ * recording), -EDESTADDRREQ (not made by uvh_frontend_connect),
+ * -ENOTRECOVERABLE (a record was lost), the connect error (-ETIMEDOUT,
+ * -ECANCELED...), -EPROTO (the new back-end lacks a feature in force) or a
+ * replayed request's error. On failure the connection is left unusable
+ * and another uvh_frontend_reconnect() may be tried.
+ */
+int uvh_frontend_reconnect(struct uvh_frontend *fe, const struct uvh_frontend_reconnect_opts *opts);
+/** Successful uvh_frontend_reconnect() calls so far. */
+unsigned int uvh_frontend_reconnects(const struct uvh_frontend *fe);
+
 /**
  * The usual opening: SET_OWNER, GET_FEATURES, SET_FEATURES(@features &
  * offered, plus PROTOCOL_FEATURES when offered), GET/SET_PROTOCOL_FEATURES
