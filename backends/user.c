@@ -1070,7 +1070,7 @@ int uvh_backend_user_open(const char *path, const struct uvh_backend_open_opts *
 	struct uvh_connect_opts co = { 0 };
 	struct uvh_backend_open_opts none = { 0 };
 	struct user_backend *u;
-	int timeout, fd;
+	int timeout, ret;
 
 	if (!path || !*path || !out)
 		return -EINVAL;
@@ -1080,33 +1080,27 @@ int uvh_backend_user_open(const char *path, const struct uvh_backend_open_opts *
 	if (timeout < 0)
 		timeout = -1;
 	co.timeout_ms = timeout;
-	fd = uvh_connect(path, &co);
+	u = calloc(1, sizeof(*u));
+	if (!u)
+		return -ENOMEM;
+	/* connected through uvh_frontend_connect: the front-end keeps the
+	 * path, so uvh_frontend_reconnect() works on it */
+	ret = uvh_frontend_connect(path, &co, &u->fe);
 	/* Waiting ran out: say why the socket is not there (ENOENT,
 	 * ECONNREFUSED) rather than that we waited. */
-	if (fd == -ETIMEDOUT) {
+	if (ret == -ETIMEDOUT) {
 		co.timeout_ms = 0;
-		fd = uvh_connect(path, &co);
+		ret = uvh_frontend_connect(path, &co, &u->fe);
 	}
-	if (fd < 0) {
-		UVH_ERR("user: cannot connect to %s: %s", path, strerror(-fd));
-		return fd;
-	}
-	u = calloc(1, sizeof(*u));
-	if (!u) {
-		close(fd);
-		return -ENOMEM;
-	}
-	u->fe = uvh_frontend_from_fd(fd);	/* takes fd, even on failure */
-	if (!u->fe) {
-		int ret = -errno;
-
+	if (ret < 0) {
+		UVH_ERR("user: cannot connect to %s: %s", path, strerror(-ret));
 		free(u);
 		return ret;
 	}
 	uvh_frontend_set_timeout(u->fe, timeout);
 	u->b.ops = &user_ops;
 	u->b.type = UVH_BACKEND_USER;
-	u->b.fd = fd;
+	u->b.fd = uvh_frontend_fd(u->fe);
 	snprintf(u->b.name, sizeof(u->b.name), "user:%s", path);
 	u->config_fd = -1;
 	for (unsigned int i = 0; i < MAX_RINGS; i++)

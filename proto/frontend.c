@@ -559,6 +559,11 @@ void uvh_frontend_free(struct uvh_frontend *fe)
 	free(fe);
 }
 
+int uvh_frontend_fd(const struct uvh_frontend *fe)
+{
+	return fe ? __atomic_load_n(&fe->ep.fd, __ATOMIC_RELAXED) : -1;
+}
+
 void uvh_frontend_set_timeout(struct uvh_frontend *fe, int timeout_ms)
 {
 	int r;

@@ -48,6 +48,9 @@ int uvh_frontend_accept(const char *path, const struct uvh_listener_opts *opts,
 void uvh_frontend_free(struct uvh_frontend *fe);
 /** Wait at most @timeout_ms for each reply (default 10000; -1 forever). */
 void uvh_frontend_set_timeout(struct uvh_frontend *fe, int timeout_ms);
+/** The connection's socket (for a poller), or -1; it changes with
+ *  uvh_frontend_reconnect(). Still owned by @fe. */
+int uvh_frontend_fd(const struct uvh_frontend *fe);
 
 /* ---- surviving a back-end restart ---------------------------------------------
  *
