@@ -12,6 +12,7 @@
 #include <linux/magic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -383,7 +384,7 @@ int uvh_dirty_log_map(struct uvh_dirty_log *log, int fd, uint64_t size, uint64_t
 	void *base;
 	size_t len;
 	uint8_t *ptr;
-	int ret;
+	int ret, kick;
 
 	if (fd < 0)
 		return -EBADF;
@@ -398,7 +399,9 @@ int uvh_dirty_log_map(struct uvh_dirty_log *log, int fd, uint64_t size, uint64_t
 	if (ret)
 		goto out;
 	/* only now drop the old log: a refused SET_LOG_BASE leaves it working */
+	kick = atomic_load(&log->kick_fd1);
 	uvh_dirty_log_unmap(log);
+	atomic_store(&log->kick_fd1, kick);
 	log->bitmap = (_Atomic uint8_t *)ptr;
 	log->size = size;
 	log->mmap_base = base;
@@ -416,4 +419,44 @@ void uvh_dirty_log_unmap(struct uvh_dirty_log *log)
 	if (log->mmap_base && munmap(log->mmap_base, log->mmap_size))
 		UVH_WARN("memory: munmap of the dirty log: %s", strerror(errno));
 	memset(log, 0, sizeof(*log));
+}
+
+void uvh_dirty_log_mark_iov(struct uvh_dirty_log *log, const struct uvh_memory *mem,
+			    const struct iovec *iov, unsigned int n, uint64_t len)
+{
+	for (unsigned int i = 0; i < n && len; i++) {
+		uintptr_t p = (uintptr_t)iov[i].iov_base;
+		uint64_t l = iov[i].iov_len < len ? iov[i].iov_len : len;
+
+		len -= l;
+		/* an iovec from the ring lies in one region (pop splits them) */
+		for (uint32_t r = 0; r < mem->nregions && l; r++) {
+			const struct uvh_memory_region *reg = &mem->regions[r];
+			uintptr_t start = (uintptr_t)reg->hva;
+
+			if (p - start < reg->size && l <= reg->size - (p - start)) {
+				uvh_dirty_log_mark(log, reg->gpa + (p - start), l);
+				break;
+			}
+		}
+	}
+}
+
+bool uvh_dirty_log_kick(struct uvh_dirty_log *log)
+{
+	int fd;
+
+	if (!atomic_load_explicit(&log->pending, memory_order_relaxed))
+		return false;
+	fd = atomic_load_explicit(&log->kick_fd1, memory_order_acquire) - 1;
+	if (fd < 0)
+		return false;	/* stays pending: the first kick after SET_LOG_FD tells */
+	atomic_store_explicit(&log->pending, false, memory_order_relaxed);
+	/* a full counter (EAGAIN) still wakes the reader: nothing to do */
+	return eventfd_write(fd, 1) == 0;
+}
+
+void uvh_dirty_log_set_kick(struct uvh_dirty_log *log, int fd)
+{
+	atomic_store_explicit(&log->kick_fd1, fd >= 0 ? fd + 1 : 0, memory_order_release);
 }

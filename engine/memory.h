@@ -144,6 +144,10 @@ struct uvh_dirty_log {
 	uint64_t size;		/**< bytes of bitmap */
 	void *mmap_base;
 	size_t mmap_size;
+	/** Set by every mark, cleared by uvh_dirty_log_kick(). */
+	atomic_bool pending;
+	/** SET_LOG_FD's eventfd plus one (0: none), see uvh_dirty_log_kick(). */
+	atomic_int kick_fd1;
 };
 
 /**
@@ -174,7 +178,33 @@ static inline void uvh_dirty_log_mark(struct uvh_dirty_log *log, uint64_t gpa, u
 	for (; page <= last && page / 8 < log->size; page++)
 		atomic_fetch_or_explicit(&log->bitmap[page / 8], (uint8_t)(1u << (page % 8)),
 					 memory_order_relaxed);
+	/* read first: engines marking the same log do not bounce the line */
+	if (!atomic_load_explicit(&log->pending, memory_order_relaxed))
+		atomic_store_explicit(&log->pending, true, memory_order_relaxed);
 }
+
+/**
+ * Mark the guest pages behind the first @len bytes of @iov (@n iovecs of
+ * our pointers into @mem's regions): for a device marking what it wrote
+ * right after writing it, whatever the ring does later. Bytes not in
+ * @mem are skipped. A region scan per iovec: for the logging path only.
+ */
+void uvh_dirty_log_mark_iov(struct uvh_dirty_log *log, const struct uvh_memory *mem,
+			    const struct iovec *iov, unsigned int n, uint64_t len);
+
+/**
+ * After a batch of marks: if anything was marked since the last kick and
+ * a kick fd is set (SET_LOG_FD), write 1 to it, telling the front-end the
+ * log changed. Returns true when the fd was written.
+ */
+bool uvh_dirty_log_kick(struct uvh_dirty_log *log);
+
+/**
+ * Set the kick eventfd (-1: none). The caller keeps the fd and must not
+ * close the previous one until every engine marking @log has finished its
+ * current burst (swap, then sync with the engines, then close).
+ */
+void uvh_dirty_log_set_kick(struct uvh_dirty_log *log, int fd);
 
 /* ---- IOTLB (VIRTIO_F_IOMMU_PLATFORM) --------------------------------------- */
 

@@ -194,6 +194,10 @@ static inline void rx_used(struct net_ring *r, const struct uvh_vq_chain *c, uin
 	p->used[p->nused].ndesc = c->ndesc;
 	p->used[p->nused].len = len;
 	p->nused++;
+	/* migration: mark what we wrote now, not at push, which cannot find
+	 * the buffers of packed chains completed out of order */
+	if (unlikely(r->vq->log != NULL) && len)
+		uvh_dirty_log_mark_iov(r->vq->log, r->vq->mem, c->iov + c->nout, c->nin, len);
 }
 
 /* Is the ring there to receive? (switch: read under the ring's lock) */
@@ -465,9 +469,15 @@ static uint8_t ctrl_cmd(struct uvh_net_dev *dev, const struct uvh_vq_chain *c)
 	switch (b[0]) {
 	case UVH_VIRTIO_NET_CTRL_RX:
 		/* promisc, allmulti, alluni, nomulti, nouni, nobcast: we filter
-		 * nothing, so every mode is already in force */
-		if (b[1] <= 5 && got >= 3)
+		 * nothing, so every mode is already in force (kept for the
+		 * device state a migration carries) */
+		if (b[1] <= 5 && got >= 3) {
+			uint8_t bit = (uint8_t)(1u << b[1]);
+
+			dev->rx_mode = b[2] ? (uint8_t)(dev->rx_mode | bit) :
+					      (uint8_t)(dev->rx_mode & ~bit);
 			return UVH_VIRTIO_NET_OK;
+		}
 		break;
 	case UVH_VIRTIO_NET_CTRL_MAC:
 		if (b[1] == UVH_VIRTIO_NET_CTRL_MAC_TABLE_SET ||
@@ -766,6 +776,7 @@ void uvh_net_reset(struct uvh_net_dev *dev)
 	dev->features_set = false;
 	dev->mrg = false;
 	dev->hdr_len = UVH_NET_HDR_LEN;
+	dev->rx_mode = 0;
 	atomic_store(&dev->active_pairs, 1);
 	atomic_store(&dev->rarp_pending, false);
 }
@@ -1005,6 +1016,16 @@ static int vud_net_set_mtu(void *dev, uint16_t mtu)
 	return uvh_net_set_mtu(dev, mtu);
 }
 
+static int vud_save_state(void *dev, void *buf, size_t size)
+{
+	return uvh_net_state_save(dev, buf, size);
+}
+
+static int vud_load_state(void *dev, const void *buf, size_t len)
+{
+	return uvh_net_state_load(dev, buf, len);
+}
+
 const struct uvh_vud_device_ops uvh_net_vud_ops = {
 	.features = vud_features,
 	.protocol_features = vud_protocol_features,
@@ -1021,4 +1042,6 @@ const struct uvh_vud_device_ops uvh_net_vud_ops = {
 	.reset = vud_reset,
 	.send_rarp = vud_send_rarp,
 	.net_set_mtu = vud_net_set_mtu,
+	.save_state = vud_save_state,
+	.load_state = vud_load_state,
 };

@@ -227,6 +227,35 @@ int uvh_net_set_mtu(struct uvh_net_dev *dev, uint16_t mtu);
 /** Back to a fresh device's state (features, active pairs, pending RARP). */
 void uvh_net_reset(struct uvh_net_dev *dev);
 
+/* ---- device state (migration, DEVICE_STATE) -------------------------------------- */
+
+/** Bytes of a saved state (format version 1). */
+#define UVH_NET_STATE_SIZE	48u
+/** "UVNS", little-endian, first in a saved state. */
+#define UVH_NET_STATE_MAGIC	0x534e5655u
+#define UVH_NET_STATE_VERSION	1u
+
+/**
+ * Save the device's own state (not the rings': their bases and the inflight
+ * area travel by other requests) into @buf: magic, version, length, the
+ * features in force, max and active queue pairs, MAC, MTU, config status,
+ * CTRL_RX modes, then a CRC-32 of all that; every field little-endian at a
+ * fixed offset. Returns the bytes written (UVH_NET_STATE_SIZE) or -ENOSPC.
+ * Call with every ring stopped (the state must not move meanwhile).
+ */
+int uvh_net_state_save(const struct uvh_net_dev *dev, void *buf, size_t size);
+
+/**
+ * Check a saved state completely, then apply it (only then: a refused one
+ * leaves @dev untouched). Refusals: -EBADMSG (short/long length, bad
+ * magic, checksum, reserved bytes not zero), -EPROTONOSUPPORT (version),
+ * -EINVAL (a field out of range: features this device does not offer or
+ * differing from the ones negotiated, pairs above this device's max or
+ * active > max, multicast MAC, MTU out of 68..65521, unknown status or
+ * RX mode bits). Call with every ring stopped.
+ */
+int uvh_net_state_load(struct uvh_net_dev *dev, const void *buf, size_t len);
+
 /* ---- rings --------------------------------------------------------------------- */
 
 /** How a host hands a ring to the device. */
@@ -408,6 +437,7 @@ struct uvh_net_dev {
 	uint8_t rarp_mac[6];
 	atomic_bool rarp_pending;
 	_Atomic uint64_t ctrl_cmds;
+	uint8_t rx_mode;		/* CTRL_RX modes on: bit n = command n */
 	struct uvh_net_switch *sw;
 	int port;			/* index on the switch */
 	/* tap */

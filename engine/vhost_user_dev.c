@@ -24,6 +24,7 @@
 #include "inflight.h"
 #include "log.h"
 #include "memory.h"
+#include "state_xfer.h"
 #include "vhost_user_dev.h"
 
 #define BIT(n)		(1ull << (n))
@@ -73,6 +74,10 @@ struct uvh_vud {
 	bool inflight_packed;
 	struct uvh_iotlb_cache *iotlb;
 	struct uvh_backend_chan *chan;
+	/* DEVICE_STATE: the transfer in progress, and the last verdict */
+	struct uvh_state_xfer *xfer;
+	uint32_t xfer_dir;
+	int xfer_result;
 
 	/* counters (relaxed atomics: read from other threads) */
 	uint64_t connections, requests, mem_updates, queue_starts, queue_errors;
@@ -558,6 +563,7 @@ static int h_set_log_base(void *dev, const struct uvh_log *log, int fd)
 		free(nl);
 		return ret;
 	}
+	uvh_dirty_log_set_kick(nl, v->log_fd);
 	if (log_all(v))
 		for_each_running(v, set_log_on_queue, nl);
 	v->log = nl;
@@ -568,12 +574,25 @@ static int h_set_log_base(void *dev, const struct uvh_log *log, int fd)
 	return 0;
 }
 
+static void no_op_on_queue(struct uvh_vud_queue *q, void *arg)
+{
+	(void)q;
+	(void)arg;
+}
+
 static int h_set_log_fd(void *dev, int fd)
 {
 	struct uvh_vud *v = dev;
+	int old = v->log_fd;
 
-	close_fd(&v->log_fd);
 	v->log_fd = fd;
+	if (v->log) {
+		/* engines kick the new fd from their next push; the old one
+		 * is closed only once none can be writing it */
+		uvh_dirty_log_set_kick(v->log, fd);
+		for_each_running(v, no_op_on_queue, NULL);
+	}
+	close_fd(&old);
 	return 0;
 }
 
@@ -654,6 +673,8 @@ static int h_get_protocol_features(void *dev, uint64_t *pf)
 
 	if (v->ops->get_config)
 		f |= BIT(UVH_PROTOCOL_F_CONFIG);
+	if (v->ops->save_state && v->ops->load_state)
+		f |= BIT(UVH_PROTOCOL_F_DEVICE_STATE);
 	if (v->nq > 2)
 		f |= BIT(UVH_PROTOCOL_F_MQ);
 	if (v->ops->protocol_features)
@@ -836,6 +857,79 @@ static int h_set_vring_enable(void *dev, uint32_t index, bool enable)
 	else
 		q->enabled = enable;
 	return 0;
+}
+
+/* ---- device state (migration) ----------------------------------------------------- */
+
+#define STATE_TIMEOUT_MS	10000
+
+static void xfer_drop(struct uvh_vud *v)
+{
+	uvh_state_xfer_free(v->xfer);
+	v->xfer = NULL;
+}
+
+static int h_set_device_state_fd(void *dev, uint32_t direction, uint32_t phase, int fd,
+				 int *out_fd)
+{
+	struct uvh_vud *v = dev;
+	uint8_t buf[4096];
+	int ret;
+
+	*out_fd = -1;	/* we use the front-end's pipe */
+	if (!v->ops->save_state || !v->ops->load_state || phase != UVH_DEVICE_STATE_STOPPED) {
+		close_fd(&fd);
+		return -ENOSYS;
+	}
+	if (any_running(v)) {
+		UVH_ERR("%s: device state transfer with rings running", v->name);
+		close_fd(&fd);
+		return -EBUSY;
+	}
+	xfer_drop(v);	/* a transfer the front-end gave up on */
+	v->xfer_result = -EINPROGRESS;
+	v->xfer_dir = direction;
+	if (direction == UVH_DEVICE_STATE_SAVE) {
+		ret = v->ops->save_state(v->dev, buf, sizeof(buf));
+		if (ret < 0 || (size_t)ret > sizeof(buf)) {
+			close_fd(&fd);
+			v->xfer_result = ret < 0 ? ret : -EOVERFLOW;
+			return v->xfer_result;
+		}
+		ret = uvh_state_xfer_save(&v->xfer, fd, buf, (size_t)ret, STATE_TIMEOUT_MS);
+	} else {
+		ret = uvh_state_xfer_load(&v->xfer, fd, sizeof(buf), STATE_TIMEOUT_MS);
+	}
+	if (ret)
+		v->xfer_result = ret;
+	return ret;
+}
+
+static int h_check_device_state(void *dev)
+{
+	struct uvh_vud *v = dev;
+	const void *buf;
+	size_t len;
+	int ret;
+
+	if (!v->xfer)
+		return v->xfer_result ? v->xfer_result : -ENODATA;
+	ret = uvh_state_xfer_finish(v->xfer, &buf, &len);
+	if (!ret && v->xfer_dir == UVH_DEVICE_STATE_LOAD) {
+		if (any_running(v))
+			ret = -EBUSY;
+		else
+			ret = v->ops->load_state(v->dev, buf, len);
+	}
+	if (ret)
+		UVH_ERR("%s: device state %s failed: %s", v->name,
+			v->xfer_dir == UVH_DEVICE_STATE_SAVE ? "save" : "load", strerror(-ret));
+	else
+		UVH_INFO("%s: device state %s", v->name,
+			 v->xfer_dir == UVH_DEVICE_STATE_SAVE ? "saved" : "loaded");
+	xfer_drop(v);
+	v->xfer_result = ret;
+	return ret;
 }
 
 /* ---- config, net, status ---------------------------------------------------------- */
@@ -1073,6 +1167,8 @@ static void session_end(struct uvh_vud *v)
 	device_reset(v);
 	drop_memory(v);
 	drop_log(v);
+	xfer_drop(v);
+	v->xfer_result = 0;
 	uvh_iotlb_free(v->iotlb);
 	v->iotlb = NULL;
 	uvh_backend_chan_free(v->chan);
@@ -1098,6 +1194,8 @@ static const struct uvh_backend_handler_ops vud_handler_ops = {
 	.set_vring_base = h_set_vring_base,
 	.get_vring_base = h_get_vring_base,
 	.get_vring_base_skip_drain = h_get_vring_base,	/* nothing is ever held back */
+	.set_device_state_fd = h_set_device_state_fd,
+	.check_device_state = h_check_device_state,
 	.set_vring_kick = h_set_vring_kick,
 	.set_vring_call = h_set_vring_call,
 	.set_vring_err = h_set_vring_err,

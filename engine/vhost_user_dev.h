@@ -62,13 +62,23 @@
  * of a ring area's IOVA takes effect at the next start; SET_BACKEND_REQ_FD
  * must not replace the channel while IOMMU rings run.
  *
- * Not done: postcopy, device state transfer, shared objects and crypto
- * sessions are refused (-ENOSYS).
+ * Migration: with LOG_ALL acked and a log area (SET_LOG_BASE), every ring
+ * logs what it writes (buffers, used ring, event areas); after each push
+ * the SET_LOG_FD eventfd, if any, is written when the log changed. Device
+ * state (DEVICE_STATE, when the device has save_state and load_state):
+ * SET_DEVICE_STATE_FD with every ring stopped starts a transfer on a
+ * thread of its own (SAVE writes the state into the pipe and closes it;
+ * LOAD reads to EOF), CHECK_DEVICE_STATE waits for it (10 s at most) and
+ * for a LOAD checks and applies the state, answering the verdict.
+ *
+ * Not done: postcopy, shared objects and crypto sessions are refused
+ * (-ENOSYS).
  */
 #ifndef UVHOST_VHOST_USER_DEV_H
 #define UVHOST_VHOST_USER_DEV_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "backend_chan.h"
@@ -224,6 +234,18 @@ struct uvh_vud_device_ops {
 	int (*net_set_mtu)(void *dev, uint16_t mtu);
 	/** [control] SET_STATUS seen (the vud stores it for GET_STATUS). */
 	void (*set_status)(void *dev, uint8_t status);
+	/**
+	 * [control] DEVICE_STATE (offered when both are set): write the
+	 * device's own state into @buf (@size bytes, 4096) and return its
+	 * length, or a negative errno. Called with every ring stopped.
+	 */
+	int (*save_state)(void *dev, void *buf, size_t size);
+	/**
+	 * [control] Check @len bytes of a saved state completely and apply
+	 * it, or refuse it (negative errno) leaving the device untouched.
+	 * Called with every ring stopped, at CHECK_DEVICE_STATE.
+	 */
+	int (*load_state)(void *dev, const void *buf, size_t len);
 };
 
 /** uvh_vud_new() options. */

@@ -245,11 +245,15 @@ int uvh_vq_init(struct uvh_vq *vq, const struct uvh_vq_config *cfg,
 	if (!vq || !cfg || !mem)
 		return -EINVAL;
 	memset(vq, 0, sizeof(*vq));
-	if (cfg->size == 0 || cfg->size > UVH_VRING_MAX_SIZE)
+	/* A queue that failed here has no ring pointers: mark it broken so
+	 * that a pop or push on it is a no-op, not a NULL dereference. */
+	if (cfg->size == 0 || cfg->size > UVH_VRING_MAX_SIZE ||
+	    (!cfg->packed && (cfg->size & (cfg->size - 1))) ||	/* split: masked */
+	    /* packed: the bases are slots (SET_VRING_BASE is the peer's word) */
+	    (cfg->packed && (cfg->next_avail >= cfg->size || cfg->next_used >= cfg->size))) {
+		vq->error = UVH_VQ_ERR_RING_ADDR;
 		return -EINVAL;
-	/* split rings index with a mask */
-	if (!cfg->packed && (cfg->size & (cfg->size - 1)))
-		return -EINVAL;
+	}
 	vq->cfg = *cfg;
 	vq->write_flag = cfg->device_reads_only ? 0 : UVH_VRING_DESC_F_WRITE;
 	vq->mem = mem;
@@ -304,6 +308,9 @@ void uvh_vq_push(struct uvh_vq *vq, const struct uvh_vq_used *used, unsigned int
 		uvh_vq_packed_push(vq, used, n);
 	else
 		uvh_vq_split_push(vq, used, n);
+	/* the used entries are logged: tell SET_LOG_FD's reader */
+	if (__builtin_expect(vq->log != NULL, 0))
+		uvh_dirty_log_kick(vq->log);
 }
 
 bool uvh_vq_need_call(struct uvh_vq *vq)

@@ -685,11 +685,16 @@ void uvh_vq_packed_push(struct uvh_vq *vq, const struct uvh_vq_used *used, unsig
 
 	if (vq->log) {
 		uint16_t s = first_slot;
+		/* the "used ring" of a packed ring is its descriptor ring: log
+		 * where it really is when we know its guest-physical address
+		 * (QEMU's log_guest_addr is the device event area for packed) */
+		uint64_t base = !vq->cfg.iotlb ? vq->cfg.desc_gpa : vq->cfg.log_used_gpa;
 
-		for (i = 0; i < n; i++) {
+		/* with an IOTLB and no F_LOG: nowhere known to log */
+		for (i = 0; i < n && (!vq->cfg.iotlb || vq->cfg.log_used); i++) {
 			unsigned int nd = used[i].ndesc ? used[i].ndesc : 1;
 
-			uvh_dirty_log_mark(vq->log, vq->cfg.log_used_gpa + 16u * s, 16);
+			uvh_dirty_log_mark(vq->log, base + 16u * s, 16);
 			s = (uint16_t)(s + (nd > size ? 1 : nd));
 			if (s >= size)
 				s = (uint16_t)(s - size);
@@ -751,6 +756,14 @@ bool uvh_vq_packed_avail_pending(struct uvh_vq *vq)
 	return desc_is_avail(flags, vq->avail_wrap);
 }
 
+/* The device event area is guest memory we write: log it (after the store). */
+static inline void log_device_event(struct uvh_vq *vq)
+{
+	if (vq->log && !vq->cfg.iotlb)
+		uvh_dirty_log_mark(vq->log, vq->cfg.device_gpa,
+				   sizeof(struct uvh_vring_packed_event));
+}
+
 bool uvh_vq_packed_notify(struct uvh_vq *vq, bool enable)
 {
 	if (vq->error)
@@ -758,6 +771,7 @@ bool uvh_vq_packed_notify(struct uvh_vq *vq, bool enable)
 	if (!enable) {
 		st_event(vq->device_event, 0, UVH_VRING_PACKED_EVENT_DISABLE,
 			 memory_order_relaxed);
+		log_device_event(vq);
 		return false;
 	}
 	if (vq->cfg.event_idx) {
@@ -771,6 +785,7 @@ bool uvh_vq_packed_notify(struct uvh_vq *vq, bool enable)
 		st_event(vq->device_event, 0, UVH_VRING_PACKED_EVENT_ENABLE,
 			 memory_order_relaxed);
 	}
+	log_device_event(vq);
 	/* full fence: the event store before re-reading the ring; pairs with
 	 * the fence in the driver's need_kick between publishing and reading
 	 * our event, so a chain published meanwhile is either seen here or

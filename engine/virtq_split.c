@@ -493,7 +493,10 @@ static void log_chain_writes(struct uvh_vq *vq, uint16_t head, uint32_t len)
 		if (desc_load_slow(vq, table_gpa, idx, &d) < 0)
 			return;
 		if (d.flags & UVH_VRING_DESC_F_INDIRECT) {
-			if (indirect || !vq->cfg.indirect || !d.len || (d.len & 15))
+			/* the bound pop applies: the guest may have rewritten the
+			 * entry since, and 2^28 hops would stall the engine */
+			if (indirect || !vq->cfg.indirect || !d.len || (d.len & 15) ||
+			    d.len / sizeof(d) > UVH_VRING_MAX_SIZE)
 				return;
 			table_gpa = d.addr;
 			limit = d.len / sizeof(d);
@@ -514,10 +517,18 @@ static void log_chain_writes(struct uvh_vq *vq, uint16_t head, uint32_t len)
 	}
 }
 
+/*
+ * Log a write into the used ring: at log_guest_addr with VHOST_VRING_F_LOG,
+ * else at the used ring's own guest-physical address when we know it (no
+ * IOTLB): a front-end that sets F_LOG only with SET_VRING_ADDR on a running
+ * ring (QEMU at migration start) must not lose these pages meanwhile.
+ */
 static void log_used(struct uvh_vq *vq, uint64_t off, uint64_t len)
 {
 	if (vq->cfg.log_used)
 		uvh_dirty_log_mark(vq->log, vq->cfg.log_used_gpa + off, len);
+	else if (!vq->cfg.iotlb)
+		uvh_dirty_log_mark(vq->log, vq->cfg.device_gpa + off, len);
 }
 
 void uvh_vq_split_push(struct uvh_vq *vq, const struct uvh_vq_used *used, unsigned int n)
@@ -589,14 +600,21 @@ bool uvh_vq_split_notify(struct uvh_vq *vq, bool enable)
 	if (!enable) {
 		/* With EVENT_IDX, not moving avail_event is enough: the driver
 		 * kicks at most once more, when it crosses the old value. */
-		if (!vq->cfg.event_idx)
+		if (!vq->cfg.event_idx) {
 			ring_store16(&vq->used->flags, UVH_VRING_USED_F_NO_NOTIFY);
+			if (unlikely(vq->log != NULL))
+				log_used(vq, 0, sizeof(uint16_t));
+		}
 		return false;
 	}
 	if (vq->cfg.event_idx)
 		ring_store16(avail_event_ptr(vq), vq->last_avail);
 	else
 		ring_store16(&vq->used->flags, 0);
+	if (unlikely(vq->log != NULL))
+		log_used(vq, vq->cfg.event_idx ? (uint64_t)((uint8_t *)avail_event_ptr(vq) -
+							   (uint8_t *)vq->used) : 0,
+			 sizeof(uint16_t));
 	/* store of avail_event / flags before the avail->idx re-check; pairs
 	 * with the driver's fence between its avail->idx store and its load
 	 * of avail_event / used->flags: one of us sees the other */
