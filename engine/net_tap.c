@@ -205,6 +205,10 @@ static void rx_slot_done(struct net_ring *r, struct tap_slot *s, int res)
 		q->rx_frames++;
 		q->rx_bytes += (uint32_t)res - dev->hdr_len;
 		rem = (uint32_t)res;
+		/* migration: the kernel wrote these pages; mark them now (the
+		 * push cannot find packed chains completed out of order) */
+		if (__builtin_expect(r->vq->log != NULL, 0))
+			uvh_dirty_log_mark_iov(r->vq->log, r->vq->mem, s->wiov, s->nw, rem);
 	} else if (res != -ECANCELED) {
 		q->rx_drops++;
 	}
