@@ -35,12 +35,10 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "backend_req.h"
@@ -50,8 +48,6 @@
 #define MAX_VRING_NUM	32768u	/* virtio's largest queue size */
 #define MTU_MIN		68u	/* virtio-net's smallest MTU */
 #define MTU_MAX		65535u
-/* How long a front-end may pause in the middle of one message. */
-#define MSG_STALL_MS	5000
 
 /* Where a request names its vring. */
 enum vring_field {
@@ -1062,55 +1058,14 @@ drop:
 	return ret;
 }
 
-/*
- * A blocking read of one request. The wait for its first byte is
- * unbounded (an idle front-end is a normal one), but once a message has
- * begun each further read waits MSG_STALL_MS at most: a peer that sends
- * half a message and stops must not hold the connection's thread (and
- * with it the port) forever.
- */
-static int recv_request(struct uvh_backend_req *req)
-{
-	struct uvh_endpoint *ep = &req->ep;
-
-	if (ep->nonblocking)
-		return uvh_endpoint_recv(ep, &req->msg);
-	for (;;) {
-		struct pollfd pfd = { .fd = ep->fd, .events = POLLIN };
-		struct msghdr mh;
-		ssize_t r;
-		int ret;
-
-		ret = poll(&pfd, 1, ep->rx.got ? MSG_STALL_MS : -1);
-		if (ret < 0 && errno == EINTR)
-			continue;
-		if (ret < 0)
-			return -errno;
-		if (ret == 0) {
-			UVH_ERR("front-end stalled %u bytes into a %s for %d ms: closing",
-				ep->rx.got, ep->rx.got < UVH_MSG_HEADER_SIZE ? "message header" :
-				uvh_frontend_request_name(ep->rx.msg.hdr.request),
-				MSG_STALL_MS);
-			return -ETIMEDOUT;	/* the caller closes: fds held go too */
-		}
-		uvh_endpoint_rx_prepare(ep, &mh);
-		r = recvmsg(ep->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-		ret = uvh_endpoint_rx_complete(ep, &mh, r < 0 ? -errno : (int)r, &req->msg);
-		if (ret == 1)
-			return 0;
-		if (ret == 0 || ret == -EINTR || ret == -EAGAIN)
-			continue;
-		return ret;
-	}
-}
-
 int uvh_backend_req_handle(struct uvh_backend_req *req)
 {
 	int ret;
 
 	if (!req)
 		return -EINVAL;
-	ret = recv_request(req);
+	/* a started message is waited for stall_ms at most (endpoint.h) */
+	ret = uvh_endpoint_recv(&req->ep, &req->msg);
 	if (ret)
 		return ret;
 	return uvh_backend_req_process(req, &req->msg);

@@ -71,6 +71,7 @@ void uvh_endpoint_init(struct uvh_endpoint *ep, int fd,
 	ep->fd = fd;
 	ep->nonblocking = false;
 	ep->name_of = name_of;
+	ep->stall_ms = UVH_ENDPOINT_STALL_MS;
 	for (unsigned int i = 0; i < UVH_MSG_MAX_FDS; i++)
 		ep->rx.msg.fds[i] = -1;
 }
@@ -187,7 +188,9 @@ int uvh_endpoint_send(struct uvh_endpoint *ep, const struct uvh_msg_header *hdr,
 			mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
 		}
 
-		r = sendmsg(ep->fd, &mh, MSG_NOSIGNAL);
+		/* never block in the kernel: a peer that stops reading is
+		 * waited for stall_ms at most (below) */
+		r = sendmsg(ep->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (r > 0) {
 			done += (size_t)r;
 			continue;
@@ -197,10 +200,16 @@ int uvh_endpoint_send(struct uvh_endpoint *ep, const struct uvh_msg_header *hdr,
 		if (errno == EINTR)
 			continue;
 		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			int w = wait_for(ep->fd, POLLOUT, -1);
+			int w = wait_for(ep->fd, POLLOUT, ep->stall_ms > 0 ? ep->stall_ms : -1);
 
 			if (w < 0)
 				return w;
+			if (w == 0) {
+				UVH_ERR("endpoint: the peer read nothing of a %s for %d ms (%zu of %zu bytes sent)",
+					ep->name_of ? ep->name_of(h.request) : "message",
+					ep->stall_ms, done, total);
+				return -ETIMEDOUT;
+			}
 			continue;
 		}
 		if (errno == EPIPE || errno == ECONNRESET)
@@ -424,14 +433,14 @@ int uvh_endpoint_rx_complete(struct uvh_endpoint *ep, struct msghdr *mh,
 
 int uvh_endpoint_recv(struct uvh_endpoint *ep, struct uvh_msg *msg)
 {
-	int flags = MSG_CMSG_CLOEXEC;
+	/* never block in the kernel: the waits below are bounded once a
+	 * message has begun */
+	int flags = MSG_CMSG_CLOEXEC | MSG_DONTWAIT;
 
 	if (ep->fd < 0) {
 		msg_clear_fds(msg);
 		return -EBADF;
 	}
-	if (ep->nonblocking)
-		flags |= MSG_DONTWAIT;
 
 	for (;;) {
 		struct msghdr mh;
@@ -448,10 +457,22 @@ int uvh_endpoint_recv(struct uvh_endpoint *ep, struct uvh_msg *msg)
 		if (ret == -EAGAIN) {
 			if (ep->nonblocking)
 				return -EAGAIN;
-			/* The socket itself may be non-blocking: wait here. */
-			ret = wait_for(ep->fd, POLLIN, -1);
+			/* Before the first byte: as long as it takes (an idle
+			 * peer). Mid-message: stall_ms at most, or a peer that
+			 * sends half a message holds this thread forever. */
+			ret = wait_for(ep->fd, POLLIN,
+				       ep->rx.got && ep->stall_ms > 0 ? ep->stall_ms : -1);
+			if (ret == 0) {
+				UVH_ERR("endpoint: the peer stalled %u bytes into a %s for %d ms",
+					ep->rx.got, ep->rx.got < UVH_MSG_HEADER_SIZE ?
+					"message header" : ep->name_of ?
+					ep->name_of(ep->rx.msg.hdr.request) : "message",
+					ep->stall_ms);
+				ret = -ETIMEDOUT;
+			}
 			if (ret < 0) {
 				rx_reset(&ep->rx);
+				msg_clear_fds(msg);
 				return ret;
 			}
 			continue;

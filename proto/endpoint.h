@@ -58,11 +58,22 @@ struct uvh_endpoint_rx {
 	} cmsg;
 };
 
+/** Default of struct uvh_endpoint.stall_ms: a peer that stops for this
+ *  long in the middle of a message is taken as gone. */
+#define UVH_ENDPOINT_STALL_MS	5000
+
 /** One endpoint. Plain struct so it can be embedded; use the functions. */
 struct uvh_endpoint {
 	int fd;			/**< the socket (owned) */
 	bool nonblocking;	/**< recv returns -EAGAIN instead of waiting */
 	const char *(*name_of)(uint32_t request);	/**< for log lines */
+	/** Blocking endpoints: once a message has begun (a received part, or
+	 *  a send the peer is not reading), how long to wait for the peer's
+	 *  next move before giving up with -ETIMEDOUT (the stream is then out
+	 *  of step: close it). 0 = forever. uvh_endpoint_init() sets
+	 *  UVH_ENDPOINT_STALL_MS. The wait for a message's first byte is the
+	 *  caller's (uvh_endpoint_wait): an idle peer is a normal one. */
+	int stall_ms;
 	struct uvh_endpoint_rx rx;
 };
 

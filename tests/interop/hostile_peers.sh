@@ -129,7 +129,7 @@ wait "$STALL_PID"
 rc=$?
 sed -nE "s#^hostile-peer: (PASS|FAIL): #$T_NAME: \\1: stall: #p" "$T_WORK/peer-stall.out"
 check "stall: the stalled peer was closed by the daemon (status $rc)" test "$rc" = 0
-after stall 'front-end stalled 15 bytes into a SET_FEATURES for 5000 ms'
+after stall 'stalled 15 bytes into a SET_FEATURES for 5000 ms'
 
 check "no sanitizer report" hasnt "$LOG" '(AddressSanitizer|LeakSanitizer|runtime error)'
 if un_stop; then

@@ -911,3 +911,91 @@ Test(endpoint, send_waits_when_socket_full)
 	close(fd);
 	uvh_endpoint_close(&rx);
 }
+
+/* ---- a peer that stops in the middle of a message ------------------------------ */
+
+static long ms_since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (t.tv_sec - t0->tv_sec) * 1000L + (t.tv_nsec - t0->tv_nsec) / 1000000L;
+}
+
+/* Half a message (with an fd) and then silence, the peer still connected:
+ * the read gives up after stall_ms and holds nothing. */
+static void stalled(size_t len)
+{
+	static uint8_t buf[12 + 8];
+	struct uvh_endpoint ep;
+	struct timespec t0;
+	int sv[2], fd, before, r;
+	long ms;
+
+	t_socketpair(sv);
+	before = t_count_fds();
+	fd = t_eventfd();
+	uvh_endpoint_init(&ep, sv[1], uvh_frontend_request_name);
+	cr_assert_eq(ep.stall_ms, UVH_ENDPOINT_STALL_MS);
+	ep.stall_ms = 150;
+	wire(buf, mkhdr(UVH_REQ_SET_VRING_CALL, 1, 8), NULL);
+	raw_send(sv[0], buf, len, &fd, true);
+	close(fd);
+	t_log_capture();
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	r = uvh_endpoint_recv(&ep, &rmsg);
+	ms = ms_since(&t0);
+	cr_assert_eq(r, -ETIMEDOUT, "got %d", r);
+	cr_assert(ms >= 140 && ms < 2000, "gave up after %ld ms", ms);
+	cr_assert(t_log_contains("stalled"));
+	assert_fd_slots(&rmsg, 0);
+	cr_assert_eq(ep.rx.got, 0);
+	/* the fd that came with the half message is closed: back to the pair */
+	cr_assert_eq(t_count_fds(), before);
+	uvh_endpoint_close(&ep);
+	close(sv[0]);
+	cr_assert_eq(t_count_fds(), before - 2);
+}
+
+Test(endpoint, stalled_mid_header_times_out) { stalled(5); }
+Test(endpoint, stalled_mid_payload_times_out) { stalled(15); }
+
+/* An idle peer (nothing sent) is no stall: only a started message is bounded. */
+Test(endpoint, idle_peer_is_waited_for)
+{
+	struct uvh_endpoint ep;
+	int sv[2];
+
+	t_socketpair(sv);
+	uvh_endpoint_init(&ep, sv[1], uvh_frontend_request_name);
+	ep.stall_ms = 50;
+	cr_assert_eq(uvh_endpoint_wait(&ep, 200), 0);	/* nothing, and no error */
+	cr_assert_eq(ep.rx.got, 0);
+	uvh_endpoint_close(&ep);
+	close(sv[0]);
+}
+
+/* A peer that reads nothing: sends fill the socket, then one gives up
+ * after stall_ms instead of blocking forever. */
+Test(endpoint, peer_not_reading_send_times_out)
+{
+	static uint8_t payload[4096];
+	struct uvh_endpoint ep;
+	struct uvh_msg_header h = mkhdr(UVH_REQ_SET_CONFIG, 0, sizeof(payload));
+	struct timespec t0;
+	int sv[2], r = 0, sent = 0;
+
+	t_socketpair(sv);
+	uvh_endpoint_init(&ep, sv[1], uvh_frontend_request_name);
+	ep.stall_ms = 100;
+	t_log_capture();
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (sent < 100000 && (r = uvh_endpoint_send(&ep, &h, payload, NULL, 0)) == 0)
+		sent++;
+	cr_assert_eq(r, -ETIMEDOUT, "got %d after %d messages", r, sent);
+	cr_assert(sent > 0);
+	cr_assert(ms_since(&t0) < 5000);
+	cr_assert(t_log_contains("read nothing"));
+	uvh_endpoint_close(&ep);
+	close(sv[0]);
+}
