@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uvhost: what the vhost-user device host's files share: struct uvh_vud,
+ * small helpers, and the functions one file calls in another
+ * (vhost_user_dev.c: features, session, public API and the handler table;
+ * vhost_user_dev_rings.c: engines and rings; vhost_user_dev_mem.c: memory
+ * and dirty log; vhost_user_dev_state.c: device state and inflight area).
+ * Locking: see vhost_user_dev.c. Not installed.
+ */
+#ifndef UVHOST_VHOST_USER_DEV_INTERNAL_H
+#define UVHOST_VHOST_USER_DEV_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "memory.h"
+#include "vhost_user_dev.h"
+
+/* Internal to the library: kept out of its dynamic symbol table. */
+#define UVH__VUD_INTERNAL	__attribute__((visibility("hidden")))
+
+#define BIT(n)		(1ull << (n))
+#define MAX_ENGINES	64u
+
+struct uvh_vud {
+	char *name;
+	const struct uvh_vud_device_ops *ops;
+	void *dev;
+	struct uvh_engine *engines[MAX_ENGINES];
+	unsigned int nengines;
+	bool strict_order;
+	uint32_t nq;
+	struct uvh_vud_queue *qs;
+
+	pthread_mutex_t lock;
+	struct uvh_backend_req *req;	/* NULL when not connected */
+	bool local;			/* in-process session (uvh_vud_connect_local) */
+
+	/* watched connection */
+	struct uvh_engine_watch watch;
+	struct uvh_engine *watcher;
+	void (*on_disconnect)(struct uvh_vud *v, int err, void *opaque);
+	void *on_disconnect_opaque;
+
+	/* session */
+	uint64_t features;
+	uint64_t protocol_features;
+	uint8_t status;
+	struct uvh_memory *mem;
+	struct uvh_dirty_log *log;
+	int log_fd;
+	void *inflight_base;
+	size_t inflight_size;
+	uint16_t inflight_nq, inflight_qs;
+	bool inflight_packed;
+	struct uvh_iotlb_cache *iotlb;
+	struct uvh_backend_chan *chan;
+	/* DEVICE_STATE: the transfer in progress, and the last verdict */
+	struct uvh_state_xfer *xfer;
+	uint32_t xfer_dir;
+	int xfer_result;
+
+	/* counters (relaxed atomics: read from other threads) */
+	uint64_t connections, requests, mem_updates, queue_starts, queue_errors;
+	uint32_t mem_regions;
+	uint64_t mem_bytes;
+};
+
+static inline void stat_add(uint64_t *c, uint64_t n)
+{
+	__atomic_fetch_add(c, n, __ATOMIC_RELAXED);
+}
+
+static inline void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+static inline bool log_all(const struct uvh_vud *v)
+{
+	return v->features & BIT(UVH_F_LOG_ALL);
+}
+
+/* ---- vhost_user_dev_rings.c ----------------------------------------------------- */
+
+/* Run @fn on every running ring, on the thread of the engine serving it;
+ * when this returns every engine has done so. */
+UVH__VUD_INTERNAL void uvh__vud_for_each_running(struct uvh_vud *v,
+						 void (*fn)(struct uvh_vud_queue *q, void *arg),
+						 void *arg);
+UVH__VUD_INTERNAL bool uvh__vud_any_running(const struct uvh_vud *v);
+/* Stop every running ring, remembering where each stopped. */
+UVH__VUD_INTERNAL void uvh__vud_stop_all(struct uvh_vud *v);
+/* Forget a ring's session state (closing its fds). */
+UVH__VUD_INTERNAL void uvh__vud_queue_clear(struct uvh_vud_queue *q);
+/* [engine] Enable (@arg not NULL) or disable a running ring. */
+UVH__VUD_INTERNAL void uvh__vud_set_enabled_on_queue(struct uvh_vud_queue *q, void *arg);
+UVH__VUD_INTERNAL int uvh__vud_h_set_vring_num(void *dev, uint32_t index, uint32_t num);
+UVH__VUD_INTERNAL int uvh__vud_h_set_vring_addr(void *dev, const struct uvh_vring_addr *addr);
+UVH__VUD_INTERNAL int uvh__vud_h_set_vring_base(void *dev, uint32_t index, uint32_t base);
+UVH__VUD_INTERNAL int uvh__vud_h_get_vring_base(void *dev, uint32_t index, uint32_t *base);
+UVH__VUD_INTERNAL int uvh__vud_h_set_vring_kick(void *dev, uint32_t index, int fd);
+UVH__VUD_INTERNAL int uvh__vud_h_set_vring_call(void *dev, uint32_t index, int fd);
+UVH__VUD_INTERNAL int uvh__vud_h_set_vring_err(void *dev, uint32_t index, int fd);
+UVH__VUD_INTERNAL int uvh__vud_h_set_vring_enable(void *dev, uint32_t index, bool enable);
+
+/* ---- vhost_user_dev_mem.c ------------------------------------------------------- */
+
+/* Drop the memory table; only once no ring runs. */
+UVH__VUD_INTERNAL void uvh__vud_drop_memory(struct uvh_vud *v);
+UVH__VUD_INTERNAL int uvh__vud_h_set_mem_table(void *dev, const struct uvh_mem_region *regions,
+					       const int *fds, unsigned int n);
+UVH__VUD_INTERNAL int uvh__vud_h_add_mem_reg(void *dev, const struct uvh_mem_region *region,
+					     int fd);
+UVH__VUD_INTERNAL int uvh__vud_h_rem_mem_reg(void *dev, const struct uvh_mem_region *region);
+UVH__VUD_INTERNAL int uvh__vud_h_get_max_mem_slots(void *dev, uint64_t *slots);
+/* [engine] Point a running ring at the dirty log @arg (NULL: none). */
+UVH__VUD_INTERNAL void uvh__vud_set_log_on_queue(struct uvh_vud_queue *q, void *arg);
+UVH__VUD_INTERNAL int uvh__vud_h_set_log_base(void *dev, const struct uvh_log *log, int fd);
+UVH__VUD_INTERNAL int uvh__vud_h_set_log_fd(void *dev, int fd);
+/* Tell the front-end the log is up to date (the log fd, under LOG_ALL). */
+UVH__VUD_INTERNAL void uvh__vud_log_kick(struct uvh_vud *v);
+/* Drop the log area and the log fd. */
+UVH__VUD_INTERNAL void uvh__vud_drop_log(struct uvh_vud *v);
+
+/* ---- vhost_user_dev_state.c ----------------------------------------------------- */
+
+/* Drop the device state transfer in progress, if any. */
+UVH__VUD_INTERNAL void uvh__vud_xfer_drop(struct uvh_vud *v);
+UVH__VUD_INTERNAL int uvh__vud_h_set_device_state_fd(void *dev, uint32_t direction,
+						     uint32_t phase, int fd, int *out_fd);
+UVH__VUD_INTERNAL int uvh__vud_h_check_device_state(void *dev);
+/* Unmap the inflight area, if any. */
+UVH__VUD_INTERNAL void uvh__vud_drop_inflight(struct uvh_vud *v);
+UVH__VUD_INTERNAL int uvh__vud_h_get_inflight_fd(void *dev, const struct uvh_inflight *in,
+						 struct uvh_inflight *out, int *fdp);
+UVH__VUD_INTERNAL int uvh__vud_h_set_inflight_fd(void *dev, const struct uvh_inflight *in, int fd);
+
+#endif
