@@ -268,6 +268,27 @@ struct uvh_backend_open_opts {
 	int user_timeout_ms;
 	/** kern, vdpa: open flags added to O_RDWR (e.g. O_CLOEXEC is always set). */
 	int open_flags;
+	/** user: record the session from the open on (every request the
+	 *  back-end accepted, with dups of the fds it carried), so that
+	 *  uvh_backend_user_reconnect() can replay it on a restarted
+	 *  back-end. Costs one dup per memory region, ring eventfd and
+	 *  inflight area for the backend's life. */
+	bool user_reconnect;
+	/**
+	 * user, with user_reconnect: where ring @index restarts on the new
+	 * back-end (SET_VRING_BASE of the replay); *base holds what the
+	 * backend knows (the last set_vring_base, or where get_vring_base /
+	 * suspend stopped the ring). The VMM's driver knows better: split
+	 * rings restart at used->idx (the chains in flight are the inflight
+	 * area's business, as QEMU does); packed at the next used slot, bit
+	 * 15 its wrap counter. NULL keeps *base, which for a ring that ran
+	 * since its set_vring_base is stale (chains lost or used twice).
+	 * Negative errno aborts the reconnect. Called from
+	 * uvh_backend_user_reconnect(), in the caller's thread.
+	 */
+	int (*user_vring_base)(void *opaque, uint32_t index, uint32_t *base);
+	/** user: handed to user_vring_base. */
+	void *user_opaque;
 };
 
 /**
@@ -300,6 +321,49 @@ int uvh_backend_user_open(const char *path, const struct uvh_backend_open_opts *
 struct uvh_net_dev *uvh_backend_soft_net(struct uvh_backend *b);
 /** kern, vdpa: the character device's fd; user: the socket; soft: -1. */
 int uvh_backend_fd(const struct uvh_backend *b);
+
+/*
+ * user: surviving a back-end restart. While the back-end process is gone,
+ * every op that talks to it fails (-ENOTCONN, -EPIPE, -ECONNRESET or
+ * -ETIMEDOUT), nothing crashes, and the guest's rings are left as they
+ * are: the driver may go on adding buffers. The VMM notices (an op's
+ * error, or uvh_backend_user_check() from its poll loop: uvh_backend_fd()
+ * turns readable/hung up) and calls uvh_backend_user_reconnect(). Ops are
+ * not retried behind the VMM's back: only it knows its rings' positions
+ * and whether an op (get_vring_base, set_status...) makes sense again.
+ */
+
+/**
+ * user: has the back-end gone? Waits up to @timeout_ms (0: just look).
+ * 0 when it is up, -ENOTCONN when it closed the connection (or an earlier
+ * error left it unusable), -EOPNOTSUPP for another backend type.
+ */
+int uvh_backend_user_check(struct uvh_backend *b, int timeout_ms);
+
+/**
+ * user, opened with user_reconnect: drop the connection, connect again to
+ * the same path (retrying for @timeout_ms while the new process is not
+ * listening yet; 0 = one try, -1 = forever) and replay the session:
+ * features, protocol features, the back-end channel, the memory table,
+ * the inflight area (SET_INFLIGHT_FD: the new process resubmits what the
+ * old one had in flight), each ring's size, base (user_vring_base),
+ * addresses, fds and enable state, the status, then a kick per ring. A
+ * ring the VMM had stopped (get_vring_base, suspend) is stopped again
+ * right after the replay (the replay starts every ring it set up; the
+ * new back-end may run it for that moment, the base read back says how
+ * far). uvh_backend_fd() changes. Not replayed: the dirty log
+ * (set_log_base/set_log_fd), config space writes, IOTLB entries (the
+ * device asks again by iotlb_miss); IOTLB misses queued from the old
+ * process are dropped.
+ *
+ * 0, -EOPNOTSUPP (not a user backend), -EINVAL (opened without
+ * user_reconnect), -ETIMEDOUT or the connect error (-ENOENT,
+ * -ECONNREFUSED with @timeout_ms 0), -EPROTO (the new back-end lacks a
+ * feature in force), -ENOTRECOVERABLE (the session could not be recorded),
+ * or a replayed request's error. On failure the backend stays unusable
+ * (ops: -ENOTCONN) and may be reconnected again.
+ */
+int uvh_backend_user_reconnect(struct uvh_backend *b, int timeout_ms);
 
 /**
  * Call op @op of @b with the arguments that follow:

@@ -35,6 +35,12 @@
  *   - get_max_mem_slots without CONFIGURE_MEM_SLOTS: 8 (what SET_MEM_TABLE
  *     takes); get_queue_num without MQ: 1; get_inflight_fd when the
  *     back-end has no inflight area: -EOPNOTSUPP.
+ *   - Restart (opened with user_reconnect): the front-end records the
+ *     session from the open on; uvh_backend_user_reconnect() replays it
+ *     on the new process (uvh_frontend_reconnect), asking the VMM for
+ *     each ring's base, then stops again the rings the VMM had stopped.
+ *     Ops are never retried by themselves: only the VMM knows whether
+ *     one still makes sense after a restart.
  *
  * Errors are the front-end's: -EIO when the back-end refused (connection
  * usable), -ETIMEDOUT / -ECONNRESET / -EPIPE / -ENOTCONN once it is gone,
@@ -73,6 +79,7 @@ struct user_ring {
 	bool started;			/* between SET_VRING_KICK and GET_VRING_BASE */
 	bool enabled;
 	bool suspended;			/* stopped by suspend, to restart */
+	bool kicked;			/* SET_VRING_KICK ever sent: a replay starts it */
 };
 
 struct user_backend {
@@ -88,6 +95,10 @@ struct user_backend {
 	bool chan;			/* the back-end channel is open */
 	struct uvh_iotlb misses[MISS_QUEUE];
 	unsigned int miss_head, miss_count;
+	/* uvh_backend_user_reconnect(): the session is recorded */
+	bool reconnect;
+	int (*vring_base)(void *opaque, uint32_t index, uint32_t *base);
+	void *vring_opaque;
 	struct user_ring rings[MAX_RINGS];
 };
 
@@ -190,12 +201,14 @@ static void forget_rings(struct user_backend *u)
 {
 	for (unsigned int i = 0; i < MAX_RINGS; i++) {
 		struct user_ring *r = &u->rings[i];
+		bool kicked = r->kicked;	/* the session journal keeps it */
 
 		close_fd(&r->kick);
 		close_fd(&r->call);
 		close_fd(&r->err);
 		memset(r, 0, sizeof(*r));
 		r->kick = r->call = r->err = -1;
+		r->kicked = kicked;
 	}
 }
 
@@ -733,6 +746,7 @@ static int user_set_vring_kick(struct uvh_backend *b, uint32_t index, int fd)
 	if (!ret) {
 		u->rings[index].started = true;	/* the spec: it starts on this message */
 		u->rings[index].suspended = false;
+		u->rings[index].kicked = true;
 	}
 	return ret;
 }
@@ -1098,6 +1112,18 @@ int uvh_backend_user_open(const char *path, const struct uvh_backend_open_opts *
 		return ret;
 	}
 	uvh_frontend_set_timeout(u->fe, timeout);
+	/* before the first request: the replay needs all of them */
+	if (opts->user_reconnect) {
+		ret = uvh_frontend_record_session(u->fe);
+		if (ret) {
+			uvh_frontend_free(u->fe);
+			free(u);
+			return ret;
+		}
+		u->reconnect = true;
+		u->vring_base = opts->user_vring_base;
+		u->vring_opaque = opts->user_opaque;
+	}
 	u->b.ops = &user_ops;
 	u->b.type = UVH_BACKEND_USER;
 	u->b.fd = uvh_frontend_fd(u->fe);
@@ -1106,5 +1132,90 @@ int uvh_backend_user_open(const char *path, const struct uvh_backend_open_opts *
 	for (unsigned int i = 0; i < MAX_RINGS; i++)
 		u->rings[i].kick = u->rings[i].call = u->rings[i].err = -1;
 	*out = &u->b;
+	return 0;
+}
+
+/* ---- surviving a back-end restart ------------------------------------------------------ */
+
+static struct user_backend *as_user(struct uvh_backend *b)
+{
+	return b && b->type == UVH_BACKEND_USER && b->ops == &user_ops ? to_user(b) : NULL;
+}
+
+int uvh_backend_user_check(struct uvh_backend *b, int timeout_ms)
+{
+	struct user_backend *u = as_user(b);
+
+	if (!u)
+		return -EOPNOTSUPP;
+	return uvh_frontend_check_connection(u->fe, timeout_ms);
+}
+
+/* [replay] The base ring @index restarts from: the VMM's word, else ours. */
+static int replay_base(void *opaque, uint32_t index, uint32_t *base)
+{
+	struct user_backend *u = opaque;
+	struct user_ring *r;
+	int ret;
+
+	if (index >= MAX_RINGS)
+		return -EINVAL;
+	r = &u->rings[index];
+	*base = r->base;	/* the last sent, or where the ring was stopped */
+	if (u->vring_base) {
+		ret = u->vring_base(u->vring_opaque, index, base);
+		if (ret) {
+			UVH_ERR("%s: vring %u: no base for the replay: %s", u->b.name, index,
+				strerror(ret < 0 ? -ret : EIO));
+			return ret < 0 ? ret : -EIO;
+		}
+	}
+	r->base = *base;
+	return 0;
+}
+
+int uvh_backend_user_reconnect(struct uvh_backend *b, int timeout_ms)
+{
+	struct user_backend *u = as_user(b);
+	struct uvh_frontend_reconnect_opts o = {
+		.connect = { .timeout_ms = timeout_ms < 0 ? -1 : timeout_ms,
+			     .initial_delay_ms = 5, .max_delay_ms = 100 },
+		.vring_base = replay_base,
+	};
+	uint32_t base;
+	int ret;
+
+	if (!u)
+		return -EOPNOTSUPP;
+	if (!u->reconnect)
+		return -EINVAL;
+	o.opaque = u;
+	/* what the old process queued is about mappings that went with it */
+	u->miss_head = u->miss_count = 0;
+	ret = uvh_frontend_reconnect(u->fe, &o);
+	u->b.fd = uvh_frontend_fd(u->fe);
+	u->chan = uvh_frontend_backend_req_fd(u->fe) >= 0;
+	/* a new process may offer otherwise: ask again when needed */
+	u->have_offered = u->have_pf_offered = false;
+	if (ret) {
+		UVH_ERR("%s: reconnect failed: %s", b->name, strerror(-ret));
+		return ret;
+	}
+	/* The replay started every ring that was ever kicked: those the VMM
+	 * had stopped are stopped again, where they now are. */
+	for (uint32_t i = 0; i < MAX_RINGS; i++) {
+		struct user_ring *r = &u->rings[i];
+
+		if (!r->kicked || r->started)
+			continue;
+		ret = uvh_frontend_get_vring_base(u->fe, i, &base);
+		if (ret) {
+			UVH_ERR("%s: vring %u cannot be stopped again: %s", b->name, i,
+				strerror(-ret));
+			return ret;
+		}
+		r->base = base;
+	}
+	UVH_INFO("%s: reconnected, session replayed", b->name);
 	return 0;
 }

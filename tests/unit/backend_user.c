@@ -9,7 +9,9 @@
  * ADD/REM_MEM_REG and, without CONFIGURE_MEM_SLOTS, by setting the table
  * again; more than 8 regions; suspend/resume; the back-end channel
  * (config change eventfd, IOTLB misses); errors: no socket, refused
- * connection, peer gone mid-session, refusals; no fd left behind.
+ * connection, peer gone mid-session, refusals; no fd left behind. Restart:
+ * the back-end torn down and a new one started on the same path, the
+ * session replayed by uvh_backend_user_reconnect(), traffic resumed.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -76,7 +78,8 @@ static void *serve(void *arg)
 	return NULL;
 }
 
-static void server_start(struct server *s)
+/* The back-end on @path (NULL: a fresh one), as a restarted process would. */
+static void server_start_at(struct server *s, const char *path)
 {
 	struct uvh_engine_opts eo = { .name = "t-user", .cpu = -1, .numa_node = -1,
 				      .mode = UVH_ENGINE_ADAPTIVE };
@@ -84,7 +87,10 @@ static void server_start(struct server *s)
 	struct uvh_vud_opts vo = { .name = "t-user", .ops = &uvh_net_vud_ops, .nengines = 1 };
 
 	memset(s, 0, sizeof(*s));
-	t_socket_path(s->path, sizeof(s->path), "user");
+	if (path)
+		snprintf(s->path, sizeof(s->path), "%s", path);
+	else
+		t_socket_path(s->path, sizeof(s->path), "user");
 	cr_assert_eq(uvh_listener_open(s->path, NULL, &s->l), 0);
 	s->e = uvh_engine_create(&eo);
 	cr_assert_not_null(s->e);
@@ -97,6 +103,11 @@ static void server_start(struct server *s)
 	cr_assert_not_null(s->vud);
 	cr_assert_eq(pthread_create(&s->th, NULL, serve, s), 0);
 	s->running = true;
+}
+
+static void server_start(struct server *s)
+{
+	server_start_at(s, NULL);
 }
 
 /* The back-end goes: its thread ends the session (closing the socket). */
@@ -538,6 +549,258 @@ Test(backend_user, refusals)
 	uvh_backend_close(b);
 	t_vmm_fini(&v);
 	close(efd);
+	server_stop(&s);
+	cr_assert_eq(t_count_fds(), fds, "fds leaked");
+}
+
+/* ---- surviving a back-end restart ---------------------------------------------------------- */
+
+/* The driver's word on where a ring restarts (split: used->idx, as QEMU;
+ * packed: the next used slot and its wrap counter). */
+static int vmm_base(void *opaque, uint32_t index, uint32_t *base)
+{
+	struct t_vmm *v = opaque;
+	struct uvh_vq_driver *d;
+
+	if (index > T_VMM_TX)
+		return -EINVAL;
+	d = &v->ring[index].drv;
+	if (!v->o.packed) {
+		struct uvh_vring_used *u = d->device_area;
+
+		*base = __atomic_load_n(&u->idx, __ATOMIC_ACQUIRE);
+	} else {
+		*base = d->last_used_slot | (d->used_wrap ? 0x8000u : 0);
+	}
+	return 0;
+}
+
+static struct uvh_backend *open_reconnect(struct server *s, struct t_vmm *v)
+{
+	struct uvh_backend_open_opts o = {
+		.user_timeout_ms = 2000, .user_reconnect = true,
+		.user_vring_base = vmm_base, .user_opaque = v,
+	};
+	char spec[128];
+	struct uvh_backend *b = NULL;
+	int ret;
+
+	snprintf(spec, sizeof(spec), "user:%s", s->path);
+	ret = uvh_backend_open(spec, &o, &b);
+	cr_assert_eq(ret, 0, "open %s: %s", spec, strerror(-ret));
+	return b;
+}
+
+/* Negotiate, take the back-end's inflight area (before the rings, as QEMU
+ * does: the session keeps it for the next process), then start. */
+static void start_with_inflight(struct t_vmm *v, struct uvh_backend *b)
+{
+	uint64_t size = 0;
+	int ifd = -1;
+
+	cr_assert_eq(t_vmm_negotiate(v), 0);
+	cr_assert_eq(uvh_backend_call(b, get_inflight_fd, 2, v->ring_size, &ifd, &size), 0);
+	cr_assert_geq(ifd, 0);
+	cr_assert_gt(size, 0);
+	close(ifd);
+	cr_assert_eq(t_vmm_start(v), 0);
+}
+
+static bool peer_gone_err(int ret)
+{
+	return ret == -ENOTCONN || ret == -EPIPE || ret == -ECONNRESET;
+}
+
+#define GONE_FRAMES	40u
+
+/* @inflight: the back-end's inflight area taken (the new process finds its
+ * position there); without, the base the VMM gives is all it has. */
+static void restart_case(bool packed, bool inflight)
+{
+	int fds = t_count_fds(), ret;
+	struct t_vmm_opts o = { .packed = packed, .protocol_features = PF_ALL };
+	uint8_t f[GONE_FRAMES][256], got[T_VMM_MAX_FRAME];
+	static struct server s;	/* outlives a failed assertion */
+	static struct t_vmm v;
+	struct uvh_backend *b;
+	uint64_t bytes = 0, fe;
+	uint32_t len, base[2];
+	char path[108];
+
+	server_start(&s);
+	snprintf(path, sizeof(path), "%s", s.path);
+	b = open_reconnect(&s, &v);
+	cr_assert_eq(t_vmm_init(&v, b, &o), 0);
+	if (inflight)
+		start_with_inflight(&v, b);
+	else
+		cr_assert_eq(t_vmm_start(&v), 0);
+	cr_assert_eq(t_vmm_loopback(&v, 200, 0, 0, &bytes), 0);
+	check_stats(&s, 200, bytes);
+	cr_assert_eq(uvh_backend_user_check(b, 0), 0, "the back-end is up");
+
+	/* the back-end process goes: its session and listener torn down */
+	server_stop(&s);
+	cr_assert_eq(uvh_backend_user_check(b, 2000), -ENOTCONN);
+	ret = uvh_backend_call(b, get_features, &fe);
+	cr_assert(peer_gone_err(ret), "get_features while gone: %d", ret);
+	cr_assert(peer_gone_err(uvh_backend_call(b, set_vring_enable, 0, true)));
+	/* the driver goes on: frames queued while nobody listens */
+	for (uint32_t i = 0; i < GONE_FRAMES; i++) {
+		t_vmm_make_frame(f[i], sizeof(f[i]) - i, 5000 + i);
+		cr_assert_eq(t_vmm_send(&v, f[i], sizeof(f[i]) - i, 0), 0);
+	}
+	t_vmm_flush(&v, T_VMM_TX);
+
+	/* a new process on the same path; the session is replayed to it */
+	server_start_at(&s, path);
+	ret = uvh_backend_user_reconnect(b, 3000);
+	cr_assert_eq(ret, 0, "reconnect: %s", strerror(-ret));
+	cr_assert_geq(uvh_backend_fd(b), 0);
+	cr_assert_eq(uvh_backend_user_check(b, 0), 0);
+	cr_assert_eq(!!(uvh_vud_features(s.vud) & BIT(UVH_VIRTIO_F_RING_PACKED)), packed);
+	cr_assert_eq(uvh_vud_protocol_features(s.vud), PF_ALL, "protocol features replayed");
+	cr_assert_not_null(uvh_vud_backend_chan(s.vud), "back-end channel reopened");
+	cr_assert(uvh_vud_queue(s.vud, T_VMM_TX)->running);
+	cr_assert(uvh_vud_queue(s.vud, T_VMM_RX)->enabled);
+
+	/* what the driver queued meanwhile comes back, byte for byte, in order */
+	v.o.timeout_ms = 5000;
+	for (uint32_t i = 0; i < GONE_FRAMES; i++) {
+		cr_assert_eq(t_vmm_recv(&v, got, sizeof(got), &len), 0, "frame %u", i);
+		cr_assert_eq(len, sizeof(f[i]) - i, "frame %u: %u bytes", i, len);
+		cr_assert_arr_eq(got, f[i], len, "frame %u differs", i);
+		bytes += len;
+	}
+	cr_assert_eq(t_vmm_reap_tx(&v, GONE_FRAMES), 0, "TX chains not given back");
+	cr_assert_eq(t_vmm_loopback(&v, 200, 0, 1000, &bytes), 0);
+	{
+		struct uvh_net_stats st;
+
+		uvh_net_get_stats(s.net, &st);
+		cr_assert_eq(st.tx_packets, GONE_FRAMES + 200, "the new process sent %lu",
+			     (unsigned long)st.tx_packets);
+		cr_assert_eq(st.rx_packets, GONE_FRAMES + 200);
+		cr_assert_eq(st.rx_drops + st.tx_drops, 0);
+	}
+	/* no chain lost or used twice over both processes */
+	cr_assert_eq(t_vmm_stop(&v, base), 0);
+	cr_assert_eq(base[T_VMM_TX], t_vmm_used_base(&v, T_VMM_TX), "TX base 0x%x, want 0x%x",
+		     base[T_VMM_TX], t_vmm_used_base(&v, T_VMM_TX));
+	cr_assert_eq(base[T_VMM_RX], t_vmm_used_base(&v, T_VMM_RX), "RX base 0x%x, want 0x%x",
+		     base[T_VMM_RX], t_vmm_used_base(&v, T_VMM_RX));
+	uvh_backend_close(b);
+	t_vmm_fini(&v);
+	server_stop(&s);
+	cr_assert_eq(t_count_fds(), fds, "fds leaked");
+}
+
+Test(backend_user, restart_split) { restart_case(false, true); }
+Test(backend_user, restart_packed) { restart_case(true, true); }
+Test(backend_user, restart_split_no_inflight) { restart_case(false, false); }
+Test(backend_user, restart_packed_no_inflight) { restart_case(true, false); }
+
+Test(backend_user, restart_suspended_ring_stays_stopped)
+{
+	struct t_vmm_opts o = { .protocol_features = PF_ALL, .timeout_ms = 100 };
+	uint8_t f[300], got[T_VMM_MAX_FRAME];
+	static struct server s;	/* outlives a failed assertion */
+	static struct t_vmm v;
+	struct uvh_backend *b;
+	uint64_t bytes = 0;
+	uint32_t len;
+	char path[108];
+	int fds = t_count_fds();
+
+	server_start(&s);
+	snprintf(path, sizeof(path), "%s", s.path);
+	b = open_reconnect(&s, &v);
+	cr_assert_eq(t_vmm_init(&v, b, &o), 0);
+	start_with_inflight(&v, b);
+	cr_assert_eq(t_vmm_loopback(&v, 30, 0, 0, &bytes), 0);
+	cr_assert_eq(uvh_backend_call(b, suspend), 0);
+	server_stop(&s);
+	server_start_at(&s, path);
+	cr_assert_eq(uvh_backend_user_reconnect(b, 3000), 0);
+	cr_assert_not(uvh_vud_queue(s.vud, T_VMM_TX)->running, "suspended ring restarted");
+	cr_assert_not(uvh_vud_queue(s.vud, T_VMM_RX)->running);
+	t_vmm_make_frame(f, sizeof(f), 7);
+	cr_assert_eq(t_vmm_send(&v, f, sizeof(f), 0), 0);
+	t_vmm_flush(&v, T_VMM_TX);
+	cr_assert_eq(t_vmm_recv(&v, got, sizeof(got), &len), -ETIMEDOUT);
+	cr_assert_eq(uvh_backend_call(b, resume), 0);
+	cr_assert(uvh_vud_queue(s.vud, T_VMM_TX)->running);
+	v.o.timeout_ms = 5000;
+	cr_assert_eq(t_vmm_recv(&v, got, sizeof(got), &len), 0);
+	cr_assert_eq(len, sizeof(f));
+	cr_assert_arr_eq(got, f, sizeof(f));
+	cr_assert_eq(t_vmm_reap_tx(&v, 1), 0);
+	cr_assert_eq(t_vmm_loopback(&v, 30, 0, 100, &bytes), 0);
+	uvh_backend_close(b);
+	t_vmm_fini(&v);
+	server_stop(&s);
+	cr_assert_eq(t_count_fds(), fds, "fds leaked");
+}
+
+Test(backend_user, reconnect_to_nothing)
+{
+	struct t_vmm_opts o = { .protocol_features = PF_ALL };
+	static struct server s;	/* outlives a failed assertion */
+	static struct t_vmm v;
+	struct uvh_backend *b;
+	uint64_t f;
+	char path[108];
+	int fds = t_count_fds(), gone_fds;
+
+	server_start(&s);
+	snprintf(path, sizeof(path), "%s", s.path);
+	b = open_reconnect(&s, &v);
+	cr_assert_eq(t_vmm_init(&v, b, &o), 0);
+	start_with_inflight(&v, b);
+	cr_assert_eq(t_vmm_loopback(&v, 20, 0, 0, NULL), 0);
+	server_stop(&s);	/* the socket file goes too */
+	cr_assert_eq(uvh_backend_user_reconnect(b, 0), -ENOENT, "one try");
+	cr_assert_eq(uvh_backend_fd(b), -1);
+	gone_fds = t_count_fds();
+	cr_assert_eq(uvh_backend_user_reconnect(b, 150), -ETIMEDOUT);
+	cr_assert_eq(uvh_backend_user_reconnect(b, 0), -ENOENT);
+	cr_assert_eq(t_count_fds(), gone_fds, "failed reconnects leak fds");
+	cr_assert_eq(uvh_backend_user_check(b, 0), -ENOTCONN);
+	cr_assert_eq(uvh_backend_call(b, get_features, &f), -ENOTCONN);
+	cr_assert_eq(uvh_backend_call(b, set_vring_num, 0, 256), -ENOTCONN);
+	/* it comes back: the next try succeeds */
+	server_start_at(&s, path);
+	cr_assert_eq(uvh_backend_user_reconnect(b, 3000), 0);
+	cr_assert_eq(t_vmm_loopback(&v, 20, 0, 100, NULL), 0);
+	uvh_backend_close(b);
+	t_vmm_fini(&v);
+	server_stop(&s);
+	cr_assert_eq(t_count_fds(), fds, "fds leaked");
+}
+
+Test(backend_user, reconnect_needs_user_reconnect)
+{
+	static const struct uvh_backend_ops no_ops;
+	struct uvh_backend kern = { .ops = &no_ops, .type = UVH_BACKEND_KERN, .fd = -1 };
+	static struct server s;	/* outlives a failed assertion */
+	struct uvh_backend *b;
+	int fds = t_count_fds();
+
+	cr_assert_eq(uvh_backend_user_reconnect(NULL, 0), -EOPNOTSUPP);
+	cr_assert_eq(uvh_backend_user_reconnect(&kern, 0), -EOPNOTSUPP);
+	cr_assert_eq(uvh_backend_user_check(&kern, 0), -EOPNOTSUPP);
+	server_start(&s);
+	b = open_user(&s);	/* without user_reconnect */
+	cr_assert_eq(uvh_backend_user_check(b, 0), 0);
+	cr_assert_eq(uvh_backend_user_reconnect(b, 100), -EINVAL);
+	/* accepted before the kill, or the connection waits in the backlog */
+	for (int i = 0; i < 200 && !atomic_load(&s.connections); i++)
+		usleep(10000);
+	cr_assert_eq(atomic_load(&s.connections), 1);
+	server_kill(&s);
+	cr_assert_eq(uvh_backend_user_check(b, 2000), -ENOTCONN);
+	cr_assert_eq(uvh_backend_user_reconnect(b, 100), -EINVAL);
+	uvh_backend_close(b);
 	server_stop(&s);
 	cr_assert_eq(t_count_fds(), fds, "fds leaked");
 }
