@@ -96,7 +96,7 @@ t_cleanup() {
 				grep -vE '^(update_memory_region|VHOST_CONFIG.*processing)' "$f" | tail -n 60
 			done
 		fi
-		rm -rf "$T_WORK"
+		if [ "${INTEROP_KEEP:-0}" = 1 ]; then say "work folder kept: $T_WORK"; else rm -rf "$T_WORK"; fi
 	fi
 	exit "$rc"
 }
