@@ -16,12 +16,12 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <linux/vhost.h>
 
 #include "backend.h"
+#include "backend_internal.h"
 #include "kern.h"
 #include "log.h"
 #include "message.h"
@@ -55,7 +55,6 @@ _Static_assert(sizeof(struct vhost_msg) == 72 && sizeof(struct vhost_msg_v2) == 
 _Static_assert(offsetof(struct vhost_msg, iotlb) == 8 && offsetof(struct vhost_msg_v2, iotlb) == 8,
 	       "vhost_msg iotlb");
 
-#define KERN_VRING_NUM_MAX	32768u
 #define KERN_MAX_MEM_REGIONS_PARAM	"/sys/module/vhost/parameters/max_mem_regions"
 /* VIRTIO_F_ACCESS_PLATFORM: ring addresses are IOVAs the kernel translates. */
 #define KERN_F_ACCESS_PLATFORM	(1ull << UVH_VIRTIO_F_IOMMU_PLATFORM)
@@ -204,17 +203,6 @@ static int region_cmp(const void *a, const void *b)
 	return x->gpa < y->gpa ? -1 : x->gpa > y->gpa;
 }
 
-static int region_check(const struct uvh_backend_mem_region *r)
-{
-	if (!r->size || !r->hva)
-		return -EINVAL;
-	if (r->gpa + (r->size - 1) < r->gpa)
-		return -EINVAL;
-	if ((uintptr_t)r->hva + (r->size - 1) < (uintptr_t)r->hva || r->size - 1 > UINTPTR_MAX)
-		return -EINVAL;
-	return 0;
-}
-
 /*
  * Sort @t (n regions, a private copy) and check it as a whole: every
  * region valid, none overlapping another in gpa, not more than the
@@ -228,25 +216,14 @@ static int table_check(struct kern_backend *k, struct uvh_backend_mem_region *t,
 		return -E2BIG;
 	}
 	for (unsigned int i = 0; i < n; i++) {
-		if (region_check(&t[i])) {
-			UVH_ERR("%s: memory region gpa 0x%" PRIx64 " size 0x%" PRIx64
-				" hva %p: empty, wrapping or without hva", k->b.name, t[i].gpa,
-				t[i].size, t[i].hva);
-			return -EINVAL;
-		}
 		t[i].fd = -1;
 		t[i].fd_offset = 0;
 	}
+	/* Sorted, the overlap check is one look at each neighbour, and
+	 * the ring translation finds regions in gpa order. */
 	if (n > 1)
 		qsort(t, n, sizeof(*t), region_cmp);
-	for (unsigned int i = 1; i < n; i++) {
-		if (t[i - 1].gpa + (t[i - 1].size - 1) >= t[i].gpa) {
-			UVH_ERR("%s: memory regions at gpa 0x%" PRIx64 " and 0x%" PRIx64 " overlap",
-				k->b.name, t[i - 1].gpa, t[i].gpa);
-			return -EINVAL;
-		}
-	}
-	return 0;
+	return uvh__regions_check(k->b.name, t, n, UVH__REGIONS_SORTED, NULL, NULL);
 }
 
 /* Hand table @t (checked, sorted; ownership passes here) to the kernel and
@@ -323,12 +300,9 @@ static int kern_add_mem_region(struct uvh_backend *b, const struct uvh_backend_m
 		return -EINVAL;
 	if (n > k->max_regions)
 		return table_check(k, NULL, n);
-	t = malloc((size_t)n * sizeof(*t));
-	if (!t)
-		return -ENOMEM;
-	if (k->nregions)
-		memcpy(t, k->regions, (size_t)k->nregions * sizeof(*t));
-	t[n - 1] = *region;
+	r = uvh__regions_with(k->regions, k->nregions, region, &t);
+	if (r)
+		return r;
 	r = table_check(k, t, n);
 	if (r) {
 		free(t);
@@ -342,26 +316,22 @@ static int kern_remove_mem_region(struct uvh_backend *b,
 {
 	struct kern_backend *k = to_kern(b);
 	struct uvh_backend_mem_region *t;
-	unsigned int i, j;
+	unsigned int n = k->nregions;
+	int i;
 
 	if (!region || !region->size)
 		return -EINVAL;
-	for (i = 0; i < k->nregions; i++)
-		if (k->regions[i].gpa == region->gpa && k->regions[i].size == region->size)
-			break;
-	if (i == k->nregions) {
-		UVH_ERR("%s: no memory region at gpa 0x%" PRIx64 " size 0x%" PRIx64 " to remove",
-			k->b.name, region->gpa, region->size);
-		return -ENOENT;
-	}
-	t = malloc((size_t)(k->nregions > 1 ? k->nregions - 1 : 1) * sizeof(*t));
+	i = uvh__region_find(k->b.name, k->regions, n, region);
+	if (i < 0)
+		return i;
+	/* A copy: the kept table stays until the kernel took the new one. */
+	t = malloc((size_t)n * sizeof(*t));
 	if (!t)
 		return -ENOMEM;
-	for (j = 0; j < k->nregions; j++)
-		if (j != i)
-			t[j < i ? j : j - 1] = k->regions[j];
+	memcpy(t, k->regions, (size_t)n * sizeof(*t));
+	uvh__region_remove_at(t, &n, (unsigned int)i);
 	/* Still sorted and still disjoint: no need to check again. */
-	return table_commit(k, t, k->nregions - 1);
+	return table_commit(k, t, n);
 }
 
 static int kern_get_max_mem_slots(struct uvh_backend *b, uint64_t *slots)
@@ -398,32 +368,6 @@ static unsigned int read_max_mem_regions(void)
 	if (errno || end == buf || (*end && *end != '\n') || v == 0 || v > USHRT_MAX)
 		return UVH_KERN_DEFAULT_MEM_REGIONS;
 	return (unsigned int)v;
-}
-
-/* gpa -> VMM virtual address, [gpa, gpa+len) inside one region. */
-static int gpa_to_hva(const struct kern_backend *k, uint64_t gpa, uint64_t len, uint64_t *hva)
-{
-	unsigned int lo = 0, hi = k->nregions;
-
-	if (!len || gpa + (len - 1) < gpa)
-		return -EFAULT;
-	/* The last region starting at or below gpa. */
-	while (lo < hi) {
-		unsigned int mid = lo + (hi - lo) / 2;
-
-		if (k->regions[mid].gpa <= gpa)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (!lo)
-		return -EFAULT;
-	const struct uvh_backend_mem_region *r = &k->regions[lo - 1];
-
-	if (gpa - r->gpa > r->size - 1 || len - 1 > r->size - 1 - (gpa - r->gpa))
-		return -EFAULT;
-	*hva = (uint64_t)(uintptr_t)r->hva + (gpa - r->gpa);
-	return 0;
 }
 
 /* ---- dirty log ---------------------------------------------------------- */
@@ -478,7 +422,7 @@ static int kern_set_vring_num(struct uvh_backend *b, uint32_t index, uint32_t nu
 	if (!ring_ok(index))
 		return -EINVAL;
 	/* vhost rings are split rings: a power of 2. */
-	if (!num || num > KERN_VRING_NUM_MAX || (num & (num - 1)))
+	if (!num || num > UVH__VRING_NUM_MAX || (num & (num - 1)))
 		return -EINVAL;
 	r = kern_ioctl(k, VHOST_SET_VRING_NUM, &s, "VHOST_SET_VRING_NUM", false);
 	if (!r)
@@ -486,20 +430,11 @@ static int kern_set_vring_num(struct uvh_backend *b, uint32_t index, uint32_t nu
 	return r;
 }
 
-static int kern_get_vring_num_max(struct uvh_backend *b, uint32_t *num)
-{
-	(void)b;
-	if (!num)
-		return -EINVAL;
-	*num = KERN_VRING_NUM_MAX;
-	return 0;
-}
-
 static int kern_set_vring_addr(struct uvh_backend *b, const struct uvh_backend_vring_addr *addr)
 {
 	struct kern_backend *k = to_kern(b);
 	struct vhost_vring_addr a;
-	uint64_t num, ev, desc, avail, used;
+	uint64_t num, ev, hva[3];
 	int r;
 
 	if (!addr || !ring_ok(addr->index) || (addr->flags & ~UVH_VRING_F_LOG))
@@ -508,29 +443,28 @@ static int kern_set_vring_addr(struct uvh_backend *b, const struct uvh_backend_v
 	 * them too, but on the translated addresses). */
 	if ((addr->desc_gpa & 15) || (addr->avail_gpa & 1) || (addr->used_gpa & 3))
 		return -EINVAL;
-	desc = addr->desc_gpa;
-	avail = addr->avail_gpa;
-	used = addr->used_gpa;
+	hva[0] = addr->desc_gpa;
+	hva[1] = addr->avail_gpa;
+	hva[2] = addr->used_gpa;
 	if (!(k->acked_features & KERN_F_ACCESS_PLATFORM)) {
 		/* Before set_vring_num the ring's size is unknown: check
 		 * the first byte only (the kernel checks the rest). */
 		num = k->vring_num[addr->index];
 		ev = (k->acked_features & KERN_F_EVENT_IDX) ? 2 : 0;
-		if (gpa_to_hva(k, addr->desc_gpa, num ? 16 * num : 1, &desc) ||
-		    gpa_to_hva(k, addr->avail_gpa, num ? 4 + 2 * num + ev : 1, &avail) ||
-		    gpa_to_hva(k, addr->used_gpa, num ? 4 + 8 * num + ev : 1, &used)) {
-			UVH_ERR("%s: ring %u: desc 0x%" PRIx64 " avail 0x%" PRIx64 " used 0x%" PRIx64
-				" not inside the memory table", k->b.name, addr->index,
-				addr->desc_gpa, addr->avail_gpa, addr->used_gpa);
-			return -EFAULT;
-		}
+		const uint64_t len[3] = {
+			num ? 16 * num : 1, num ? 4 + 2 * num + ev : 1, num ? 4 + 8 * num + ev : 1,
+		};
+
+		r = uvh__vring_to_hva(k->b.name, k->regions, k->nregions, addr, len, hva);
+		if (r)
+			return r;
 	}
 	memset(&a, 0, sizeof(a));
 	a.index = addr->index;
 	a.flags = (addr->flags & UVH_VRING_F_LOG) ? 1u << VHOST_VRING_F_LOG : 0;
-	a.desc_user_addr = desc;
-	a.avail_user_addr = avail;
-	a.used_user_addr = used;
+	a.desc_user_addr = hva[0];
+	a.avail_user_addr = hva[1];
+	a.used_user_addr = hva[2];
 	a.log_guest_addr = addr->log_gpa;
 	r = kern_ioctl(k, VHOST_SET_VRING_ADDR, &a, "VHOST_SET_VRING_ADDR", false);
 	return r;
@@ -666,14 +600,6 @@ static int kern_iotlb_msg(struct uvh_backend *b, const struct uvh_iotlb *msg)
 	return 0;
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* A message the kernel wrote (vhost_iotlb_miss): checked field by field. */
 static int iotlb_parse(struct kern_backend *k, const uint8_t *buf, size_t n, struct uvh_iotlb *msg)
 {
@@ -711,7 +637,7 @@ static int iotlb_parse(struct kern_backend *k, const uint8_t *buf, size_t n, str
 static int kern_iotlb_miss(struct uvh_backend *b, struct uvh_iotlb *msg, int timeout_ms)
 {
 	struct kern_backend *k = to_kern(b);
-	int64_t deadline = timeout_ms >= 0 ? now_ms() + timeout_ms : -1;
+	int64_t deadline = timeout_ms >= 0 ? uvh__now_ms() + timeout_ms : -1;
 	uint8_t buf[sizeof(struct vhost_msg) + 8];
 	ssize_t n;
 
@@ -722,7 +648,7 @@ static int kern_iotlb_miss(struct uvh_backend *b, struct uvh_iotlb *msg, int tim
 		int wait = -1, r;
 
 		if (deadline >= 0) {
-			int64_t left = deadline - now_ms();
+			int64_t left = deadline - uvh__now_ms();
 
 			wait = left > 0 ? (left > INT_MAX ? INT_MAX : (int)left) : 0;
 		}
@@ -783,7 +709,7 @@ static const struct uvh_backend_ops kern_ops = {
 	.set_log_base = kern_set_log_base,
 	.set_log_fd = kern_set_log_fd,
 	.set_vring_num = kern_set_vring_num,
-	.get_vring_num_max = kern_get_vring_num_max,
+	.get_vring_num_max = uvh__get_vring_num_max,
 	.set_vring_addr = kern_set_vring_addr,
 	.set_vring_base = kern_set_vring_base,
 	.get_vring_base = kern_get_vring_base,

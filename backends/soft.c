@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "backend_internal.h"
 #include "backend_req.h"
 #include "engine.h"
 #include "log.h"
@@ -44,7 +45,6 @@
 
 #define BIT(n)		(1ull << (n))
 #define MAX_ENGINES	64u
-#define VRING_MAX	32768u
 #define DEVICE_ID_NET	1u
 
 struct soft_backend {
@@ -234,17 +234,6 @@ static int soft_call(struct soft_call *c)
 	return ret == -ENOSYS ? -EOPNOTSUPP : ret;
 }
 
-/* A dup of the caller's fd for a handler to take (-1 stays -1). */
-static int dup_fd(int fd)
-{
-	int d;
-
-	if (fd < 0)
-		return -1;
-	d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-	return d < 0 ? -errno : d;
-}
-
 static int check_index(struct soft_backend *s, uint32_t index)
 {
 	if (index >= s->nq) {
@@ -279,13 +268,10 @@ static int soft_set_features(struct uvh_backend *b, uint64_t features)
 	int ret;
 
 	ret = soft_get_features(b, &offered);
+	if (!ret)
+		ret = uvh__features_offered(b->name, features, offered);
 	if (ret)
 		return ret;
-	if (features & ~offered) {
-		UVH_ERR("%s: features 0x%" PRIx64 " were not offered", b->name,
-			features & ~offered);
-		return -EINVAL;
-	}
 	c.u64 = features;
 	return soft_call(&c);
 }
@@ -314,27 +300,6 @@ static int soft_reset_owner(struct uvh_backend *b)
 
 /* ---- memory ------------------------------------------------------------------------ */
 
-static bool wraps(uint64_t start, uint64_t len)
-{
-	return start + (len - 1) < start;
-}
-
-static bool overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
-{
-	return a <= b + (blen - 1) && b <= a + (alen - 1);
-}
-
-static int check_region(struct soft_backend *s, const struct uvh_backend_mem_region *r)
-{
-	if (!r->size || !r->hva || wraps(r->gpa, r->size) ||
-	    wraps((uint64_t)(uintptr_t)r->hva, r->size)) {
-		UVH_ERR("%s: region gpa 0x%" PRIx64 " size 0x%" PRIx64 " hva %p is invalid",
-			s->b.name, r->gpa, r->size, r->hva);
-		return -EINVAL;
-	}
-	return 0;
-}
-
 static int soft_set_mem_table(struct uvh_backend *b, const struct uvh_backend_mem_region *regions,
 			      unsigned int n)
 {
@@ -349,18 +314,9 @@ static int soft_set_mem_table(struct uvh_backend *b, const struct uvh_backend_me
 		UVH_ERR("%s: %u regions, at most %u", b->name, n, UVH_MAX_MEM_SLOTS);
 		return -E2BIG;
 	}
-	for (unsigned int i = 0; i < n; i++) {
-		ret = check_region(s, &regions[i]);
-		for (unsigned int j = 0; !ret && j < i; j++)
-			if (overlap(regions[i].gpa, regions[i].size, regions[j].gpa,
-				    regions[j].size)) {
-				UVH_ERR("%s: regions at gpa 0x%" PRIx64 " and 0x%" PRIx64
-					" overlap", b->name, regions[j].gpa, regions[i].gpa);
-				ret = -EINVAL;
-			}
-		if (ret)
-			return ret;
-	}
+	ret = uvh__regions_check(b->name, regions, n, 0, NULL, NULL);
+	if (ret)
+		return ret;
 	if (n) {
 		copy = calloc(n, sizeof(*copy));
 		hr = calloc(n, sizeof(*hr));
@@ -398,29 +354,27 @@ static int soft_add_mem_region(struct uvh_backend *b, const struct uvh_backend_m
 
 	if (!region)
 		return -EINVAL;
-	ret = check_region(s, region);
+	ret = uvh__region_check(b->name, region);
+	if (!ret)
+		ret = uvh__region_disjoint(b->name, s->regions, s->nregions, region, 0);
 	if (ret)
 		return ret;
-	for (unsigned int i = 0; i < s->nregions; i++)
-		if (overlap(region->gpa, region->size, s->regions[i].gpa, s->regions[i].size)) {
-			UVH_ERR("%s: region at gpa 0x%" PRIx64 " overlaps the one at 0x%" PRIx64,
-				b->name, region->gpa, s->regions[i].gpa);
-			return -EINVAL;
-		}
 	if (s->nregions >= UVH_MAX_MEM_SLOTS)
 		return -ENOSPC;
-	grown = realloc(s->regions, (s->nregions + 1) * sizeof(*grown));
-	if (!grown)
-		return -ENOMEM;
-	s->regions = grown;
+	ret = uvh__regions_with(s->regions, s->nregions, region, &grown);
+	if (ret)
+		return ret;
+	grown[s->nregions].fd = -1;	/* not kept: the memory is the VMM's mapping */
 	hr.gpa = region->gpa;
 	hr.size = region->size;
 	hr.hva = region->hva;
 	ret = uvh_vud_add_mem_host(s->vud, &hr);
-	if (ret)
+	if (ret) {
+		free(grown);
 		return ret;
-	s->regions[s->nregions] = *region;
-	s->regions[s->nregions].fd = -1;
+	}
+	free(s->regions);
+	s->regions = grown;
 	s->nregions++;
 	return 0;
 }
@@ -431,19 +385,13 @@ static int soft_remove_mem_region(struct uvh_backend *b,
 	struct soft_backend *s = to_soft(b);
 	struct soft_call c = CALL(s, C_REM_MEM_REG);
 	struct uvh_mem_region r = { 0 };
-	unsigned int i;
-	int ret;
+	int i, ret;
 
 	if (!region)
 		return -EINVAL;
-	for (i = 0; i < s->nregions; i++)
-		if (s->regions[i].gpa == region->gpa && s->regions[i].size == region->size)
-			break;
-	if (i == s->nregions) {
-		UVH_ERR("%s: no region at gpa 0x%" PRIx64 " size 0x%" PRIx64, b->name,
-			region->gpa, region->size);
-		return -ENOENT;
-	}
+	i = uvh__region_find(b->name, s->regions, s->nregions, region);
+	if (i < 0)
+		return i;
 	/* Host regions have no front-end address: uva 0 names them. */
 	r.guest_phys_addr = region->gpa;
 	r.memory_size = region->size;
@@ -451,7 +399,7 @@ static int soft_remove_mem_region(struct uvh_backend *b,
 	ret = soft_call(&c);
 	if (ret)
 		return ret;
-	s->regions[i] = s->regions[--s->nregions];
+	uvh__region_remove_at(s->regions, &s->nregions, (unsigned int)i);
 	return 0;
 }
 
@@ -479,7 +427,7 @@ static int soft_set_log_base(struct uvh_backend *b, const struct uvh_backend_log
 			b->name);
 		return -EINVAL;
 	}
-	if (!log->size || wraps(log->fd_offset, log->size)) {
+	if (!log->size || uvh__wraps(log->fd_offset, log->size)) {
 		UVH_ERR("%s: log area 0x%" PRIx64 "+0x%" PRIx64 " is invalid", b->name,
 			log->fd_offset, log->size);
 		return -EINVAL;
@@ -487,7 +435,7 @@ static int soft_set_log_base(struct uvh_backend *b, const struct uvh_backend_log
 	l.mmap_size = log->size;
 	l.mmap_offset = log->fd_offset;
 	c.in = &l;
-	c.fd = dup_fd(log->fd);
+	c.fd = uvh__dup_fd(log->fd);
 	if (c.fd < 0)
 		return c.fd;
 	return soft_call(&c);
@@ -497,7 +445,7 @@ static int soft_set_log_fd(struct uvh_backend *b, int fd)
 {
 	struct soft_call c = CALL(to_soft(b), C_SET_LOG_FD);
 
-	c.fd = dup_fd(fd);
+	c.fd = uvh__dup_fd(fd);
 	if (fd >= 0 && c.fd < 0)
 		return c.fd;
 	return soft_call(&c);
@@ -518,22 +466,13 @@ static int soft_set_vring_num(struct uvh_backend *b, uint32_t index, uint32_t nu
 
 	if (ret)
 		return ret;
-	if (!num || num > VRING_MAX || (!packed_acked(s) && (num & (num - 1)))) {
+	if (!num || num > UVH__VRING_NUM_MAX || (!packed_acked(s) && (num & (num - 1)))) {
 		UVH_ERR("%s: vring %u size %u is invalid", b->name, index, num);
 		return -EINVAL;
 	}
 	c.index = index;
 	c.u32 = num;
 	return soft_call(&c);
-}
-
-static int soft_get_vring_num_max(struct uvh_backend *b, uint32_t *num)
-{
-	(void)b;
-	if (!num)
-		return -EINVAL;
-	*num = VRING_MAX;
-	return 0;
 }
 
 static int soft_set_vring_addr(struct uvh_backend *b, const struct uvh_backend_vring_addr *addr)
@@ -607,7 +546,7 @@ static int vring_fd(struct uvh_backend *b, enum soft_op op, uint32_t index, int 
 	if (ret)
 		return ret;
 	c.index = index;
-	c.fd = dup_fd(fd);
+	c.fd = uvh__dup_fd(fd);
 	if (fd >= 0 && c.fd < 0)
 		return c.fd;
 	return soft_call(&c);
@@ -663,7 +602,7 @@ static int soft_set_status(struct uvh_backend *b, uint8_t status)
 
 static int check_config(struct uvh_backend *b, uint32_t offset, uint32_t size, const void *buf)
 {
-	if (!buf || !size || offset > UVH_CONFIG_MAX_SIZE || size > UVH_CONFIG_MAX_SIZE - offset) {
+	if (!uvh__config_range_ok(offset, size, buf)) {
 		UVH_ERR("%s: config range %u+%u is invalid", b->name, offset, size);
 		return -EINVAL;
 	}
@@ -707,7 +646,7 @@ static int soft_iotlb_msg(struct uvh_backend *b, const struct uvh_iotlb *msg)
 	if ((msg->type != UVH_IOTLB_UPDATE && msg->type != UVH_IOTLB_INVALIDATE) ||
 	    msg->perm > UVH_IOTLB_RW ||
 	    (msg->type == UVH_IOTLB_UPDATE &&
-	     (!msg->size || wraps(msg->iova, msg->size) || wraps(msg->uaddr, msg->size)))) {
+	     (!msg->size || uvh__wraps(msg->iova, msg->size) || uvh__wraps(msg->uaddr, msg->size)))) {
 		UVH_ERR("%s: IOTLB message type %u perm %u 0x%" PRIx64 "+0x%" PRIx64
 			" is invalid", b->name, msg->type, msg->perm, msg->iova, msg->size);
 		return -EINVAL;
@@ -751,7 +690,7 @@ static int soft_resume(struct uvh_backend *b)
 
 static int check_inflight(struct soft_backend *s, uint16_t num_queues, uint16_t queue_size)
 {
-	if (!num_queues || num_queues > s->nq || !queue_size || queue_size > VRING_MAX) {
+	if (!num_queues || num_queues > s->nq || !queue_size || queue_size > UVH__VRING_NUM_MAX) {
 		UVH_ERR("%s: inflight area for %u rings of %u is invalid (%u rings)", s->b.name,
 			num_queues, queue_size, s->nq);
 		return -EINVAL;
@@ -801,7 +740,7 @@ static int soft_set_inflight_fd(struct uvh_backend *b, uint16_t num_queues, uint
 	if (!mmap_size)
 		return -EINVAL;
 	c.in = &in;
-	c.fd = dup_fd(fd);
+	c.fd = uvh__dup_fd(fd);
 	if (c.fd < 0)
 		return c.fd;
 	return soft_call(&c);
@@ -839,7 +778,7 @@ static const struct uvh_backend_ops soft_ops = {
 	.set_log_base = soft_set_log_base,
 	.set_log_fd = soft_set_log_fd,
 	.set_vring_num = soft_set_vring_num,
-	.get_vring_num_max = soft_get_vring_num_max,
+	.get_vring_num_max = uvh__get_vring_num_max,
 	.set_vring_addr = soft_set_vring_addr,
 	.set_vring_base = soft_set_vring_base,
 	.get_vring_base = soft_get_vring_base,

@@ -47,17 +47,16 @@
  * -EOPNOTSUPP for a request whose protocol feature is not in force.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "backend.h"
+#include "backend_internal.h"
 #include "frontend.h"
 #include "listener.h"
 #include "log.h"
@@ -66,7 +65,6 @@
 #define BIT(n)			(1ull << (n))
 #define PF(name)		BIT(UVH_PROTOCOL_F_##name)
 #define MAX_RINGS		(UVH_VRING_IDX_MASK + 1u)	/* 8-bit index on the wire */
-#define VRING_MAX		32768u
 #define DEFAULT_TIMEOUT_MS	5000
 #define MISS_QUEUE		64u
 
@@ -112,17 +110,6 @@ static void close_fd(int *fd)
 	if (*fd >= 0)
 		close(*fd);
 	*fd = -1;
-}
-
-/* A dup of the caller's fd to keep (-1 stays -1); -errno on failure. */
-static int keep_fd(int fd)
-{
-	int d;
-
-	if (fd < 0)
-		return -1;
-	d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-	return d < 0 ? -errno : d;
 }
 
 static bool pf_on(struct user_backend *u, uint64_t bit)
@@ -179,14 +166,11 @@ static int user_set_features(struct uvh_backend *b, uint64_t features)
 	int ret;
 
 	ret = offered_features(u, &offered);
+	/* The back-end closes the connection on bits it did not offer. */
+	if (!ret)
+		ret = uvh__features_offered(b->name, features, offered);
 	if (ret)
 		return ret;
-	/* The back-end closes the connection on bits it did not offer. */
-	if (features & ~offered) {
-		UVH_ERR("%s: features 0x%" PRIx64 " were not offered", b->name,
-			features & ~offered);
-		return -EINVAL;
-	}
 	if (offered & BIT(UVH_F_PROTOCOL_FEATURES))
 		features |= BIT(UVH_F_PROTOCOL_FEATURES);
 	return uvh_frontend_set_features(u->fe, features);
@@ -298,41 +282,23 @@ static int user_set_protocol_features(struct uvh_backend *b, uint64_t features)
 
 /* ---- memory ---------------------------------------------------------------------- */
 
-static bool wraps(uint64_t start, uint64_t len)
+/* On top of uvh__region_check: the back-end maps each region's fd. */
+static int check_region(void *ctx, const struct uvh_backend_mem_region *r)
 {
-	return start + (len - 1) < start;
-}
+	struct user_backend *u = ctx;
+	int ret;
 
-static bool overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
-{
-	return a <= b + (blen - 1) && b <= a + (alen - 1);
-}
-
-static int check_region(struct user_backend *u, const struct uvh_backend_mem_region *r)
-{
 	if (r->fd < 0) {
 		UVH_ERR("%s: region at gpa 0x%" PRIx64 " has no fd", u->b.name, r->gpa);
 		return -EBADF;
 	}
-	if (!r->size || !r->hva || wraps(r->gpa, r->size) || wraps(r->fd_offset, r->size) ||
-	    wraps((uint64_t)(uintptr_t)r->hva, r->size)) {
-		UVH_ERR("%s: region gpa 0x%" PRIx64 " size 0x%" PRIx64 " hva %p is invalid",
-			u->b.name, r->gpa, r->size, r->hva);
-		return -EINVAL;
+	ret = uvh__region_check(u->b.name, r);
+	if (!ret && uvh__wraps(r->fd_offset, r->size)) {
+		UVH_ERR("%s: region gpa 0x%" PRIx64 " mmap offset 0x%" PRIx64 " wraps",
+			u->b.name, r->gpa, r->fd_offset);
+		ret = -EINVAL;
 	}
-	return 0;
-}
-
-static int check_disjoint(struct user_backend *u, const struct uvh_backend_mem_region *a,
-			  const struct uvh_backend_mem_region *b)
-{
-	if (overlap(a->gpa, a->size, b->gpa, b->size) ||
-	    overlap((uintptr_t)a->hva, a->size, (uintptr_t)b->hva, b->size)) {
-		UVH_ERR("%s: regions at gpa 0x%" PRIx64 " and 0x%" PRIx64 " overlap",
-			u->b.name, a->gpa, b->gpa);
-		return -EINVAL;
-	}
-	return 0;
+	return ret;
 }
 
 static void to_wire(const struct uvh_backend_mem_region *r, struct uvh_mem_region *w)
@@ -360,7 +326,7 @@ static int copy_table(const struct uvh_backend_mem_region *regions, unsigned int
 		return -ENOMEM;
 	for (unsigned int i = 0; i < n; i++) {
 		t[i] = regions[i];
-		t[i].fd = keep_fd(regions[i].fd);
+		t[i].fd = uvh__dup_fd(regions[i].fd);
 		if (t[i].fd < 0) {
 			int ret = t[i].fd;
 
@@ -421,13 +387,9 @@ static int user_set_mem_table(struct uvh_backend *b, const struct uvh_backend_me
 
 	if (n && !regions)
 		return -EINVAL;
-	for (unsigned int i = 0; i < n; i++) {
-		ret = check_region(u, &regions[i]);
-		for (unsigned int j = 0; !ret && j < i; j++)
-			ret = check_disjoint(u, &regions[j], &regions[i]);
-		if (ret)
-			return ret;
-	}
+	ret = uvh__regions_check(b->name, regions, n, UVH__REGIONS_HVA, check_region, u);
+	if (ret)
+		return ret;
 	if (n > UVH_MEMORY_MAX_NREGIONS) {
 		if (!pf_on(u, PF(CONFIGURE_MEM_SLOTS))) {
 			UVH_ERR("%s: %u regions need CONFIGURE_MEM_SLOTS (at most %u without)",
@@ -475,8 +437,8 @@ static int user_add_mem_region(struct uvh_backend *b, const struct uvh_backend_m
 	if (!region)
 		return -EINVAL;
 	ret = check_region(u, region);
-	for (unsigned int i = 0; !ret && i < n; i++)
-		ret = check_disjoint(u, &u->regions[i], region);
+	if (!ret)
+		ret = uvh__region_disjoint(b->name, u->regions, n, region, UVH__REGIONS_HVA);
 	if (ret)
 		return ret;
 	if (!pf_on(u, PF(CONFIGURE_MEM_SLOTS)) && n + 1 > UVH_MEMORY_MAX_NREGIONS) {
@@ -485,13 +447,10 @@ static int user_add_mem_region(struct uvh_backend *b, const struct uvh_backend_m
 		return -E2BIG;
 	}
 	/* The new table: the kept fds move over, the new region gets a dup. */
-	t = calloc(n + 1, sizeof(*t));
-	if (!t)
-		return -ENOMEM;
-	if (n)
-		memcpy(t, u->regions, n * sizeof(*t));
-	t[n] = *region;
-	t[n].fd = keep_fd(region->fd);
+	ret = uvh__regions_with(u->regions, n, region, &t);
+	if (ret)
+		return ret;
+	t[n].fd = uvh__dup_fd(region->fd);
 	if (t[n].fd < 0) {
 		ret = t[n].fd;
 		free(t);
@@ -518,19 +477,14 @@ static int user_remove_mem_region(struct uvh_backend *b,
 	struct user_backend *u = to_user(b);
 	struct uvh_backend_mem_region gone;
 	struct uvh_mem_region w;
-	unsigned int i, n = u->nregions;
-	int ret;
+	unsigned int n = u->nregions, left = n;
+	int i, ret;
 
 	if (!region)
 		return -EINVAL;
-	for (i = 0; i < n; i++)
-		if (u->regions[i].gpa == region->gpa && u->regions[i].size == region->size)
-			break;
-	if (i == n) {
-		UVH_ERR("%s: no region at gpa 0x%" PRIx64 " size 0x%" PRIx64, b->name,
-			region->gpa, region->size);
-		return -ENOENT;
-	}
+	i = uvh__region_find(b->name, u->regions, n, region);
+	if (i < 0)
+		return i;
 	gone = u->regions[i];
 	if (pf_on(u, PF(CONFIGURE_MEM_SLOTS))) {
 		to_wire(&gone, &w);
@@ -540,10 +494,10 @@ static int user_remove_mem_region(struct uvh_backend *b,
 		u->regions[i] = u->regions[n - 1];
 	} else {
 		/* The table without it, in the same order. */
-		memmove(&u->regions[i], &u->regions[i + 1], (n - i - 1) * sizeof(gone));
-		ret = send_table(u, u->regions, n - 1);
+		uvh__region_remove_at(u->regions, &left, (unsigned int)i);
+		ret = send_table(u, u->regions, left);
 		if (ret) {
-			memmove(&u->regions[i + 1], &u->regions[i], (n - i - 1) * sizeof(gone));
+			memmove(&u->regions[i + 1], &u->regions[i], (left - i) * sizeof(gone));
 			u->regions[i] = gone;
 			return ret;
 		}
@@ -565,7 +519,7 @@ static int user_set_log_base(struct uvh_backend *b, const struct uvh_backend_log
 		UVH_ERR("%s: set_log_base needs LOG_SHMFD", b->name);
 		return -EOPNOTSUPP;
 	}
-	if (log->fd < 0 || !log->size || wraps(log->fd_offset, log->size)) {
+	if (log->fd < 0 || !log->size || uvh__wraps(log->fd_offset, log->size)) {
 		UVH_ERR("%s: set_log_base needs the bitmap's fd and a size", b->name);
 		return -EINVAL;
 	}
@@ -586,25 +540,11 @@ static bool acked(struct user_backend *u, unsigned int bit)
 	return uvh_frontend_features(u->fe) & BIT(bit);
 }
 
-/* The VMM's address of [gpa, gpa + len), from the table the back-end has. */
-static int gpa_to_hva(struct user_backend *u, uint64_t gpa, uint64_t len, uint64_t *hva)
-{
-	for (unsigned int i = 0; i < u->nregions; i++) {
-		const struct uvh_backend_mem_region *r = &u->regions[i];
-
-		if (gpa >= r->gpa && gpa - r->gpa < r->size && len <= r->size - (gpa - r->gpa)) {
-			*hva = (uint64_t)(uintptr_t)r->hva + (gpa - r->gpa);
-			return 0;
-		}
-	}
-	return -EFAULT;
-}
-
 static int send_vring_addr(struct user_backend *u, const struct uvh_backend_vring_addr *a)
 {
 	const struct user_ring *r = &u->rings[a->index];
 	bool packed = acked(u, UVH_VIRTIO_F_RING_PACKED);
-	uint16_t num = r->num <= VRING_MAX ? (uint16_t)r->num : 0;
+	uint16_t num = r->num <= UVH__VRING_NUM_MAX ? (uint16_t)r->num : 0;
 	struct uvh_vring_addr w;
 	int ret = 0;
 
@@ -619,24 +559,19 @@ static int send_vring_addr(struct user_backend *u, const struct uvh_backend_vrin
 	} else {
 		/* Each area must be inside one region (a size not known yet:
 		 * its first byte). */
-		uint64_t d = 0, dr = 0, dv = 0;
+		const uint64_t len[3] = {
+			num ? uvh_vring_desc_bytes(num, packed) : 1,
+			num ? uvh_vring_driver_bytes(num, packed) : 1,
+			num ? uvh_vring_device_bytes(num, packed) : 1,
+		};
+		uint64_t hva[3] = { 0, 0, 0 };
 
-		ret = gpa_to_hva(u, a->desc_gpa, num ? uvh_vring_desc_bytes(num, packed) : 1, &d);
-		if (!ret)
-			ret = gpa_to_hva(u, a->avail_gpa,
-					 num ? uvh_vring_driver_bytes(num, packed) : 1, &dr);
-		if (!ret)
-			ret = gpa_to_hva(u, a->used_gpa,
-					 num ? uvh_vring_device_bytes(num, packed) : 1, &dv);
-		w.desc_user_addr = d;
-		w.avail_user_addr = dr;
-		w.used_user_addr = dv;
-		if (ret) {
-			UVH_ERR("%s: vring %u areas (0x%" PRIx64 ", 0x%" PRIx64 ", 0x%" PRIx64
-				") are not in the memory table", u->b.name, a->index,
-				a->desc_gpa, a->avail_gpa, a->used_gpa);
+		ret = uvh__vring_to_hva(u->b.name, u->regions, u->nregions, a, len, hva);
+		if (ret)
 			return ret;
-		}
+		w.desc_user_addr = hva[0];
+		w.avail_user_addr = hva[1];
+		w.used_user_addr = hva[2];
 	}
 	return uvh_frontend_set_vring_addr(u->fe, &w);
 }
@@ -652,15 +587,6 @@ static int user_set_vring_num(struct uvh_backend *b, uint32_t index, uint32_t nu
 	if (!ret)
 		u->rings[index].num = num;
 	return ret;
-}
-
-static int user_get_vring_num_max(struct uvh_backend *b, uint32_t *num)
-{
-	(void)b;
-	if (!num)
-		return -EINVAL;
-	*num = VRING_MAX;
-	return 0;
 }
 
 static int user_set_vring_addr(struct uvh_backend *b, const struct uvh_backend_vring_addr *addr)
@@ -722,7 +648,7 @@ static int vring_fd(struct user_backend *u, int (*send)(struct uvh_frontend *, u
 
 	if (ret)
 		return ret;
-	kept = keep_fd(fd);
+	kept = uvh__dup_fd(fd);
 	if (fd >= 0 && kept < 0)
 		return kept;
 	ret = send(u->fe, index, fd);
@@ -796,7 +722,7 @@ static int user_set_status(struct uvh_backend *b, uint8_t status)
 
 static int user_get_config(struct uvh_backend *b, uint32_t offset, uint32_t size, uint8_t *buf)
 {
-	if (!buf || !size || offset > UVH_CONFIG_MAX_SIZE || size > UVH_CONFIG_MAX_SIZE - offset)
+	if (!uvh__config_range_ok(offset, size, buf))
 		return -EINVAL;
 	return uvh_frontend_get_config(to_user(b)->fe, offset, size, 0, buf);
 }
@@ -804,7 +730,7 @@ static int user_get_config(struct uvh_backend *b, uint32_t offset, uint32_t size
 static int user_set_config(struct uvh_backend *b, uint32_t offset, uint32_t size,
 			   const uint8_t *buf)
 {
-	if (!buf || !size || offset > UVH_CONFIG_MAX_SIZE || size > UVH_CONFIG_MAX_SIZE - offset)
+	if (!uvh__config_range_ok(offset, size, buf))
 		return -EINVAL;
 	return uvh_frontend_set_config(to_user(b)->fe, offset, size, 0, buf);
 }
@@ -850,7 +776,7 @@ static int user_set_config_call(struct uvh_backend *b, int fd)
 			b->name);
 		return -EOPNOTSUPP;
 	}
-	kept = keep_fd(fd);
+	kept = uvh__dup_fd(fd);
 	if (fd >= 0 && kept < 0)
 		return kept;
 	close_fd(&u->config_fd);
@@ -863,18 +789,10 @@ static int user_iotlb_msg(struct uvh_backend *b, const struct uvh_iotlb *msg)
 	return uvh_frontend_iotlb_msg(to_user(b)->fe, msg);
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int user_iotlb_miss(struct uvh_backend *b, struct uvh_iotlb *msg, int timeout_ms)
 {
 	struct user_backend *u = to_user(b);
-	int64_t deadline = timeout_ms >= 0 ? now_ms() + timeout_ms : -1;
+	int64_t deadline = timeout_ms >= 0 ? uvh__now_ms() + timeout_ms : -1;
 	int ret;
 
 	if (!msg)
@@ -891,7 +809,7 @@ static int user_iotlb_miss(struct uvh_backend *b, struct uvh_iotlb *msg, int tim
 			return 0;
 		}
 		if (deadline >= 0) {
-			int64_t left = deadline - now_ms();
+			int64_t left = deadline - uvh__now_ms();
 
 			if (left < 0)
 				return -ETIMEDOUT;
@@ -903,7 +821,7 @@ static int user_iotlb_miss(struct uvh_backend *b, struct uvh_iotlb *msg, int tim
 				u->chan = false;	/* the channel failed and is gone */
 			return ret;
 		}
-		if (ret == 0 && !u->miss_count && deadline >= 0 && now_ms() >= deadline)
+		if (ret == 0 && !u->miss_count && deadline >= 0 && uvh__now_ms() >= deadline)
 			return -ETIMEDOUT;
 	}
 }
@@ -1055,7 +973,7 @@ static const struct uvh_backend_ops user_ops = {
 	.set_log_base = user_set_log_base,
 	.set_log_fd = user_set_log_fd,
 	.set_vring_num = user_set_vring_num,
-	.get_vring_num_max = user_get_vring_num_max,
+	.get_vring_num_max = uvh__get_vring_num_max,
 	.set_vring_addr = user_set_vring_addr,
 	.set_vring_base = user_set_vring_base,
 	.get_vring_base = user_get_vring_base,

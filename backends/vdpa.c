@@ -22,6 +22,7 @@
 #include <linux/vhost.h>
 
 #include "backend.h"
+#include "backend_internal.h"
 #include "log.h"
 #include "vdpa.h"
 
@@ -78,12 +79,6 @@ _Static_assert(sizeof(struct vhost_msg_v2) == 72, "vhost_msg_v2");
 /* Ring index when the kernel has no GET_VQS_COUNT (before Linux 5.18). */
 #define VDPA_NVQS_UNKNOWN_MAX	0x10000u
 
-struct vdpa_region {
-	uint64_t gpa;
-	uint64_t size;
-	uint64_t hva;
-};
-
 struct vdpa {
 	struct uvh_backend b;		/* first: the ops get &b */
 	struct uvh_vdpa_info info;
@@ -91,7 +86,9 @@ struct vdpa {
 	bool suspended;
 	bool warned_stale_base;
 	bool noted_anon;
-	struct vdpa_region *regions;	/* the memory table as mapped */
+	/* The memory table as mapped (fds not kept: the device maps by
+	 * hva through vhost-vdpa, the caller's fds stay theirs). */
+	struct uvh_backend_mem_region *regions;
 	unsigned int nregions;
 };
 
@@ -152,12 +149,13 @@ static bool batching(const struct vdpa *v)
 	return v->info.backend_features & BIT64(VHOST_BACKEND_F_IOTLB_BATCH);
 }
 
-static int map_region(struct vdpa *v, const struct vdpa_region *r)
+static int map_region(struct vdpa *v, const struct uvh_backend_mem_region *r)
 {
-	return iotlb_write(v, VHOST_IOTLB_UPDATE, r->gpa, r->size, r->hva, VHOST_ACCESS_RW);
+	return iotlb_write(v, VHOST_IOTLB_UPDATE, r->gpa, r->size, (uint64_t)(uintptr_t)r->hva,
+			   VHOST_ACCESS_RW);
 }
 
-static int unmap_region(struct vdpa *v, const struct vdpa_region *r)
+static int unmap_region(struct vdpa *v, const struct uvh_backend_mem_region *r)
 {
 	return iotlb_write(v, VHOST_IOTLB_INVALIDATE, r->gpa, r->size, 0, 0);
 }
@@ -168,12 +166,16 @@ static bool in_iova_range(const struct vdpa *v, uint64_t iova, uint64_t size)
 	return iova >= v->info.iova_range.first && iova + size - 1 <= v->info.iova_range.last;
 }
 
-static int check_region(const struct vdpa *v, const struct uvh_backend_mem_region *r)
+/* On top of uvh__region_check: whole pages, ending below 2^64, and inside
+ * the device's IOVA range (-ERANGE). */
+static int check_region(void *ctx, const struct uvh_backend_mem_region *r)
 {
+	const struct vdpa *v = ctx;
 	uint64_t hva = (uint64_t)(uintptr_t)r->hva;
+	int err = uvh__region_check(v->b.name, r);
 
-	if (!r->size || !r->hva)
-		return -EINVAL;
+	if (err)
+		return err;
 	if ((r->gpa | r->size | hva) & (VDPA_PAGE - 1))
 		return -EINVAL;
 	if (r->gpa + r->size < r->gpa || hva + r->size < hva)
@@ -183,21 +185,10 @@ static int check_region(const struct vdpa *v, const struct uvh_backend_mem_regio
 	return 0;
 }
 
-static bool overlaps(uint64_t a, uint64_t asize, uint64_t b, uint64_t bsize)
+static bool same_region(const struct uvh_backend_mem_region *a,
+			const struct uvh_backend_mem_region *b)
 {
-	return a < b + bsize && b < a + asize;
-}
-
-static bool same_region(const struct vdpa_region *a, const struct uvh_backend_mem_region *b)
-{
-	return a->gpa == b->gpa && a->size == b->size && a->hva == (uint64_t)(uintptr_t)b->hva;
-}
-
-static void region_from(struct vdpa_region *dst, const struct uvh_backend_mem_region *src)
-{
-	dst->gpa = src->gpa;
-	dst->size = src->size;
-	dst->hva = (uint64_t)(uintptr_t)src->hva;
+	return a->gpa == b->gpa && a->size == b->size && a->hva == b->hva;
 }
 
 /* Devices that map by virtual address (VDUSE, vdpa_sim with use_va, the
@@ -230,7 +221,7 @@ static int vdpa_set_mem_table(struct uvh_backend *b, const struct uvh_backend_me
 			      unsigned int n)
 {
 	struct vdpa *v = to_vdpa(b);
-	struct vdpa_region *res;
+	struct uvh_backend_mem_region *res;
 	bool *keep = NULL, *have = NULL, batch = false;
 	unsigned int nres = 0, first_new, i, j;
 	int err = 0, r;
@@ -239,15 +230,9 @@ static int vdpa_set_mem_table(struct uvh_backend *b, const struct uvh_backend_me
 		return -E2BIG;
 	if (n && !regions)
 		return -EINVAL;
-	for (i = 0; i < n; i++) {
-		err = check_region(v, &regions[i]);
-		if (err)
-			return err;
-		for (j = 0; j < i; j++)
-			if (overlaps(regions[i].gpa, regions[i].size, regions[j].gpa,
-				     regions[j].size))
-				return -EINVAL;
-	}
+	err = uvh__regions_check(b->name, regions, n, 0, check_region, v);
+	if (err)
+		return err;
 
 	/* Every allocation before the first message: a failure changes nothing. */
 	res = calloc((size_t)v->nregions + n + 1, sizeof(*res));
@@ -294,7 +279,8 @@ static int vdpa_set_mem_table(struct uvh_backend *b, const struct uvh_backend_me
 		if (have[j])
 			continue;
 		note_anon(v, &regions[j]);
-		region_from(&res[nres], &regions[j]);
+		res[nres] = regions[j];
+		res[nres].fd = -1;
 		err = map_region(v, &res[nres]);
 		if (err)
 			break;
@@ -334,28 +320,30 @@ out_free:
 static int vdpa_add_mem_region(struct uvh_backend *b, const struct uvh_backend_mem_region *region)
 {
 	struct vdpa *v = to_vdpa(b);
-	struct vdpa_region *grown;
+	struct uvh_backend_mem_region *grown;
 	int err;
 
 	if (!region)
 		return -EINVAL;
 	err = check_region(v, region);
+	if (!err)
+		err = uvh__region_disjoint(b->name, v->regions, v->nregions, region, 0);
 	if (err)
 		return err;
-	for (unsigned int i = 0; i < v->nregions; i++)
-		if (overlaps(region->gpa, region->size, v->regions[i].gpa, v->regions[i].size))
-			return -EINVAL;
 	if (v->nregions >= UVH_VDPA_MAX_REGIONS)
 		return -E2BIG;
-	grown = realloc(v->regions, (v->nregions + 1) * sizeof(*grown));
-	if (!grown)
-		return -ENOMEM;
-	v->regions = grown;
-	note_anon(v, region);
-	region_from(&grown[v->nregions], region);
-	err = map_region(v, &grown[v->nregions]);
+	err = uvh__regions_with(v->regions, v->nregions, region, &grown);
 	if (err)
 		return err;
+	grown[v->nregions].fd = -1;
+	note_anon(v, region);
+	err = map_region(v, &grown[v->nregions]);
+	if (err) {
+		free(grown);
+		return err;
+	}
+	free(v->regions);
+	v->regions = grown;
 	v->nregions++;
 	return 0;
 }
@@ -364,22 +352,17 @@ static int vdpa_remove_mem_region(struct uvh_backend *b,
 				  const struct uvh_backend_mem_region *region)
 {
 	struct vdpa *v = to_vdpa(b);
-	unsigned int i;
-	int err;
+	int i, err;
 
 	if (!region)
 		return -EINVAL;
-	for (i = 0; i < v->nregions; i++)
-		if (v->regions[i].gpa == region->gpa && v->regions[i].size == region->size)
-			break;
-	if (i == v->nregions)
-		return -ENOENT;
+	i = uvh__region_find(b->name, v->regions, v->nregions, region);
+	if (i < 0)
+		return i;
 	err = unmap_region(v, &v->regions[i]);
 	if (err)
 		return err;
-	memmove(&v->regions[i], &v->regions[i + 1],
-		(v->nregions - i - 1) * sizeof(v->regions[0]));
-	v->nregions--;
+	uvh__region_remove_at(v->regions, &v->nregions, (unsigned int)i);
 	return 0;
 }
 
@@ -576,11 +559,11 @@ static int vdpa_reset_owner(struct uvh_backend *b)
 	return vdpa_reset(to_vdpa(b));
 }
 
-static int vdpa_get_config(struct uvh_backend *b, uint32_t offset, uint32_t size, uint8_t *buf)
+/* The ioctl argument for a config access, once the range is checked. */
+static int config_arg(struct vdpa *v, uint32_t offset, uint32_t size, const uint8_t *buf,
+		      struct vhost_vdpa_config **out)
 {
-	struct vdpa *v = to_vdpa(b);
 	struct vhost_vdpa_config *c;
-	int err;
 
 	if (!buf || !size || size > VDPA_CONFIG_MAX || offset > VDPA_CONFIG_MAX - size)
 		return -EINVAL;
@@ -591,6 +574,17 @@ static int vdpa_get_config(struct uvh_backend *b, uint32_t offset, uint32_t size
 		return -ENOMEM;
 	c->off = offset;
 	c->len = size;
+	*out = c;
+	return 0;
+}
+
+static int vdpa_get_config(struct uvh_backend *b, uint32_t offset, uint32_t size, uint8_t *buf)
+{
+	struct vhost_vdpa_config *c;
+	int err = config_arg(to_vdpa(b), offset, size, buf, &c);
+
+	if (err)
+		return err;
 	err = xioctl(b->fd, VHOST_VDPA_GET_CONFIG, c);
 	if (!err)
 		memcpy(buf, c->buf, size);
@@ -601,19 +595,11 @@ static int vdpa_get_config(struct uvh_backend *b, uint32_t offset, uint32_t size
 static int vdpa_set_config(struct uvh_backend *b, uint32_t offset, uint32_t size,
 			   const uint8_t *buf)
 {
-	struct vdpa *v = to_vdpa(b);
 	struct vhost_vdpa_config *c;
-	int err;
+	int err = config_arg(to_vdpa(b), offset, size, buf, &c);
 
-	if (!buf || !size || size > VDPA_CONFIG_MAX || offset > VDPA_CONFIG_MAX - size)
-		return -EINVAL;
-	if (v->info.config_size && offset + size > v->info.config_size)
-		return -EINVAL;
-	c = calloc(1, sizeof(*c) + size);
-	if (!c)
-		return -ENOMEM;
-	c->off = offset;
-	c->len = size;
+	if (err)
+		return err;
 	memcpy(c->buf, buf, size);
 	err = xioctl(b->fd, VHOST_VDPA_SET_CONFIG, c);
 	free(c);
