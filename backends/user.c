@@ -38,7 +38,8 @@
  *   - Restart (opened with user_reconnect): the front-end records the
  *     session from the open on; uvh_backend_user_reconnect() replays it
  *     on the new process (uvh_frontend_reconnect), asking the VMM for
- *     each ring's base, then stops again the rings the VMM had stopped.
+ *     each ring's base (rings the VMM had stopped are set up but not
+ *     started: the journal dropped their kick at GET_VRING_BASE).
  *     Ops are never retried by themselves: only the VMM knows whether
  *     one still makes sense after a restart.
  *
@@ -1100,7 +1101,6 @@ int uvh_backend_user_reconnect(struct uvh_backend *b, int timeout_ms)
 			     .initial_delay_ms = 5, .max_delay_ms = 100 },
 		.vring_base = replay_base,
 	};
-	uint32_t base;
 	int ret;
 
 	if (!u)
@@ -1118,21 +1118,6 @@ int uvh_backend_user_reconnect(struct uvh_backend *b, int timeout_ms)
 	if (ret) {
 		UVH_ERR("%s: reconnect failed: %s", b->name, strerror(-ret));
 		return ret;
-	}
-	/* The replay started every ring that was ever kicked: those the VMM
-	 * had stopped are stopped again, where they now are. */
-	for (uint32_t i = 0; i < MAX_RINGS; i++) {
-		struct user_ring *r = &u->rings[i];
-
-		if (!r->kicked || r->started)
-			continue;
-		ret = uvh_frontend_get_vring_base(u->fe, i, &base);
-		if (ret) {
-			UVH_ERR("%s: vring %u cannot be stopped again: %s", b->name, i,
-				strerror(-ret));
-			return ret;
-		}
-		r->base = base;
 	}
 	UVH_INFO("%s: reconnected, session replayed", b->name);
 	return 0;

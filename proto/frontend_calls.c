@@ -71,9 +71,19 @@ int uvh_frontend_set_owner(struct uvh_frontend *fe)
 	return fe_call(fe, UVH_REQ_SET_OWNER, NULL, 0, NULL, 0);
 }
 
+/* RESET_OWNER / RESET_DEVICE: the journal forgets what the back-end did. */
+static int fe_reset(struct uvh_frontend *fe, uint32_t request)
+{
+	int r = fe_call(fe, request, NULL, 0, NULL, 0);
+
+	if (!r)
+		fe_session_reset(fe->sess);
+	return r;
+}
+
 int uvh_frontend_reset_owner(struct uvh_frontend *fe)
 {
-	return fe_call(fe, UVH_REQ_RESET_OWNER, NULL, 0, NULL, 0);
+	return fe_reset(fe, UVH_REQ_RESET_OWNER);
 }
 
 int uvh_frontend_get_features(struct uvh_frontend *fe, uint64_t *features)
@@ -259,8 +269,10 @@ static int fe_get_vring_base(struct uvh_frontend *fe, uint32_t request, uint32_t
 	if (r == 0) {
 		if (fe->reply.payload.state.index != index)
 			r = fe_bad_reply(fe, request, "answers another vring");
-		else
+		else {
 			*base = fe->reply.payload.state.num;
+			fe_session_vring_stopped(fe->sess, index, *base);
+		}
 	}
 	uvh_msg_close_fds(&fe->reply);
 	fe_unlock(fe);
@@ -425,7 +437,7 @@ int uvh_frontend_get_status(struct uvh_frontend *fe, uint8_t *status)
 
 int uvh_frontend_reset_device(struct uvh_frontend *fe)
 {
-	return fe_call(fe, UVH_REQ_RESET_DEVICE, NULL, 0, NULL, 0);
+	return fe_reset(fe, UVH_REQ_RESET_DEVICE);
 }
 
 int uvh_frontend_get_inflight_fd(struct uvh_frontend *fe, const struct uvh_inflight *in,

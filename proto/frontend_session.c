@@ -82,6 +82,13 @@ struct fe_session *fe_session_new(void)
 	return s;
 }
 
+static void ring_free(struct fe_ring *r)
+{
+	for (unsigned int k = 0; k < 3; k++)
+		close_fd(&r->fd[k]);
+	free(r);
+}
+
 static void mem_clear(struct fe_session *s)
 {
 	for (unsigned int i = 0; i < s->nmem; i++)
@@ -96,15 +103,9 @@ void fe_session_free(struct fe_session *s)
 	mem_clear(s);
 	free(s->mem);
 	close_fd(&s->inflight_fd);
-	for (unsigned int i = 0; i < NRINGS; i++) {
-		struct fe_ring *r = s->rings[i];
-
-		if (!r)
-			continue;
-		for (unsigned int k = 0; k < 3; k++)
-			close_fd(&r->fd[k]);
-		free(r);
-	}
+	for (unsigned int i = 0; i < NRINGS; i++)
+		if (s->rings[i])
+			ring_free(s->rings[i]);
 	free(s);
 }
 
@@ -271,6 +272,32 @@ void fe_session_vring_state(struct fe_session *s, uint32_t request, uint32_t ind
 	default:
 		break;
 	}
+}
+
+void fe_session_vring_stopped(struct fe_session *s, uint32_t index, uint32_t base)
+{
+	struct fe_ring *r;
+
+	if (!recording(s) || index >= NRINGS || !(r = s->rings[index]))
+		return;
+	r->base = base;
+	r->base_set = true;
+	close_fd(&r->fd[FD_KICK]);
+	r->fd_set[FD_KICK] = false;
+}
+
+void fe_session_reset(struct fe_session *s)
+{
+	if (!recording(s))
+		return;
+	for (unsigned int i = 0; i < NRINGS; i++) {
+		if (s->rings[i])
+			ring_free(s->rings[i]);
+		s->rings[i] = NULL;
+	}
+	s->status_set = false;
+	s->inflight_set = false;
+	close_fd(&s->inflight_fd);
 }
 
 void fe_session_vring_addr(struct fe_session *s, const struct uvh_vring_addr *addr)

@@ -47,6 +47,15 @@ void fe_session_vring_state(struct fe_session *s, uint32_t request, uint32_t ind
 void fe_session_vring_addr(struct fe_session *s, const struct uvh_vring_addr *addr);
 void fe_session_vring_fd(struct fe_session *s, uint32_t request, uint32_t index, int fd);
 void fe_session_status(struct fe_session *s, uint8_t status);
+/** GET_VRING_BASE stopped ring @index at @base: a replay sets it up again
+ *  at that base but does not start it (no kick) until the caller kicks it
+ *  again with SET_VRING_KICK. */
+void fe_session_vring_stopped(struct fe_session *s, uint32_t index, uint32_t base);
+/** RESET_OWNER / RESET_DEVICE: the back-end stopped the rings and forgot
+ *  the status and the inflight area; so does the journal. The features,
+ *  memory table and back-end channel stay: a replay must still set up a
+ *  session the VMM can go on with. */
+void fe_session_reset(struct fe_session *s);
 
 /**
  * Replay the journal on @fe, freshly connected. 0, -ENOTRECOVERABLE when a

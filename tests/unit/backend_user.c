@@ -742,6 +742,39 @@ Test(backend_user, restart_suspended_ring_stays_stopped)
 	cr_assert_eq(t_count_fds(), fds, "fds leaked");
 }
 
+/* A reset device's rings are forgotten by the journal: the restarted
+ * back-end starts none until the VMM sets them up again. */
+Test(backend_user, restart_after_reset_replays_no_rings)
+{
+	struct t_vmm_opts o = { .protocol_features = PF_ALL, .timeout_ms = 100 };
+	static struct server s;	/* outlives a failed assertion */
+	static struct t_vmm v;
+	struct uvh_backend *b;
+	char path[108];
+	int fds = t_count_fds();
+
+	server_start(&s);
+	snprintf(path, sizeof(path), "%s", s.path);
+	b = open_reconnect(&s, &v);
+	cr_assert_eq(t_vmm_init(&v, b, &o), 0);
+	start_with_inflight(&v, b);
+	cr_assert_eq(t_vmm_loopback(&v, 20, 0, 0, NULL), 0);
+	cr_assert_eq(uvh_backend_call(b, reset_owner), 0);
+	cr_assert_not(uvh_vud_queue(s.vud, T_VMM_TX)->running, "reset left the ring running");
+	server_stop(&s);
+	server_start_at(&s, path);
+	cr_assert_eq(uvh_backend_user_reconnect(b, 3000), 0);
+	cr_assert_not(uvh_vud_queue(s.vud, T_VMM_TX)->running, "a reset ring was replayed");
+	cr_assert_not(uvh_vud_queue(s.vud, T_VMM_RX)->running, "a reset ring was replayed");
+	/* and the VMM can set them up again on the new process */
+	start_with_inflight(&v, b);
+	cr_assert_eq(t_vmm_loopback(&v, 20, 0, 100, NULL), 0);
+	uvh_backend_close(b);
+	t_vmm_fini(&v);
+	server_stop(&s);
+	cr_assert_eq(t_count_fds(), fds, "fds leaked");
+}
+
 Test(backend_user, reconnect_to_nothing)
 {
 	struct t_vmm_opts o = { .protocol_features = PF_ALL };
