@@ -351,11 +351,35 @@ int uvh__vud_h_set_vring_num(void *dev, uint32_t index, uint32_t num)
 	return 0;
 }
 
+/* [engine] The ring's used-ring log address follows its SET_VRING_ADDR. */
+static void set_log_used_on_queue(struct uvh_vud_queue *q, void *arg)
+{
+	(void)arg;
+	q->vq.cfg.log_used = q->addr.flags & UVH_VRING_F_LOG;
+	q->vq.cfg.log_used_gpa = q->addr.log_guest_addr;
+}
+
 int uvh__vud_h_set_vring_addr(void *dev, const struct uvh_vring_addr *addr)
 {
 	struct uvh_vud *v = dev;
 	struct uvh_vud_queue *q = &v->qs[addr->index];
 
+	if (q->running) {
+		/* QEMU turns used-ring logging on and off this way while the
+		 * ring runs (migration start and end): only the LOG flag and
+		 * the log address may change then, never where the ring is */
+		if (addr->desc_user_addr != q->addr.desc_user_addr ||
+		    addr->avail_user_addr != q->addr.avail_user_addr ||
+		    addr->used_user_addr != q->addr.used_user_addr ||
+		    (addr->flags & ~UVH_VRING_F_LOG) != (q->addr.flags & ~UVH_VRING_F_LOG)) {
+			UVH_ERR("%s: SET_VRING_ADDR moves running vring %u", v->name, q->index);
+			return -EBUSY;
+		}
+		q->addr = *addr;
+		/* applied between two bursts, on each serving engine */
+		uvh__vud_for_each_running(v, set_log_used_on_queue, NULL);
+		return 0;
+	}
 	q->addr = *addr;
 	q->have_addr = true;
 	return 0;

@@ -833,7 +833,7 @@ static int h_get_shmem_config(struct uvh_backend_req *req, struct uvh_msg *msg)
 	X(SET_LOG_BASE,		set_log_base,		NONE,	0, CLOSE) \
 	X(SET_LOG_FD,		set_log_fd,		NONE,	0, CLOSE) \
 	X(SET_VRING_NUM,	set_vring_num,		STATE,	1, CLOSE) \
-	X(SET_VRING_ADDR,	set_vring_addr,		STATE,	1, CLOSE) \
+	X(SET_VRING_ADDR,	set_vring_addr,		STATE,	0, CLOSE) \
 	X(SET_VRING_BASE,	set_vring_base,		STATE,	1, CLOSE) \
 	X(GET_VRING_BASE,	get_vring_base,		STATE,	0, CLOSE) \
 	X(SET_VRING_KICK,	set_vring_kick,		FILE,	0, CLOSE) \

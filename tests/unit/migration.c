@@ -376,10 +376,11 @@ static void dirty_log_case(bool packed, bool mrg)
 	cr_assert_eq(!!(m.features & BIT(UVH_VIRTIO_NET_F_MRG_RXBUF)), mrg);
 	cr_assert(m.features & BIT(UVH_VIRTIO_F_RING_INDIRECT_DESC));
 	log_open(&m);
-	/* split: RX logs its used ring where it is, TX at a spare address */
-	/* packed rings start with both wrap counters set */
+	/* split: RX logs its used ring where it is (F_LOG from the start), TX
+	 * gets F_LOG at a spare address only once it runs, as QEMU does at
+	 * migration start; packed rings start with both wrap counters set */
 	ring_start(&m, 0, packed ? 0x8000 : 0, true, packed ? 0 : m.drv[0].device_gpa);
-	ring_start(&m, 1, packed ? 0x8000 : 0, true, packed ? 0 : SPARE_LOG);
+	ring_start(&m, 1, packed ? 0x8000 : 0, true, 0);
 	rx_fill(&m, &rx_next);
 
 	/* warm-up without LOG_ALL: nothing is logged, no kick */
@@ -391,6 +392,24 @@ static void dirty_log_case(bool packed, bool mrg)
 
 	/* migration starts: LOG_ALL on running rings; RX chains are held */
 	cr_assert_eq(uvh_frontend_set_features(m.fe, m.features | BIT(UVH_F_LOG_ALL)), 0);
+	if (!packed) {
+		struct uvh_vring_addr a = {
+			.index = 1, .flags = UVH_VRING_F_LOG, .log_guest_addr = SPARE_LOG,
+			.desc_user_addr = (uint64_t)(uintptr_t)m.drv[1].desc,
+			.avail_user_addr = (uint64_t)(uintptr_t)m.drv[1].driver_area,
+			.used_user_addr = (uint64_t)(uintptr_t)m.drv[1].device_area,
+		};
+		struct uvh_vring_addr moved = a;
+
+		/* a running ring may get F_LOG, never move */
+		moved.used_user_addr += 0x1000;
+		cr_assert_eq(uvh_frontend_set_vring_addr(m.fe, &moved), -EIO);
+		cr_assert_eq(uvh_frontend_set_vring_addr(m.fe, &a), 0);
+		/* until then the TX used ring was logged where it is (nothing
+		 * else said where): a sync ends that window */
+		for (i = 0; i < LOG_BYTES; i++)
+			atomic_exchange(&m.log[i], 0);
+	}
 	memcpy(c->snap, m.map, MEM_SIZE);
 	c->watch[0] = SPARE_LOG / UVH_LOG_PAGE;
 	c->watch[1] = m.drv[1].device_gpa / UVH_LOG_PAGE;
