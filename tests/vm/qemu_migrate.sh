@@ -1,0 +1,376 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# Usage: qemu_migrate.sh
+# Live migration with QEMU as the vhost-user front-end (issue 6):
+#   - source: uvhost-net (loopback) on socket A and QEMU (TCG, memfd RAM)
+#     booting a Debian guest; destination: a second uvhost-net on socket B
+#     and a second QEMU, same command line plus -incoming defer;
+#   - in the guest, vm-migrate (vm_migrate.c) streams sequence-numbered raw
+#     frames of every length through virtio_net and checks each echo byte
+#     for byte;
+#   - while that traffic runs, the host migrates the guest over a unix
+#     socket (qmp.py drives both QMP monitors) and waits for completion;
+#   - checked: the migration completes; the guest's traffic goes on from the
+#     destination (its console output continues on the destination's serial,
+#     where the program finishes); no echo corrupt, stale (dup) or lost, so
+#     every page the source back-end wrote during the migration reached the
+#     destination (dirty log); no TX watchdog, no virtio ring error; the
+#     source uvhost-net mapped QEMU's dirty log (seen in its /proc maps) and
+#     QEMU sent it SET_LOG_BASE (QEMU's vhost_user_write trace); the vring
+#     bases the source stopped at are the ones the destination starts at;
+#     both uvhost-nets exit 0 on SIGTERM with no error logged.
+# Printed: frames before/after the switch-over, migration time, downtime,
+# RAM pages and bytes transferred (query-migrate).
+# Environment: as qemu_net.sh (UVHOST_NET, QEMU, UVH_VM_CACHE, VM_KEEP),
+#   VM_MIG_SECS (the guest's traffic time, default 24). Exit 0 pass, 1 fail,
+#   77 skip.
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+NAME="vm-migrate"
+QEMU=${QEMU:-qemu-system-x86_64}
+PYTHON=${PYTHON:-python3}
+GUEST_MEM=256M
+MAC=52:54:00:12:34:58
+FAILED=0
+WORK=""
+SRC_NET=""
+DST_NET=""
+SRC_QEMU=""
+DST_QEMU=""
+MAPS_PID=""
+SECS=${VM_MIG_SECS:-24}
+
+say() { printf '%s: %s\n' "$NAME" "$*"; }
+pass() { printf '%s: PASS: %s\n' "$NAME" "$*"; }
+fail() { printf '%s: FAIL: %s\n' "$NAME" "$*"; FAILED=1; }
+skip() { printf '%s: SKIP: %s\n' "$NAME" "$*"; exit 77; }
+
+case $SECS in ''|*[!0-9]*) say "VM_MIG_SECS must be a number"; exit 2 ;; esac
+[ "$SECS" -ge 12 ] || { say "VM_MIG_SECS must be 12 or more"; exit 2; }
+
+# shellcheck disable=SC2317  # run by cleanup
+stop_pid() { # pid seconds: TERM, then KILL after the grace time
+	local pid=$1
+	[ -n "$pid" ] || return 0
+	kill -TERM "$pid" 2>/dev/null
+	for _ in $(seq $(($2 * 10))); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+}
+
+# shellcheck disable=SC2317  # run by the EXIT trap
+cleanup() {
+	stop_pid "$MAPS_PID" 1
+	stop_pid "$SRC_QEMU" 2
+	stop_pid "$DST_QEMU" 2
+	stop_pid "$SRC_NET" 2
+	stop_pid "$DST_NET" 2
+	if [ -n "$WORK" ]; then
+		if [ "${VM_KEEP:-0}" = 1 ]; then say "work folder kept: $WORK"; else rm -rf "$WORK"; fi
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- requirements (as qemu_net.sh) ----------------------------------------------
+if [ -z "${UVHOST_NET:-}" ] || [ ! -x "$UVHOST_NET" ]; then
+	say "uvhost-net not found (UVHOST_NET='${UVHOST_NET:-}')"
+	exit 1
+fi
+command -v "$QEMU" >/dev/null || skip "no $QEMU (apt-get install qemu-system-x86)"
+command -v timeout >/dev/null || skip "no timeout (coreutils)"
+command -v "$PYTHON" >/dev/null || skip "no $PYTHON to drive QMP"
+"$QEMU" -object help 2>/dev/null | grep -q memory-backend-memfd ||
+	skip "$QEMU has no memory-backend-memfd"
+GCC=${VM_GCC:-gcc}
+command -v "$GCC" >/dev/null || skip "no gcc to build the static guest program"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/uvh-vmm.XXXXXX") || { say "mktemp failed"; exit 1; }
+if [ -z "${UVH_VM_CACHE:-}" ] && [ -z "${XDG_CACHE_HOME:-}" ] && [ -z "${HOME:-}" ]; then
+	export UVH_VM_CACHE=${UVH_VM_BUILD_CACHE:-$WORK/cache}
+fi
+bash "$HERE/prepare.sh" > "$WORK/prepare.out" 2> "$WORK/prepare.err"
+rc=$?
+if [ $rc != 0 ]; then
+	cat "$WORK/prepare.err"
+	[ $rc = 77 ] && skip "$(grep -m1 '^SKIP: ' "$WORK/prepare.err" | cut -d' ' -f2-)"
+	say "prepare.sh failed (rc=$rc)"
+	exit 1
+fi
+KERNEL=$(sed -n 's/^KERNEL=//p' "$WORK/prepare.out")
+INITRD=$(sed -n 's/^INITRD=//p' "$WORK/prepare.out")
+mkdir -p "$WORK/root/bin"
+printf 'int main(void) { return 0; }\n' > "$WORK/t.c"
+"$GCC" -static -o "$WORK/t" "$WORK/t.c" 2> "$WORK/gcc.err" ||
+	{ cat "$WORK/gcc.err"; skip "$GCC cannot link static programs (libc6-dev with libc.a?)"; }
+"$GCC" -static -O2 -Wall -Wextra -o "$WORK/root/bin/vm-migrate" "$HERE/vm_migrate.c" ||
+	{ fail "vm_migrate.c does not build"; exit 1; }
+
+# ---- the guest's part ---------------------------------------------------------------
+cat > "$WORK/root/cmd.sh" <<GUEST
+modprobe virtio_pci && modprobe virtio_net || exit 10
+for i in \$(seq 100); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done
+[ -e /sys/class/net/eth0 ] || exit 11
+echo "VM-FEATURES \$(cat /sys/class/net/eth0/device/features)"
+ip link set eth0 up || exit 12
+for i in \$(seq 50); do [ "\$(cat /sys/class/net/eth0/operstate)" = up ] && break; sleep 0.1; done
+vm-migrate eth0 $SECS || exit 13
+echo "VM-WATCHDOG \$(dmesg | grep -c 'transmit queue [0-9]* timed out')"
+echo "VM-RINGERR \$(dmesg | grep -ciE 'not a head|vring.*broken|used len|id [0-9]+ out of range|unexpected')"
+dmesg | grep -iE 'virtio|eth0|watchdog' | tail -n 20 | sed 's/^/VM-DMESG /'
+GUEST
+(cd "$WORK/root" && find . | cpio -o -H newc --quiet | gzip -1) > "$WORK/run.cpio.gz" ||
+	{ say "cpio failed"; exit 1; }
+cat "$INITRD" "$WORK/run.cpio.gz" > "$WORK/initrd.gz"
+
+# ---- the two back-ends ----------------------------------------------------------------
+# -vv: the vring starts and stops (with their bases) are debug lines
+start_net() { # start_net src|dst: uvhost-net on $WORK/<side>.sock, pid in NET_PID
+	local log=$WORK/uvhost-net-$1.log
+	"$UVHOST_NET" --socket-path "$WORK/$1.sock" --mode loopback -v -v > "$log" 2>&1 < /dev/null &
+	NET_PID=$!
+	for _ in $(seq 100); do
+		grep -q 'listening on' "$log" 2>/dev/null && return 0
+		kill -0 "$NET_PID" 2>/dev/null || return 1
+		sleep 0.05
+	done
+	return 1
+}
+start_net src || { fail "source uvhost-net did not start"; cat "$WORK/uvhost-net-src.log"; exit 1; }
+SRC_NET=$NET_PID
+start_net dst || { fail "destination uvhost-net did not start"; cat "$WORK/uvhost-net-dst.log"; exit 1; }
+DST_NET=$NET_PID
+
+# ---- the two front-ends -------------------------------------------------------------------
+# vectors=0 and the memfd RAM: see qemu_net.sh. The same device line on
+# both sides (only the socket differs), as migration requires. The source
+# traces the requests it writes (vhost_user_write req:N) to stderr.
+qargs() { # qargs src|dst
+	# shellcheck disable=SC2054  # the commas belong to QEMU's option syntax
+	QARGS=(-machine q35 -accel tcg -cpu max -smp 1
+		-m "$GUEST_MEM" -object "memory-backend-memfd,id=mem,size=$GUEST_MEM,share=on"
+		-numa node,memdev=mem
+		-nographic -nodefaults -no-reboot -display none -serial stdio
+		-qmp "unix:$WORK/qmp-$1.sock,server=on,wait=off"
+		-chardev "socket,id=chr0,path=$WORK/$1.sock"
+		-netdev "vhost-user,id=net0,chardev=chr0"
+		-device "virtio-net-pci,netdev=net0,mac=$MAC,vectors=0,romfile="
+		-kernel "$KERNEL" -initrd "$WORK/initrd.gz"
+		-append "console=ttyS0 panic=-1 loglevel=4 mitigations=off nokaslr edd=off ipv6.disable=1")
+	if [ "$1" = dst ]; then
+		QARGS+=(-incoming defer)
+	else
+		QARGS+=(-trace vhost_user_write)
+	fi
+}
+QTIME=$((SECS + 120))
+qargs dst
+timeout -k 5 $QTIME "$QEMU" "${QARGS[@]}" < /dev/null > "$WORK/console-dst.log" 2> "$WORK/qemu-dst.err" &
+DST_QEMU=$!
+qargs src
+timeout -k 5 $QTIME "$QEMU" "${QARGS[@]}" < /dev/null > "$WORK/console-src.log" 2> "$WORK/qemu-src.err" &
+SRC_QEMU=$!
+qmp() { "$PYTHON" "$HERE/qmp.py" "$@"; }
+
+# wait_con FILE REGEX SECONDS: the console shows a line matching, QEMU alive
+wait_con() {
+	for _ in $(seq $(($3 * 10))); do
+		tr -d '\r' < "$1" | grep -qE -- "$2" && return 0
+		kill -0 "$SRC_QEMU" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
+echoed() { # the last progress count on console FILE
+	tr -d '\r' < "$1" | sed -n 's/^VM-PROGRESS .* echoed=\([0-9]*\)$/\1/p' | tail -n 1
+}
+
+# the source uvhost-net maps QEMU's dirty log ("vhost-log" memfd) while
+# the migration runs: look for it in its maps until told to stop
+watch_maps() {
+	while kill -0 "$SRC_NET" 2>/dev/null; do
+		grep -m1 'vhost-log' "/proc/$SRC_NET/maps" >> "$WORK/log-maps" 2>/dev/null
+		[ -s "$WORK/log-maps" ] && break
+		sleep 0.05
+	done
+}
+
+MIG_OK=0
+if ! wait_con "$WORK/console-src.log" '^VM-TRAFFIC start' 90; then
+	fail "the guest's traffic did not start on the source"
+else
+	# traffic must flow before the migration starts
+	for _ in $(seq 100); do
+		[ "$(echoed "$WORK/console-src.log")" -gt 300 ] 2>/dev/null && break
+		sleep 0.1
+	done
+	e0=$(echoed "$WORK/console-src.log")
+	say "source: $e0 frames echoed before the migration started"
+	watch_maps &
+	MAPS_PID=$!
+	MIG=$WORK/mig.sock
+	# max-bandwidth in bytes/s: converge quickly although the guest runs
+	if qmp "$WORK/qmp-dst.sock" migrate-incoming "{\"uri\": \"unix:$MIG\"}" > /dev/null &&
+	   qmp "$WORK/qmp-src.sock" migrate-set-parameters \
+		'{"max-bandwidth": 4294967296, "downtime-limit": 300}' > /dev/null &&
+	   qmp "$WORK/qmp-src.sock" migrate "{\"uri\": \"unix:$MIG\"}" > /dev/null; then
+		qmp "$WORK/qmp-src.sock" wait-migrate 60 > "$WORK/migrate.json"
+		qrc=$?
+		e1=$(echoed "$WORK/console-src.log")
+		if [ $qrc = 0 ]; then
+			MIG_OK=1
+			pass "migration completed"
+		else
+			fail "migration did not complete: $(cat "$WORK/migrate.json")"
+		fi
+	else
+		fail "QMP commands to start the migration failed"
+	fi
+	stop_pid "$MAPS_PID" 1
+	MAPS_PID=""
+fi
+
+if [ $MIG_OK = 1 ]; then
+	# query-migrate's figures
+	"$PYTHON" - "$WORK/migrate.json" > "$WORK/migrate.txt" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+r = m.get("ram", {})
+print("total-time %s ms, downtime %s ms, setup %s ms; ram: transferred %s bytes, "
+      "normal %s pages (%s bytes), duplicate %s pages, dirty-sync-count %s, "
+      "mbps %s" % (m.get("total-time"), m.get("downtime"), m.get("setup-time"),
+      r.get("transferred"), r.get("normal"), r.get("normal-bytes"), r.get("duplicate"),
+      r.get("dirty-sync-count"), r.get("mbps")))
+PY
+	say "query-migrate: $(cat "$WORK/migrate.txt")"
+	if qmp "$WORK/qmp-dst.sock" wait-status running 10 > /dev/null; then
+		pass "destination running"
+	else
+		fail "destination not running: $(qmp "$WORK/qmp-dst.sock" query-status)"
+	fi
+	st=$(qmp "$WORK/qmp-src.sock" query-status)
+	grep -q '"postmigrate"' <<< "$st" && pass "source stopped in postmigrate" ||
+		fail "source status: $st"
+	say "source: $e1 frames echoed when the migration completed"
+	# the source has handed the guest over: it goes
+	qmp "$WORK/qmp-src.sock" quit > /dev/null 2>&1
+fi
+# the source QEMU leaves (quit, or the guest's own end if never migrated)
+for _ in $(seq 100); do kill -0 "$SRC_QEMU" 2>/dev/null || break; sleep 0.1; done
+stop_pid "$SRC_QEMU" 2
+SRC_QEMU=""
+if [ $MIG_OK = 1 ]; then
+	wait "$DST_QEMU"
+	drc=$?
+	DST_QEMU=""
+	[ "$drc" = 124 ] && fail "destination QEMU timed out"
+	[ "$drc" = 0 ] || fail "destination QEMU exited $drc"
+fi
+stop_pid "$DST_QEMU" 2
+DST_QEMU=""
+
+src=$(tr -d '\r' < "$WORK/console-src.log")
+dst=$(tr -d '\r' < "$WORK/console-dst.log")
+grep -vE '^VM-PROGRESS' <<< "$src" | sed 's/^/  src| /' | tail -n 30
+grep -vE '^VM-PROGRESS' <<< "$dst" | sed 's/^/  dst| /' | tail -n 40
+for side in src dst; do
+	grep -vE 'vhost_user_write' "$WORK/qemu-$side.err" | sed "s/^/  qemu-$side| /" | tail -n 10
+done
+
+if [ $MIG_OK = 1 ]; then
+	# the guest program went on and ended on the destination
+	before=$(echoed "$WORK/console-src.log")
+	first=$(echoed <(head -n 5 <<< "$(grep '^VM-PROGRESS' <<< "$dst")"))
+	res=$(grep -m1 '^VM-MIGRATE ' <<< "$dst")
+	grep -q '^VM-MIGRATE ' <<< "$src" && fail "the guest program ended on the source"
+	if [ -z "$res" ]; then
+		fail "the guest program did not finish on the destination"
+	else
+		val() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<< "$res"; }
+		after=$(( $(val echoed) - ${before:-0} ))
+		say "guest: ${res#VM-MIGRATE }"
+		say "frames echoed: ${before:-0} by the source (last report there), $after after it" \
+			"(first report on the destination: ${first:-none})"
+		[ -n "$first" ] && [ "$after" -ge 300 ] &&
+			pass "traffic went on from the destination ($after echoes after the switch-over)" ||
+			fail "too little traffic after the switch-over ($after echoes)"
+		[ "$(val bad)" = 0 ] && pass "every echo intact" || fail "$(val bad) echoes corrupt"
+		[ "$(val dup)" = 0 ] && pass "no stale echo (no frame seen twice)" ||
+			fail "$(val dup) frames echoed twice (stale RX pages?)"
+		[ "$(val lost)" = 0 ] && pass "no frame lost" || fail "$(val lost) frames never echoed"
+		say "longest spell without an echo (guest clock): $(val max_gap_ms) ms"
+	fi
+	grep -q '^@@VM cmd-exit=0' <<< "$dst" && pass "the guest finished on the destination" ||
+		fail "guest command: $(grep -m1 '^@@VM cmd-exit' <<< "$dst" || echo 'never ended')"
+	wd=$(sed -n 's/^VM-WATCHDOG //p' <<< "$dst")
+	[ "$wd" = 0 ] && pass "virtio_net's TX watchdog never fired" ||
+		fail "TX watchdog: '${wd:-no report}' (transmit queue timed out)"
+	re=$(sed -n 's/^VM-RINGERR //p' <<< "$dst")
+	[ "$re" = 0 ] && pass "the guest's virtio ring never broke" ||
+		fail "virtio ring errors in the guest: '${re:-no report}'"
+
+	# dirty logging: QEMU sent SET_LOG_BASE (req 6), and SET_FEATURES
+	# (req 2) again to turn LOG_ALL on; the source back-end mapped the log
+	nlog=$(grep -c 'vhost_user_write req:6 ' "$WORK/qemu-src.err")
+	nfeat=$(grep -c 'vhost_user_write req:2 ' "$WORK/qemu-src.err")
+	[ "$nlog" -ge 1 ] && [ "$nfeat" -ge 2 ] &&
+		pass "QEMU sent SET_LOG_BASE $nlog time(s), SET_FEATURES $nfeat times" ||
+		fail "QEMU sent SET_LOG_BASE $nlog time(s), SET_FEATURES $nfeat time(s)"
+	if [ -s "$WORK/log-maps" ]; then
+		pass "the source uvhost-net mapped the dirty log: $(head -n 1 "$WORK/log-maps" |
+			awk '{ print $1, $2, $6, $7 }')"
+	else
+		fail "the source uvhost-net never mapped QEMU's dirty log"
+	fi
+	# the destination's rings start where the source's stopped
+	# (GET_VRING_BASE there, migrated, SET_VRING_BASE here)
+	for q in 0 1; do
+		sb=$(sed -n "s/.*vring $q stopped at \(0x[0-9a-f]*\).*/\1/p" "$WORK/uvhost-net-src.log" | tail -n 1)
+		db=$(sed -n "s/.*vring $q started on .* base \(0x[0-9a-f]*\)).*/\1/p" \
+			"$WORK/uvhost-net-dst.log" | head -n 1)
+		if [ -n "$sb" ] && [ "$sb" = "$db" ]; then
+			pass "vring $q: source stopped at $sb, destination started at $db"
+		else
+			fail "vring $q: source stopped at '${sb:-?}', destination started at '${db:-?}'"
+		fi
+	done
+fi
+
+# both back-ends: clean stop, no error logged
+for side in src dst; do
+	if [ $side = src ]; then pid=$SRC_NET; SRC_NET=""; else pid=$DST_NET; DST_NET=""; fi
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid"
+		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		if kill -0 "$pid" 2>/dev/null; then
+			fail "$side uvhost-net still running 5 s after SIGTERM"
+			stop_pid "$pid" 1
+		else
+			wait "$pid"
+			nrc=$?
+			[ $nrc = 0 ] && pass "$side uvhost-net exited 0 on SIGTERM" ||
+				fail "$side uvhost-net exited $nrc on SIGTERM"
+		fi
+	else
+		wait "$pid"
+		fail "$side uvhost-net died during the run (status $?)"
+	fi
+	f=$WORK/uvhost-net-$side.log
+	grep -vE 'vring [0-9]+ (started|stopped)' "$f" | sed "s/^/  net-$side| /" | tail -n 15
+	if grep -qE 'uvhost(-net)? error|AddressSanitizer|runtime error|LeakSanitizer' "$f"; then
+		grep -m3 -E 'uvhost(-net)? error|AddressSanitizer|runtime error|LeakSanitizer' "$f" |
+			sed "s/^/  net-$side| /"
+		fail "$side uvhost-net logged an error"
+	else
+		pass "$side uvhost-net logged no error"
+	fi
+done
+
+if [ $FAILED = 0 ]; then
+	say "PASS"
+	exit 0
+fi
+say "FAIL"
+exit 1
