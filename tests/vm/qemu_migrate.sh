@@ -27,12 +27,11 @@
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 NAME="vm-migrate"
-QEMU=${QEMU:-qemu-system-x86_64}
+# shellcheck source=tests/vm/vm_lib.sh
+. "$HERE/vm_lib.sh"
 PYTHON=${PYTHON:-python3}
 GUEST_MEM=256M
 MAC=52:54:00:12:34:58
-FAILED=0
-WORK=""
 SRC_NET=""
 DST_NET=""
 SRC_QEMU=""
@@ -40,103 +39,42 @@ DST_QEMU=""
 MAPS_PID=""
 SECS=${VM_MIG_SECS:-24}
 
-say() { printf '%s: %s\n' "$NAME" "$*"; }
-pass() { printf '%s: PASS: %s\n' "$NAME" "$*"; }
-fail() { printf '%s: FAIL: %s\n' "$NAME" "$*"; FAILED=1; }
-skip() { printf '%s: SKIP: %s\n' "$NAME" "$*"; exit 77; }
-
 case $SECS in ''|*[!0-9]*) say "VM_MIG_SECS must be a number"; exit 2 ;; esac
 [ "$SECS" -ge 12 ] || { say "VM_MIG_SECS must be 12 or more"; exit 2; }
 
-# shellcheck disable=SC2317  # run by cleanup
-stop_pid() { # pid seconds: TERM, then KILL after the grace time
-	local pid=$1
-	[ -n "$pid" ] || return 0
-	kill -TERM "$pid" 2>/dev/null
-	for _ in $(seq $(($2 * 10))); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
-}
-
 # shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
-	stop_pid "$MAPS_PID" 1
-	stop_pid "$SRC_QEMU" 2
-	stop_pid "$DST_QEMU" 2
-	stop_pid "$SRC_NET" 2
-	stop_pid "$DST_NET" 2
-	if [ -n "$WORK" ]; then
-		if [ "${VM_KEEP:-0}" = 1 ]; then say "work folder kept: $WORK"; else rm -rf "$WORK"; fi
-	fi
+	vm_stop_pid "$MAPS_PID" 1
+	vm_stop_pid "$SRC_QEMU" 2
+	vm_stop_pid "$DST_QEMU" 2
+	vm_stop_pid "$SRC_NET" 2
+	vm_stop_pid "$DST_NET" 2
+	vm_rm_work
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- requirements (as qemu_net.sh) ----------------------------------------------
-if [ -z "${UVHOST_NET:-}" ] || [ ! -x "$UVHOST_NET" ]; then
-	say "uvhost-net not found (UVHOST_NET='${UVHOST_NET:-}')"
-	exit 1
-fi
-command -v "$QEMU" >/dev/null || skip "no $QEMU (apt-get install qemu-system-x86)"
+vm_need_exe uvhost-net UVHOST_NET
+vm_need_qemu
 command -v timeout >/dev/null || skip "no timeout (coreutils)"
 command -v "$PYTHON" >/dev/null || skip "no $PYTHON to drive QMP"
-"$QEMU" -object help 2>/dev/null | grep -q memory-backend-memfd ||
-	skip "$QEMU has no memory-backend-memfd"
-GCC=${VM_GCC:-gcc}
-command -v "$GCC" >/dev/null || skip "no gcc to build the static guest program"
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/uvh-vmm.XXXXXX") || { say "mktemp failed"; exit 1; }
-if [ -z "${UVH_VM_CACHE:-}" ] && [ -z "${XDG_CACHE_HOME:-}" ] && [ -z "${HOME:-}" ]; then
-	export UVH_VM_CACHE=${UVH_VM_BUILD_CACHE:-$WORK/cache}
-fi
-bash "$HERE/prepare.sh" > "$WORK/prepare.out" 2> "$WORK/prepare.err"
-rc=$?
-if [ $rc != 0 ]; then
-	cat "$WORK/prepare.err"
-	[ $rc = 77 ] && skip "$(grep -m1 '^SKIP: ' "$WORK/prepare.err" | cut -d' ' -f2-)"
-	say "prepare.sh failed (rc=$rc)"
-	exit 1
-fi
-KERNEL=$(sed -n 's/^KERNEL=//p' "$WORK/prepare.out")
-INITRD=$(sed -n 's/^INITRD=//p' "$WORK/prepare.out")
+vm_need_memfd
+vm_need_gcc
+vm_mkwork vmm
+vm_prepare "$WORK"
 mkdir -p "$WORK/root/bin"
-printf 'int main(void) { return 0; }\n' > "$WORK/t.c"
-"$GCC" -static -o "$WORK/t" "$WORK/t.c" 2> "$WORK/gcc.err" ||
-	{ cat "$WORK/gcc.err"; skip "$GCC cannot link static programs (libc6-dev with libc.a?)"; }
-"$GCC" -static -O2 -Wall -Wextra -o "$WORK/root/bin/vm-migrate" "$HERE/vm_migrate.c" ||
-	{ fail "vm_migrate.c does not build"; exit 1; }
+vm_static_probe "$WORK"
+vm_static_build "$HERE/vm_migrate.c" "$WORK/root/bin/vm-migrate"
 
 # ---- the guest's part ---------------------------------------------------------------
-cat > "$WORK/root/cmd.sh" <<GUEST
-modprobe virtio_pci && modprobe virtio_net || exit 10
-for i in \$(seq 100); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done
-[ -e /sys/class/net/eth0 ] || exit 11
-echo "VM-FEATURES \$(cat /sys/class/net/eth0/device/features)"
-ip link set eth0 up || exit 12
-for i in \$(seq 50); do [ "\$(cat /sys/class/net/eth0/operstate)" = up ] && break; sleep 0.1; done
-vm-migrate eth0 $SECS || exit 13
-echo "VM-WATCHDOG \$(dmesg | grep -c 'transmit queue [0-9]* timed out')"
-echo "VM-RINGERR \$(dmesg | grep -ciE 'not a head|vring.*broken|used len|id [0-9]+ out of range|unexpected')"
-dmesg | grep -iE 'virtio|eth0|watchdog' | tail -n 20 | sed 's/^/VM-DMESG /'
-GUEST
-(cd "$WORK/root" && find . | cpio -o -H newc --quiet | gzip -1) > "$WORK/run.cpio.gz" ||
-	{ say "cpio failed"; exit 1; }
-cat "$INITRD" "$WORK/run.cpio.gz" > "$WORK/initrd.gz"
+vm_guest_net_cmd "$WORK/root/cmd.sh" "vm-migrate eth0 $SECS" '|unexpected'
+vm_pack_initrd "$WORK/root" "$INITRD" "$WORK/initrd.gz"
 
 # ---- the two back-ends ----------------------------------------------------------------
 # -vv: the vring starts and stops (with their bases) are debug lines
 start_net() { # start_net src|dst: uvhost-net on $WORK/<side>.sock, pid in NET_PID
-	local log=$WORK/uvhost-net-$1.log
-	"$UVHOST_NET" --socket-path "$WORK/$1.sock" --mode loopback -v -v > "$log" 2>&1 < /dev/null &
-	NET_PID=$!
-	for _ in $(seq 100); do
-		grep -q 'listening on' "$log" 2>/dev/null && return 0
-		kill -0 "$NET_PID" 2>/dev/null || return 1
-		sleep 0.05
-	done
-	return 1
+	vm_start_net "$WORK/uvhost-net-$1.log" --socket-path "$WORK/$1.sock" --mode loopback -v -v
 }
 start_net src || { fail "source uvhost-net did not start"; cat "$WORK/uvhost-net-src.log"; exit 1; }
 SRC_NET=$NET_PID
@@ -148,17 +86,13 @@ DST_NET=$NET_PID
 # both sides (only the socket differs), as migration requires. The source
 # traces the requests it writes (vhost_user_write req:N) to stderr.
 qargs() { # qargs src|dst
+	vm_qemu_head 1 "$GUEST_MEM" memfd
 	# shellcheck disable=SC2054  # the commas belong to QEMU's option syntax
-	QARGS=(-machine q35 -accel tcg -cpu max -smp 1
-		-m "$GUEST_MEM" -object "memory-backend-memfd,id=mem,size=$GUEST_MEM,share=on"
-		-numa node,memdev=mem
-		-nographic -nodefaults -no-reboot -display none -serial stdio
-		-qmp "unix:$WORK/qmp-$1.sock,server=on,wait=off"
+	QARGS+=(-qmp "unix:$WORK/qmp-$1.sock,server=on,wait=off"
 		-chardev "socket,id=chr0,path=$WORK/$1.sock"
 		-netdev "vhost-user,id=net0,chardev=chr0"
-		-device "virtio-net-pci,netdev=net0,mac=$MAC,vectors=0,romfile="
-		-kernel "$KERNEL" -initrd "$WORK/initrd.gz"
-		-append "console=ttyS0 panic=-1 loglevel=4 mitigations=off nokaslr edd=off ipv6.disable=1")
+		-device "virtio-net-pci,netdev=net0,mac=$MAC,vectors=0,romfile=")
+	vm_qemu_boot "$WORK/initrd.gz"
 	if [ "$1" = dst ]; then
 		QARGS+=(-incoming defer)
 	else
@@ -174,18 +108,7 @@ timeout -k 5 $QTIME "$QEMU" "${QARGS[@]}" < /dev/null > "$WORK/console-src.log" 
 SRC_QEMU=$!
 qmp() { "$PYTHON" "$HERE/qmp.py" "$@"; }
 
-# wait_con FILE REGEX SECONDS: the console shows a line matching, QEMU alive
-wait_con() {
-	for _ in $(seq $(($3 * 10))); do
-		tr -d '\r' < "$1" | grep -qE -- "$2" && return 0
-		kill -0 "$SRC_QEMU" 2>/dev/null || return 1
-		sleep 0.1
-	done
-	return 1
-}
-echoed() { # the last progress count on console FILE
-	tr -d '\r' < "$1" | sed -n 's/^VM-PROGRESS .* echoed=\([0-9]*\)$/\1/p' | tail -n 1
-}
+echoed() { vm_echoed "$1"; } # the last progress count on console FILE
 
 # the source uvhost-net maps QEMU's dirty log ("vhost-log" memfd) while
 # the migration runs: look for it in its maps until told to stop
@@ -198,7 +121,7 @@ watch_maps() {
 }
 
 MIG_OK=0
-if ! wait_con "$WORK/console-src.log" '^VM-TRAFFIC start' 90; then
+if ! vm_wait_con "$WORK/console-src.log" '^VM-TRAFFIC start' 90 "$SRC_QEMU"; then
 	fail "the guest's traffic did not start on the source"
 else
 	# traffic must flow before the migration starts
@@ -228,7 +151,7 @@ else
 	else
 		fail "QMP commands to start the migration failed"
 	fi
-	stop_pid "$MAPS_PID" 1
+	vm_stop_pid "$MAPS_PID" 1
 	MAPS_PID=""
 fi
 
@@ -259,7 +182,7 @@ PY
 fi
 # the source QEMU leaves (quit, or the guest's own end if never migrated)
 for _ in $(seq 100); do kill -0 "$SRC_QEMU" 2>/dev/null || break; sleep 0.1; done
-stop_pid "$SRC_QEMU" 2
+vm_stop_pid "$SRC_QEMU" 2
 SRC_QEMU=""
 if [ $MIG_OK = 1 ]; then
 	wait "$DST_QEMU"
@@ -268,7 +191,7 @@ if [ $MIG_OK = 1 ]; then
 	[ "$drc" = 124 ] && fail "destination QEMU timed out"
 	[ "$drc" = 0 ] || fail "destination QEMU exited $drc"
 fi
-stop_pid "$DST_QEMU" 2
+vm_stop_pid "$DST_QEMU" 2
 DST_QEMU=""
 
 src=$(tr -d '\r' < "$WORK/console-src.log")
@@ -304,12 +227,7 @@ if [ $MIG_OK = 1 ]; then
 	fi
 	grep -q '^@@VM cmd-exit=0' <<< "$dst" && pass "the guest finished on the destination" ||
 		fail "guest command: $(grep -m1 '^@@VM cmd-exit' <<< "$dst" || echo 'never ended')"
-	wd=$(sed -n 's/^VM-WATCHDOG //p' <<< "$dst")
-	[ "$wd" = 0 ] && pass "virtio_net's TX watchdog never fired" ||
-		fail "TX watchdog: '${wd:-no report}' (transmit queue timed out)"
-	re=$(sed -n 's/^VM-RINGERR //p' <<< "$dst")
-	[ "$re" = 0 ] && pass "the guest's virtio ring never broke" ||
-		fail "virtio ring errors in the guest: '${re:-no report}'"
+	vm_check_guest_net "$dst"
 
 	# dirty logging: QEMU sent SET_LOG_BASE (req 6), and SET_FEATURES
 	# (req 2) again to turn LOG_ALL on; the source back-end mapped the log
@@ -341,22 +259,7 @@ fi
 # both back-ends: clean stop, no error logged
 for side in src dst; do
 	if [ $side = src ]; then pid=$SRC_NET; SRC_NET=""; else pid=$DST_NET; DST_NET=""; fi
-	if kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid"
-		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		if kill -0 "$pid" 2>/dev/null; then
-			fail "$side uvhost-net still running 5 s after SIGTERM"
-			stop_pid "$pid" 1
-		else
-			wait "$pid"
-			nrc=$?
-			[ $nrc = 0 ] && pass "$side uvhost-net exited 0 on SIGTERM" ||
-				fail "$side uvhost-net exited $nrc on SIGTERM"
-		fi
-	else
-		wait "$pid"
-		fail "$side uvhost-net died during the run (status $?)"
-	fi
+	vm_term_net "$pid" "$side uvhost-net"
 	f=$WORK/uvhost-net-$side.log
 	grep -vE 'vring [0-9]+ (started|stopped)' "$f" | sed "s/^/  net-$side| /" | tail -n 15
 	if grep -qE 'uvhost(-net)? error|AddressSanitizer|runtime error|LeakSanitizer' "$f"; then
@@ -368,9 +271,4 @@ for side in src dst; do
 	fi
 done
 
-if [ $FAILED = 0 ]; then
-	say "PASS"
-	exit 0
-fi
-say "FAIL"
-exit 1
+vm_finish

@@ -29,19 +29,13 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 RING=${1:-split}
 BOOTS=${2:-2}
 NAME="vm-$RING"
-QEMU=${QEMU:-qemu-system-x86_64}
+# shellcheck source=tests/vm/vm_lib.sh
+. "$HERE/vm_lib.sh"
 VM_TIMEOUT=${VM_TIMEOUT:-150}
 GUEST_MEM=256M
 MAC=52:54:00:12:34:56
-FAILED=0
-WORK=""
 NET_PID=""
 QEMU_PID=""
-
-say() { printf '%s: %s\n' "$NAME" "$*"; }
-pass() { printf '%s: PASS: %s\n' "$NAME" "$*"; }
-fail() { printf '%s: FAIL: %s\n' "$NAME" "$*"; FAILED=1; }
-skip() { printf '%s: SKIP: %s\n' "$NAME" "$*"; exit 77; }
 
 case $BOOTS in ''|*[!0-9]*|0) say "BOOTS must be a positive number"; exit 2 ;; esac
 # mq: two queue pairs and two vCPUs; the guest sends from each CPU, and
@@ -56,69 +50,27 @@ mq) VNET_EXTRA=",mq=on"; NETDEV_EXTRA=",queues=2"; SMP=2; QUEUES=2 ;;
 *) say "usage: $0 split|packed|mq [BOOTS]"; exit 2 ;;
 esac
 
-# shellcheck disable=SC2317  # run by cleanup
-stop_pid() { # pid seconds: TERM, then KILL after the grace time
-	local pid=$1
-	[ -n "$pid" ] || return 0
-	kill -TERM "$pid" 2>/dev/null
-	for _ in $(seq $(($2 * 10))); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
-}
-
 # shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
-	stop_pid "$QEMU_PID" 2
-	stop_pid "$NET_PID" 2
-	if [ -n "$WORK" ]; then
-		if [ "${VM_KEEP:-0}" = 1 ]; then say "work folder kept: $WORK"; else rm -rf "$WORK"; fi
-	fi
+	vm_stop_pid "$QEMU_PID" 2
+	vm_stop_pid "$NET_PID" 2
+	vm_rm_work
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- requirements -------------------------------------------------------------
-if [ -z "${UVHOST_NET:-}" ] || [ ! -x "$UVHOST_NET" ]; then
-	say "uvhost-net not found (UVHOST_NET='${UVHOST_NET:-}')"
-	exit 1
-fi
-command -v "$QEMU" >/dev/null || skip "no $QEMU (apt-get install qemu-system-x86)"
+vm_need_exe uvhost-net UVHOST_NET
+vm_need_qemu
 command -v timeout >/dev/null || skip "no timeout (coreutils)"
-# vhost-user needs guest RAM in a shareable memfd
-"$QEMU" -object help 2>/dev/null | grep -q memory-backend-memfd ||
-	skip "$QEMU has no memory-backend-memfd"
-GCC=${VM_GCC:-gcc}
-command -v "$GCC" >/dev/null || skip "no gcc to build the static guest program"
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/uvh-vm.XXXXXX") || { say "mktemp failed"; exit 1; }
-
-# the cache: UVH_VM_CACHE, XDG_CACHE_HOME, HOME, else under the build dir
-if [ -z "${UVH_VM_CACHE:-}" ] && [ -z "${XDG_CACHE_HOME:-}" ] && [ -z "${HOME:-}" ]; then
-	export UVH_VM_CACHE=${UVH_VM_BUILD_CACHE:-$WORK/cache}
-fi
-bash "$HERE/prepare.sh" > "$WORK/prepare.out" 2> "$WORK/prepare.err"
-rc=$?
-if [ $rc != 0 ]; then
-	cat "$WORK/prepare.err"
-	[ $rc = 77 ] && skip "$(grep -m1 '^SKIP: ' "$WORK/prepare.err" | cut -d' ' -f2-)"
-	say "prepare.sh failed (rc=$rc)"
-	exit 1
-fi
-KERNEL=$(sed -n 's/^KERNEL=//p' "$WORK/prepare.out")
-INITRD=$(sed -n 's/^INITRD=//p' "$WORK/prepare.out")
+vm_need_memfd
+vm_need_gcc
+vm_mkwork vm
+vm_prepare "$WORK"
 say "kernel $KERNEL"
-
 mkdir -p "$WORK/root/bin"
-# a host that cannot link static programs at all is a skip; a program of
-# ours that does not build is a failure
-printf 'int main(void) { return 0; }\n' > "$WORK/t.c"
-"$GCC" -static -o "$WORK/t" "$WORK/t.c" 2> "$WORK/gcc.err" ||
-	{ cat "$WORK/gcc.err"; skip "$GCC cannot link static programs (libc6-dev with libc.a?)"; }
-"$GCC" -static -O2 -Wall -Wextra -o "$WORK/root/bin/vm-rawecho" "$HERE/vm_rawecho.c" ||
-	{ fail "vm_rawecho.c does not build"; exit 1; }
+vm_static_probe "$WORK"
+vm_static_build "$HERE/vm_rawecho.c" "$WORK/root/bin/vm-rawecho"
 
 # ---- the guest's part -------------------------------------------------------------
 # No address on eth0 and IPv6 off (kernel command line): the only frames on
@@ -139,10 +91,7 @@ for cpu in \$(seq 0 \$((cpus - 1))); do
 	taskset -c \$cpu vm-rawecho eth0 20 64 || exit 13
 done
 GUEST
-(cd "$WORK/root" && find . | cpio -o -H newc --quiet | gzip -1) > "$WORK/run.cpio.gz" ||
-	{ say "cpio failed"; exit 1; }
-# the kernel unpacks concatenated archives one after the other
-cat "$INITRD" "$WORK/run.cpio.gz" > "$WORK/initrd.gz"
+vm_pack_initrd "$WORK/root" "$INITRD" "$WORK/initrd.gz"
 
 # ---- the back-end -------------------------------------------------------------------
 SOCK=$WORK/vu.sock
@@ -167,16 +116,12 @@ say "uvhost-net pid $NET_PID on $SOCK"
 # the device gets legacy INTx. romfile=: no option ROM, -kernel boots.
 # The uncompressed vmlinux boots through its PVH entry (no decompression
 # under TCG); ipv6.disable=1 keeps router solicitations off the wire.
+vm_qemu_head "$SMP" "$GUEST_MEM" memfd
 # shellcheck disable=SC2054  # the commas belong to QEMU's option syntax
-QARGS=(-machine q35 -accel tcg -cpu max -smp "$SMP"
-	-m "$GUEST_MEM" -object "memory-backend-memfd,id=mem,size=$GUEST_MEM,share=on"
-	-numa node,memdev=mem
-	-nographic -nodefaults -no-reboot -display none -serial stdio
-	-chardev "socket,id=chr0,path=$SOCK"
+QARGS+=(-chardev "socket,id=chr0,path=$SOCK"
 	-netdev "vhost-user,id=net0,chardev=chr0$NETDEV_EXTRA"
-	-device "virtio-net-pci,netdev=net0,mac=$MAC,vectors=0,romfile=$VNET_EXTRA"
-	-kernel "$KERNEL" -initrd "$WORK/initrd.gz"
-	-append "console=ttyS0 panic=-1 loglevel=4 mitigations=off nokaslr edd=off ipv6.disable=1")
+	-device "virtio-net-pci,netdev=net0,mac=$MAC,vectors=0,romfile=$VNET_EXTRA")
+vm_qemu_boot "$WORK/initrd.gz"
 # shellcheck disable=SC2206
 QARGS+=(${VM_QEMU_EXTRA:-})
 say "qemu: $QEMU ${QARGS[*]}"
@@ -244,31 +189,13 @@ boot() {
 for n in $(seq "$BOOTS"); do
 	[ "$n" -gt 1 ] && ! kill -0 "$NET_PID" 2>/dev/null && break
 	boot "$n"
-	[ $FAILED = 0 ] || break
+	[ "$FAILED" = 0 ] || break
 done
 
 # the front-end left: uvhost-net stays up for the next one, then stops on TERM
-if kill -0 "$NET_PID" 2>/dev/null; then
-	pass "uvhost-net still running after QEMU left"
-	kill -TERM "$NET_PID"
-	for _ in $(seq 50); do kill -0 "$NET_PID" 2>/dev/null || break; sleep 0.1; done
-	if kill -0 "$NET_PID" 2>/dev/null; then
-		fail "uvhost-net still running 5 s after SIGTERM"
-	else
-		wait "$NET_PID"
-		nrc=$?
-		if [ $nrc = 0 ]; then
-			pass "uvhost-net exited 0 on SIGTERM"
-		else
-			fail "uvhost-net exited $nrc on SIGTERM"
-		fi
-	fi
-	NET_PID=""
-else
-	wait "$NET_PID"
-	fail "uvhost-net died during the run (status $?)"
-	NET_PID=""
-fi
+kill -0 "$NET_PID" 2>/dev/null && pass "uvhost-net still running after QEMU left"
+vm_term_net "$NET_PID" uvhost-net
+NET_PID=""
 say "uvhost-net log:"
 sed 's/^/  uvhost-net| /' "$WORK/uvhost-net.log"
 # the back-end's own complaints say most about a failed run
@@ -279,7 +206,7 @@ grep -qE 'uvhost(-net)? error' "$WORK/uvhost-net.log" && FAILED=1
 # its own count of what it looped, when it printed one
 tot=$(sed -n 's/.*total rx \([0-9]*\) pkts \([0-9]*\) bytes, tx \([0-9]*\) pkts \([0-9]*\) bytes.*/\1 \2 \3 \4/p' \
 	"$WORK/uvhost-net.log" | tail -1)
-if [ -n "$tot" ] && [ $FAILED = 0 ]; then
+if [ -n "$tot" ] && [ "$FAILED" = 0 ]; then
 	if [ "$tot" = "$FRAMES $BYTES $FRAMES $BYTES" ]; then
 		pass "uvhost-net counted $FRAMES frames, $BYTES bytes each way"
 	else
@@ -287,9 +214,4 @@ if [ -n "$tot" ] && [ $FAILED = 0 ]; then
 	fi
 fi
 
-if [ $FAILED = 0 ]; then
-	say "PASS"
-	exit 0
-fi
-say "FAIL"
-exit 1
+vm_finish

@@ -21,20 +21,14 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 RING=${1:-split}
 KILLS=${2:-2}
 NAME="vm-restart-$RING"
-QEMU=${QEMU:-qemu-system-x86_64}
+# shellcheck source=tests/vm/vm_lib.sh
+. "$HERE/vm_lib.sh"
 GUEST_MEM=256M
 MAC=52:54:00:12:34:57
-FAILED=0
-WORK=""
 NET_PID=""
 QEMU_PID=""
 # guest traffic time: long enough for every kill plus QEMU's 1 s reconnect
 SECS=$((6 + KILLS * 5))
-
-say() { printf '%s: %s\n' "$NAME" "$*"; }
-pass() { printf '%s: PASS: %s\n' "$NAME" "$*"; }
-fail() { printf '%s: FAIL: %s\n' "$NAME" "$*"; FAILED=1; }
-skip() { printf '%s: SKIP: %s\n' "$NAME" "$*"; exit 77; }
 
 case $RING in
 split) VNET_EXTRA="" ;;
@@ -43,127 +37,56 @@ packed) VNET_EXTRA=",packed=on" ;;
 esac
 case $KILLS in ''|*[!0-9]*|0) say "KILLS must be a positive number"; exit 2 ;; esac
 
-# shellcheck disable=SC2317  # run by cleanup
-stop_pid() {
-	local pid=$1
-	[ -n "$pid" ] || return 0
-	kill -TERM "$pid" 2>/dev/null
-	for _ in $(seq $(($2 * 10))); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null
-}
-
 # shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
-	stop_pid "$QEMU_PID" 2
-	stop_pid "$NET_PID" 2
-	if [ -n "$WORK" ]; then
-		if [ "${VM_KEEP:-0}" = 1 ]; then say "work folder kept: $WORK"; else rm -rf "$WORK"; fi
-	fi
+	vm_stop_pid "$QEMU_PID" 2
+	vm_stop_pid "$NET_PID" 2
+	vm_rm_work
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- requirements (as qemu_net.sh) ----------------------------------------------
-if [ -z "${UVHOST_NET:-}" ] || [ ! -x "$UVHOST_NET" ]; then
-	say "uvhost-net not found (UVHOST_NET='${UVHOST_NET:-}')"
-	exit 1
-fi
-command -v "$QEMU" >/dev/null || skip "no $QEMU (apt-get install qemu-system-x86)"
-"$QEMU" -object help 2>/dev/null | grep -q memory-backend-memfd ||
-	skip "$QEMU has no memory-backend-memfd"
-GCC=${VM_GCC:-gcc}
-command -v "$GCC" >/dev/null || skip "no gcc to build the static guest program"
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/uvh-vmr.XXXXXX") || { say "mktemp failed"; exit 1; }
-if [ -z "${UVH_VM_CACHE:-}" ] && [ -z "${XDG_CACHE_HOME:-}" ] && [ -z "${HOME:-}" ]; then
-	export UVH_VM_CACHE=${UVH_VM_BUILD_CACHE:-$WORK/cache}
-fi
-bash "$HERE/prepare.sh" > "$WORK/prepare.out" 2> "$WORK/prepare.err"
-rc=$?
-if [ $rc != 0 ]; then
-	cat "$WORK/prepare.err"
-	[ $rc = 77 ] && skip "$(grep -m1 '^SKIP: ' "$WORK/prepare.err" | cut -d' ' -f2-)"
-	say "prepare.sh failed (rc=$rc)"
-	exit 1
-fi
-KERNEL=$(sed -n 's/^KERNEL=//p' "$WORK/prepare.out")
-INITRD=$(sed -n 's/^INITRD=//p' "$WORK/prepare.out")
+vm_need_exe uvhost-net UVHOST_NET
+vm_need_qemu
+vm_need_memfd
+vm_need_gcc
+vm_mkwork vmr
+vm_prepare "$WORK"
 mkdir -p "$WORK/root/bin"
-printf 'int main(void) { return 0; }\n' > "$WORK/t.c"
-"$GCC" -static -o "$WORK/t" "$WORK/t.c" 2> "$WORK/gcc.err" ||
-	{ cat "$WORK/gcc.err"; skip "$GCC cannot link static programs (libc6-dev with libc.a?)"; }
-"$GCC" -static -O2 -Wall -Wextra -o "$WORK/root/bin/vm-restart" "$HERE/vm_restart.c" ||
-	{ fail "vm_restart.c does not build"; exit 1; }
+vm_static_probe "$WORK"
+vm_static_build "$HERE/vm_restart.c" "$WORK/root/bin/vm-restart"
 
 # ---- the guest's part ---------------------------------------------------------------
-cat > "$WORK/root/cmd.sh" <<GUEST
-modprobe virtio_pci && modprobe virtio_net || exit 10
-for i in \$(seq 100); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done
-[ -e /sys/class/net/eth0 ] || exit 11
-echo "VM-FEATURES \$(cat /sys/class/net/eth0/device/features)"
-ip link set eth0 up || exit 12
-for i in \$(seq 50); do [ "\$(cat /sys/class/net/eth0/operstate)" = up ] && break; sleep 0.1; done
-vm-restart eth0 $SECS || exit 13
-echo "VM-WATCHDOG \$(dmesg | grep -c 'transmit queue [0-9]* timed out')"
-echo "VM-RINGERR \$(dmesg | grep -ciE 'not a head|vring.*broken|used len|id [0-9]+ out of range')"
-dmesg | grep -iE 'virtio|eth0|watchdog' | tail -n 20 | sed 's/^/VM-DMESG /'
-GUEST
-(cd "$WORK/root" && find . | cpio -o -H newc --quiet | gzip -1) > "$WORK/run.cpio.gz" ||
-	{ say "cpio failed"; exit 1; }
-cat "$INITRD" "$WORK/run.cpio.gz" > "$WORK/initrd.gz"
+vm_guest_net_cmd "$WORK/root/cmd.sh" "vm-restart eth0 $SECS"
+vm_pack_initrd "$WORK/root" "$INITRD" "$WORK/initrd.gz"
 
 # ---- the back-end, started again after each kill ------------------------------------
 SOCK=$WORK/vu.sock
 NET_N=0
-start_net() { # start uvhost-net #NET_N; 0 once its socket is there
-	local log=$WORK/uvhost-net-$NET_N.log
-	# shellcheck disable=SC2086
-	"$UVHOST_NET" --socket-path "$SOCK" --mode loopback ${VM_NET_VERBOSE--v} > "$log" 2>&1 < /dev/null &
-	NET_PID=$!
-	for _ in $(seq 100); do
-		grep -q 'listening on' "$log" 2>/dev/null && return 0
-		kill -0 "$NET_PID" 2>/dev/null || return 1
-		sleep 0.05
-	done
-	return 1
+start_net() { # start uvhost-net #NET_N; 0 once it listens
+	# shellcheck disable=SC2086  # none, one or several flags
+	vm_start_net "$WORK/uvhost-net-$NET_N.log" --socket-path "$SOCK" --mode loopback ${VM_NET_VERBOSE--v}
 }
 start_net || { fail "uvhost-net did not start"; cat "$WORK/uvhost-net-0.log"; exit 1; }
 
 # ---- the front-end: QEMU reconnecting by itself ---------------------------------------
 # vectors=0 and the memfd RAM: see qemu_net.sh. reconnect=1: QEMU connects
 # again every second after the back-end went away.
+vm_qemu_head 1 "$GUEST_MEM" memfd
 # shellcheck disable=SC2054
-QARGS=(-machine q35 -accel tcg -cpu max -smp 1
-	-m "$GUEST_MEM" -object "memory-backend-memfd,id=mem,size=$GUEST_MEM,share=on"
-	-numa node,memdev=mem
-	-nographic -nodefaults -no-reboot -display none -serial stdio
-	-chardev "socket,id=chr0,path=$SOCK,reconnect=1"
+QARGS+=(-chardev "socket,id=chr0,path=$SOCK,reconnect=1"
 	-netdev "vhost-user,id=net0,chardev=chr0"
-	-device "virtio-net-pci,netdev=net0,mac=$MAC,vectors=0,romfile=$VNET_EXTRA"
-	-kernel "$KERNEL" -initrd "$WORK/initrd.gz"
-	-append "console=ttyS0 panic=-1 loglevel=4 mitigations=off nokaslr edd=off ipv6.disable=1")
+	-device "virtio-net-pci,netdev=net0,mac=$MAC,vectors=0,romfile=$VNET_EXTRA")
+vm_qemu_boot "$WORK/initrd.gz"
 CON=$WORK/console.log
 timeout -k 5 $((SECS + 90)) "$QEMU" "${QARGS[@]}" < /dev/null > "$CON" 2>&1 &
 QEMU_PID=$!
 
-# wait_con REGEX SECONDS: the console shows a line matching, QEMU alive
-wait_con() {
-	for _ in $(seq $(($2 * 10))); do
-		tr -d '\r' < "$CON" | grep -qE -- "$1" && return 0
-		kill -0 "$QEMU_PID" 2>/dev/null || return 1
-		sleep 0.1
-	done
-	return 1
-}
 # echoed: the guest's last progress count
-echoed() {
-	tr -d '\r' < "$CON" | sed -n 's/^VM-PROGRESS .* echoed=\([0-9]*\)$/\1/p' | tail -n 1
-}
+echoed() { vm_echoed "$CON"; }
 
-if ! wait_con '^VM-TRAFFIC start' 60; then
+if ! vm_wait_con "$CON" '^VM-TRAFFIC start' 60 "$QEMU_PID"; then
 	fail "the guest's traffic did not start"
 else
 	k=0
@@ -236,12 +159,7 @@ else
 fi
 grep -q '^@@VM cmd-exit=0' <<< "$con" ||
 	fail "guest command: $(grep -m1 '^@@VM cmd-exit' <<< "$con" || echo 'never ended')"
-wd=$(sed -n 's/^VM-WATCHDOG //p' <<< "$con")
-[ "$wd" = 0 ] && pass "virtio_net's TX watchdog never fired" ||
-	fail "TX watchdog: '${wd:-no report}' (transmit queue timed out)"
-re=$(sed -n 's/^VM-RINGERR //p' <<< "$con")
-[ "$re" = 0 ] && pass "the guest's virtio ring never broke" ||
-	fail "virtio ring errors in the guest: '${re:-no report}'"
+vm_check_guest_net "$con"
 feat=$(sed -n 's/^VM-FEATURES //p' <<< "$con")
 if [ "$RING" = packed ]; then
 	[ "${feat:34:1}" = 1 ] && pass "packed ring in use" || fail "packed ring not negotiated"
@@ -267,9 +185,4 @@ for f in "$WORK"/uvhost-net-*.log; do
 	grep -qE 'uvhost(-net)? error|AddressSanitizer|runtime error' "$f" &&
 		fail "$(basename "$f") logged an error"
 done
-if [ $FAILED = 0 ]; then
-	say "PASS"
-	exit 0
-fi
-say "FAIL"
-exit 1
+vm_finish

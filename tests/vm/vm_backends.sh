@@ -25,60 +25,34 @@
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 NAME=vm-backends
-QEMU=${QEMU:-qemu-system-x86_64}
+# shellcheck source=tests/vm/vm_lib.sh
+. "$HERE/vm_lib.sh"
 VM_TIMEOUT=${VM_TIMEOUT:-300}
 FRAMES=${VM_FRAMES:-512}
 # ASan's shadow and quarantine want room
 GUEST_MEM=1G
-FAILED=0
-WORK=""
 QEMU_PID=""
-
-say() { printf '%s: %s\n' "$NAME" "$*"; }
-pass() { printf '%s: PASS: %s\n' "$NAME" "$*"; }
-fail() { printf '%s: FAIL: %s\n' "$NAME" "$*"; FAILED=1; }
-skip() { printf '%s: SKIP: %s\n' "$NAME" "$*"; exit 77; }
 
 # shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
-	if [ -n "$QEMU_PID" ]; then
-		kill -TERM "$QEMU_PID" 2>/dev/null
-		wait "$QEMU_PID" 2>/dev/null
-	fi
-	if [ -n "$WORK" ]; then
-		if [ "${VM_KEEP:-0}" = 1 ]; then say "work folder kept: $WORK"; else rm -rf "$WORK"; fi
-	fi
+	vm_stop_pid "$QEMU_PID" 2
+	vm_rm_work
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 case $FRAMES in ''|*[!0-9]*|0) say "VM_FRAMES must be a positive number"; exit 2 ;; esac
-if [ -z "${UVHOST_VMM:-}" ] || [ ! -x "$UVHOST_VMM" ]; then
-	say "uvhost-vmm not found (UVHOST_VMM='${UVHOST_VMM:-}')"
-	exit 1
-fi
-command -v "$QEMU" >/dev/null || skip "no $QEMU (apt-get install qemu-system-x86)"
+vm_need_exe uvhost-vmm UVHOST_VMM
+vm_need_qemu
 for t in timeout ldd cpio gzip; do
 	command -v "$t" >/dev/null || skip "no $t on the host"
 done
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/uvh-vmb.XXXXXX") || { say "mktemp failed"; exit 1; }
-if [ -z "${UVH_VM_CACHE:-}" ] && [ -z "${XDG_CACHE_HOME:-}" ] && [ -z "${HOME:-}" ]; then
-	export UVH_VM_CACHE=${UVH_VM_BUILD_CACHE:-$WORK/cache}
-fi
+vm_mkwork vmb
 
 T0=$(date +%s)
-bash "$HERE/prepare.sh" --vdpa > "$WORK/prepare.out" 2> "$WORK/prepare.err"
-rc=$?
-if [ $rc != 0 ]; then
-	cat "$WORK/prepare.err"
-	[ $rc = 77 ] && skip "$(grep -m1 '^SKIP: ' "$WORK/prepare.err" | cut -d' ' -f2-)"
-	say "prepare.sh --vdpa failed (rc=$rc)"
-	exit 1
-fi
+vm_prepare "$WORK" --vdpa
 sed 's/^/  prepare| /' "$WORK/prepare.err"
-KERNEL=$(sed -n 's/^KERNEL=//p' "$WORK/prepare.out")
-INITRD=$(sed -n 's/^INITRD=//p' "$WORK/prepare.out")
 say "kernel $KERNEL, guest ready after $(($(date +%s) - T0)) s"
 
 # ---- uvhost-vmm and what it links, at the same paths in the guest ---------------------
@@ -136,16 +110,11 @@ fi
 dmesg | grep -iE 'vhost|vdpa|tainted|BUG|WARNING' | tail -20
 true
 GUEST
-(cd "$R" && find . | cpio -o -H newc --quiet | gzip -1) > "$WORK/run.cpio.gz" ||
-	{ say "cpio failed"; exit 1; }
-cat "$INITRD" "$WORK/run.cpio.gz" > "$WORK/initrd.gz"
+vm_pack_initrd "$R" "$INITRD" "$WORK/initrd.gz"
 
 # One vCPU, no device at all: vhost-net and vdpa_sim are inside the guest.
-# shellcheck disable=SC2054  # the commas belong to QEMU's option syntax
-QARGS=(-machine q35 -accel tcg -cpu max -smp 1 -m "$GUEST_MEM"
-	-nographic -nodefaults -no-reboot -display none -serial stdio
-	-kernel "$KERNEL" -initrd "$WORK/initrd.gz"
-	-append "console=ttyS0 panic=-1 loglevel=4 mitigations=off nokaslr edd=off ipv6.disable=1")
+vm_qemu_head 1 "$GUEST_MEM"
+vm_qemu_boot "$WORK/initrd.gz"
 say "qemu: $QEMU ${QARGS[*]}"
 LOG=$WORK/console.log
 t0=$(date +%s)
@@ -196,9 +165,4 @@ grep -E '^uvhost-vmm\[[a-z]+/split\]: (features_offered|features_acked|backend_f
 	sed 's/^/  fact| /'
 
 say "total $(($(date +%s) - T0)) s"
-if [ $FAILED = 0 ]; then
-	say "PASS"
-	exit 0
-fi
-say "FAIL"
-exit 1
+vm_finish
