@@ -78,7 +78,6 @@ struct user_ring {
 	bool started;			/* between SET_VRING_KICK and GET_VRING_BASE */
 	bool enabled;
 	bool suspended;			/* stopped by suspend, to restart */
-	bool kicked;			/* SET_VRING_KICK ever sent: a replay starts it */
 };
 
 struct user_backend {
@@ -186,14 +185,12 @@ static void forget_rings(struct user_backend *u)
 {
 	for (unsigned int i = 0; i < MAX_RINGS; i++) {
 		struct user_ring *r = &u->rings[i];
-		bool kicked = r->kicked;	/* the session journal keeps it */
 
 		close_fd(&r->kick);
 		close_fd(&r->call);
 		close_fd(&r->err);
 		memset(r, 0, sizeof(*r));
 		r->kick = r->call = r->err = -1;
-		r->kicked = kicked;
 	}
 }
 
@@ -673,7 +670,6 @@ static int user_set_vring_kick(struct uvh_backend *b, uint32_t index, int fd)
 	if (!ret) {
 		u->rings[index].started = true;	/* the spec: it starts on this message */
 		u->rings[index].suspended = false;
-		u->rings[index].kicked = true;
 	}
 	return ret;
 }
