@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: MIT
 # Usage: qemu_migrate.sh
 # Live migration with QEMU as the vhost-user front-end (issue 6):
-#   - source: uvhost-net (loopback) on socket A and QEMU (TCG, memfd RAM)
-#     booting a Debian guest; destination: a second uvhost-net on socket B
-#     and a second QEMU, same command line plus -incoming defer;
+#   - source: uvhost-net (loopback) on socket A and QEMU (TCG, shared RAM:
+#     see VM_MIG_RAM) booting a Debian guest; destination: a second
+#     uvhost-net on socket B and a second QEMU, same command line plus
+#     -incoming defer;
 #   - in the guest, vm-migrate (vm_migrate.c) streams sequence-numbered raw
 #     frames of every length through virtio_net and checks each echo byte
 #     for byte;
@@ -12,9 +13,9 @@
 #     socket (qmp.py drives both QMP monitors) and waits for completion;
 #   - checked: the migration completes; the guest's traffic goes on from the
 #     destination (its console output continues on the destination's serial,
-#     where the program finishes); no echo corrupt, stale (dup) or lost, so
-#     every page the source back-end wrote during the migration reached the
-#     destination (dirty log); no TX watchdog, no virtio ring error; the
+#     where the program finishes); no echo corrupt, stale (dup) or lost (with
+#     VM_MIG_RAM=copy: every page the source back-end wrote during the
+#     migration reached the destination, the dirty log); no TX watchdog, no virtio ring error; the
 #     source uvhost-net mapped QEMU's dirty log (seen in its /proc maps) and
 #     QEMU sent it SET_LOG_BASE (QEMU's vhost_user_write trace); the vring
 #     bases the source stopped at are the ones the destination starts at;
@@ -108,8 +109,8 @@ if [ "$NET_MODE" = uvhost ]; then
 fi
 
 # ---- the two front-ends -------------------------------------------------------------------
-# vectors=0 and the memfd RAM: see qemu_net.sh. The same device line on
-# both sides (only the socket differs), as migration requires. The source
+# vectors=0 and shared RAM for vhost-user: see qemu_net.sh. The same
+# device line on both sides (only the socket differs), as migration requires. The source
 # traces the requests it writes (vhost_user_write req:N) to stderr.
 qargs() { # qargs src|dst
 	local port=40001
