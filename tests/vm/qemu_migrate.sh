@@ -30,7 +30,7 @@
 #     under traffic, bases handed over, the destination's rings resume.
 #   copy: memfd RAM copied page by page, the dirty log deciding what is
 #     sent again. Under TCG, QEMU 7.2 loses guest pages this way whenever
-#     RAM is a memory backend object (which vhost-user needs), with no
+#     RAM is fd-backed (memfd or file, as vhost-user needs), with no
 #     vhost-user device at all (VM_MIG_NET=qemu shows it): the guest then
 #     breaks on the destination ("output.0:id N is not a head!"). So copy
 #     mode is for KVM hosts; here it pauses the destination (-S) and
