@@ -265,7 +265,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (!vud)
 		LLVMFuzzerInitialize(NULL, NULL);
-	fds_before = fz_count_fds();
+	fds_before = t_fds_open_count();
 	session_open(&s);
 	for (unsigned int ops = 0; !fz_empty(&in) && ops < MAX_OPS; ops++) {
 		uint8_t op = fz_u8(&in);

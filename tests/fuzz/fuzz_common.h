@@ -9,7 +9,6 @@
 #ifndef UVH_FUZZ_COMMON_H
 #define UVH_FUZZ_COMMON_H
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -24,6 +23,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "t_fds.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -82,27 +82,11 @@ static inline uint64_t fz_u64(struct fz *f)
 	return v;
 }
 
-/* Number of open fds (entries of /proc/self/fd, minus the listing's own). */
-static inline int fz_count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	int n = 0;
-
-	if (!d)
-		abort();
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n - 1;
-}
-
 /* An fd must never leak: the count after an iteration equals the one
  * before. A leak is a crash, so the fuzzer keeps the input. */
 static inline void fz_check_fds(int before, const char *target)
 {
-	int after = fz_count_fds();
+	int after = t_fds_open_count();
 
 	if (after != before) {
 		fprintf(stderr, "%s: fd leak: %d open before the input, %d after\n",
@@ -141,26 +125,13 @@ static inline void fz_socketpair(int sv[2])
 static inline bool fz_send(int fd, const void *buf, size_t len, const int *fds,
 			   unsigned int nfds)
 {
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(16 * sizeof(int))];
-	} cbuf;
+	struct t_fds_cmsg cbuf;
 	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
 	if (nfds > 16)
 		nfds = 16;
-	if (nfds) {
-		struct cmsghdr *c;
-
-		memset(&cbuf, 0, sizeof(cbuf));
-		mh.msg_control = cbuf.buf;
-		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-		memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
-	}
+	t_fds_attach(&mh, &cbuf, fds, nfds);
 	if (!len && !nfds)
 		return true;
 	/* fds need at least one byte to ride on. */

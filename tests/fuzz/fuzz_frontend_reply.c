@@ -356,7 +356,7 @@ static void do_call(struct harness *h, unsigned int which)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct harness h = { .in = { data, size }, .chan = -1 };
-	int fds_before = fz_count_fds();
+	int fds_before = t_fds_open_count();
 	int sv[2];
 
 	fz_socketpair(sv);

@@ -88,7 +88,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct fz in = { data, size > FZ_MAX_INPUT ? FZ_MAX_INPUT : size };
 	static struct uvh_msg msg;
 	struct uvh_endpoint ep;
-	int fds_before = fz_count_fds();
+	int fds_before = t_fds_open_count();
 	uint8_t mode = fz_u8(&in);
 	uint64_t pf = fz_u64(&in);
 	int sv[2];

@@ -32,6 +32,7 @@
 #include "listener.h"
 #include "message.h"
 #include "net.h"
+#include "t_fds.h"
 #include "virtq.h"
 
 #define BIT(n)		(1ull << (n))
@@ -82,23 +83,12 @@ static int raw_connect(void)
 /* Send bytes and fds as one sendmsg (fds on the first byte). */
 static int raw_send(int fd, const void *buf, size_t len, const int *fds, unsigned int nfds)
 {
-	char ctl[CMSG_SPACE(64 * sizeof(int))];
+	struct t_fds_cmsg ctl;
 	struct iovec iov = { .iov_base = (void *)(uintptr_t)buf, .iov_len = len };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	size_t done = 0;
 
-	if (nfds) {
-		struct cmsghdr *c;
-
-		memset(ctl, 0, sizeof(ctl));
-		mh.msg_control = ctl;
-		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-		memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
-	}
+	t_fds_attach(&mh, &ctl, fds, nfds);
 	while (done < len) {
 		ssize_t r;
 

@@ -17,6 +17,7 @@
 
 #include "backend_chan.h"
 #include "frontend_req.h"
+#include "t_fds.h"
 #include "t_helpers.h"
 
 #define PF(name)	(1ull << UVH_PROTOCOL_F_##name)
@@ -466,28 +467,14 @@ static void raw_send(int sock, uint32_t request, uint32_t flags, const void *pay
 		     uint32_t size, const int *fds, unsigned int nfds)
 {
 	struct uvh_msg_header hdr = { .request = request, .flags = flags, .size = size };
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(UVH_MSG_MAX_FDS * sizeof(int))];
-	} ctl;
+	struct t_fds_cmsg ctl;
 	struct iovec iov[2] = {
 		{ .iov_base = &hdr, .iov_len = sizeof(hdr) },
 		{ .iov_base = (void *)payload, .iov_len = size },
 	};
 	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = size ? 2 : 1 };
 
-	if (nfds) {
-		struct cmsghdr *c;
-
-		memset(&ctl, 0, sizeof(ctl));
-		mh.msg_control = ctl.buf;
-		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-		memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
-	}
+	t_fds_attach(&mh, &ctl, fds, nfds);
 	cr_assert_eq(sendmsg(sock, &mh, MSG_NOSIGNAL), (ssize_t)(sizeof(hdr) + size));
 }
 

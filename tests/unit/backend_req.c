@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "backend_req.h"
+#include "t_fds.h"
 #include "t_helpers.h"
 
 #define V		UVH_FLAG_VERSION
@@ -281,23 +282,10 @@ static void send_raw(uint32_t id, uint32_t flags, const void *payload, uint32_t 
 		{ .iov_base = &hdr, .iov_len = sizeof(hdr) },
 		{ .iov_base = (void *)payload, .iov_len = size },
 	};
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(16 * sizeof(int))];
-	} c;
+	struct t_fds_cmsg c;
 	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = size ? 2 : 1 };
-	struct cmsghdr *cm;
 
-	if (nfds) {
-		memset(&c, 0, sizeof(c));
-		mh.msg_control = c.buf;
-		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
-	}
+	t_fds_attach(&mh, &c, fds, nfds);
 	cr_assert_eq(sendmsg(peer, &mh, 0), (ssize_t)(sizeof(hdr) + size));
 }
 

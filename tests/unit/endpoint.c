@@ -20,36 +20,23 @@
 #include "endpoint.h"
 #include "log.h"
 #include "message.h"
+#include "t_fds.h"
 #include "t_helpers.h"
 
-#define MAX_RAW_FDS	64
+#define MAX_RAW_FDS	T_FDS_MAX
 
 /* Send @len bytes with @nfds fds attached, bypassing the endpoint, so a
  * test can misbehave the way a hostile peer would. */
 static void raw_send(int fd, const void *buf, size_t len, const int *fds,
 		     unsigned int nfds)
 {
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(MAX_RAW_FDS * sizeof(int))];
-	} ctl;
+	struct t_fds_cmsg ctl;
 	struct iovec iov = { .iov_base = (void *)(uintptr_t)buf, .iov_len = len };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	ssize_t r;
 
 	cr_assert_leq(nfds, MAX_RAW_FDS);
-	if (nfds) {
-		struct cmsghdr *c;
-
-		memset(&ctl, 0, sizeof(ctl));
-		mh.msg_control = ctl.buf;
-		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-		memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
-	}
+	t_fds_attach(&mh, &ctl, fds, nfds);
 	r = sendmsg(fd, &mh, MSG_NOSIGNAL);
 	cr_assert_eq(r, (ssize_t)len, "raw sendmsg: %zd (%s)", r, strerror(errno));
 }

@@ -21,6 +21,7 @@
 #include "listener.h"
 #include "log.h"
 #include "message.h"
+#include "t_fds.h"
 #include "t_helpers.h"
 
 #define PF(name)	(1ull << UVH_PROTOCOL_F_##name)
@@ -1555,10 +1556,7 @@ static void script(int sock, uint32_t request, uint32_t flags, const void *paylo
 {
 	struct uvh_msg_header hdr = { .request = request, .flags = flags, .size = size };
 	uint8_t buf[UVH_MSG_HEADER_SIZE + 512];
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} cmsg;
+	struct t_fds_cmsg cmsg;
 	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(hdr) + size };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 
@@ -1566,18 +1564,7 @@ static void script(int sock, uint32_t request, uint32_t flags, const void *paylo
 	memcpy(buf, &hdr, sizeof(hdr));
 	if (size)
 		memcpy(buf + sizeof(hdr), payload, size);
-	if (fd >= 0) {
-		struct cmsghdr *c;
-
-		memset(&cmsg, 0, sizeof(cmsg));
-		mh.msg_control = cmsg.buf;
-		mh.msg_controllen = sizeof(cmsg.buf);
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	}
+	t_fds_attach(&mh, &cmsg, &fd, fd >= 0);
 	cr_assert_eq(sendmsg(sock, &mh, 0), (ssize_t)iov.iov_len);
 }
 
