@@ -368,27 +368,56 @@ static void report_broken(struct uvh_engine *e, struct uvh_engine_queue *q)
 		q->on_error(q, q->vq->error);
 }
 
+/* A queue the sweep serves: not broken, not paused. */
+static inline bool queue_live(const struct uvh_engine_queue *q)
+{
+	return !q->paused && !uvh_vq_broken(q->vq);
+}
+
 static void notify_disable_all(struct uvh_engine *e)
 {
 	unsigned int i;
 
 	for (i = 0; i < e->nqueues; i++)
-		if (!uvh_vq_broken(e->queues[i]->vq))
+		if (queue_live(e->queues[i]))
 			uvh_vq_notify_disable(e->queues[i]->vq);
 	e->notify_on = false;
 }
 
-/* Enable notifications everywhere; true when some queue already has work. */
+/* Enable notifications everywhere; true when some queue already has work.
+ * Paused queues keep theirs off and are not work: a disabled ring whose
+ * chains wait must not keep the engine awake. */
 static bool notify_enable_all(struct uvh_engine *e)
 {
 	bool pending = false;
 	unsigned int i;
 
 	for (i = 0; i < e->nqueues; i++)
-		if (!uvh_vq_broken(e->queues[i]->vq))
+		if (queue_live(e->queues[i]))
 			pending |= uvh_vq_notify_enable(e->queues[i]->vq);
 	e->notify_on = true;
 	return pending;
+}
+
+/* A queue joins the engine's notification state (attached or resumed);
+ * chains already there are found by the next sweep. */
+static void notify_join(struct uvh_engine *e, struct uvh_engine_queue *q)
+{
+	if (!e->ring_ok || e->stopping || uvh_vq_broken(q->vq))
+		return;
+	if (e->notify_on && !q->paused)
+		uvh_vq_notify_enable(q->vq);
+	else
+		uvh_vq_notify_disable(q->vq);
+}
+
+void uvh_engine_queue_pause(struct uvh_engine_queue *q, bool pause)
+{
+	if (q->paused == pause)
+		return;
+	q->paused = pause;
+	if (q->engine)
+		notify_join(q->engine, q);
 }
 
 static unsigned int sweep(struct uvh_engine *e)
@@ -406,6 +435,8 @@ static unsigned int sweep(struct uvh_engine *e)
 				i--;
 			continue;
 		}
+		if (__builtin_expect(q->paused, 0))
+			continue;
 		q->kicked = false;
 		size = q->vq->cfg.size;	/* read before process(), which may detach q */
 		n = q->process(q);
@@ -1505,18 +1536,9 @@ static int do_add_queue(void *ctx, void *arg)
 	q->kicked = false;
 	e->queues[e->nqueues++] = q;
 	atomic_store_explicit(&e->nqueues_pub, e->nqueues, memory_order_relaxed);
-	if (e->ring_ok && !e->stopping) {
-		if (q->kick_op)
-			op_arm(e, q->kick_op);
-		if (!uvh_vq_broken(q->vq)) {
-			/* Join the engine's current notification state; chains
-			 * already there are found by the next sweep. */
-			if (e->notify_on)
-				uvh_vq_notify_enable(q->vq);
-			else
-				uvh_vq_notify_disable(q->vq);
-		}
-	}
+	if (e->ring_ok && !e->stopping && q->kick_op)
+		op_arm(e, q->kick_op);
+	notify_join(e, q);
 	return 0;
 }
 

@@ -189,6 +189,13 @@ struct uvh_engine_queue {
 	void (*on_error)(struct uvh_engine_queue *q, enum uvh_vq_error err);
 	/** The device's own pointer. */
 	void *opaque;
+	/**
+	 * Attach the queue paused: it is not processed (its chains wait,
+	 * untouched, and it is not counted as work waiting) until
+	 * uvh_engine_queue_pause(q, false). A vhost-user ring that is started
+	 * but not yet enabled. While attached, only the engine changes it.
+	 */
+	bool paused;
 
 	/* -- internal: owned by the engine while attached -- */
 	struct uvh_engine *engine;	/**< the engine it is attached to, or NULL */
@@ -225,6 +232,16 @@ static inline void uvh_engine_queue_signal(struct uvh_engine_queue *q)
 {
 	q->need_signal = true;
 }
+
+/**
+ * Pause or resume @q (see uvh_engine_queue.paused). Only on the engine's
+ * thread (a request, or a callback): a paused queue is skipped from the
+ * next sweep on and its guest notifications are disabled (a kick would
+ * only wake the engine for nothing); a resumed one joins the engine's
+ * notification state and is processed by the next sweep whether or not it
+ * was kicked, so chains published while it was paused are not stranded.
+ */
+void uvh_engine_queue_pause(struct uvh_engine_queue *q, bool pause);
 
 /* ---- sockets ------------------------------------------------------------------- */
 

@@ -416,7 +416,8 @@ static unsigned int tx_process(struct net_ring *r)
 		return r->pair == 0 ? rarp_deliver(dev, r->engine) : 0;
 	n = (unsigned int)got;
 	if (unlikely(!r->enabled)) {
-		bad = n;	/* a disabled ring is consumed without side effects */
+		/* a host that processes a disabled ring: consume without effect */
+		bad = n;
 	} else if (dev->type == UVH_NET_PORT_SWITCH) {
 		good = net_switch_tx(r, n);	/* counts into r itself */
 	} else {

@@ -22,9 +22,12 @@
  *                             kick after a start; we do not count on it).
  *   SET_VRING_ENABLE          q->enabled flips on the engine's thread
  *                             (ops->queue_enable told). A started but
- *                             disabled ring is still processed: the device
- *                             must then act without side effects (net: no
- *                             RX, TX consumed and dropped), as the spec says.
+ *                             disabled ring is attached but not processed:
+ *                             its chains wait, untouched, until it is
+ *                             enabled (the spec's "no side effects"; not
+ *                             its TX-dropping example, which loses the
+ *                             frames a driver publishes right after the
+ *                             enable was sent: see vhost_user_dev_rings.c).
  *   GET_VRING_BASE            the queue is detached (the engine is waited
  *                             for), ops->queue_stop runs on its thread, the
  *                             ring's base (uvh_vq_base) is returned.

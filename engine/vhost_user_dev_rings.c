@@ -284,6 +284,9 @@ static int queue_start(struct uvh_vud *v, struct uvh_vud_queue *q)
 	q->eq.process = v->ops->process;
 	q->eq.on_error = on_queue_error;
 	q->eq.opaque = q;
+	/* a started ring that is not enabled waits, untouched (see
+	 * uvh__vud_set_enabled_on_queue) */
+	q->eq.paused = !q->enabled;
 	q->eq.kick_slot = -1;
 	ret = engine_call(q->engine, start_on_engine, q);
 	if (ret) {
@@ -330,6 +333,20 @@ void uvh__vud_queue_clear(struct uvh_vud_queue *q)
 	memset(&q->vq, 0, sizeof(q->vq));
 }
 
+/*
+ * [engine] SET_VRING_ENABLE on a running ring. A disabled ring is not
+ * processed at all: its chains wait until it is enabled, and the sweep
+ * after the enable takes them whether or not the driver kicks again.
+ *
+ * The spec has a started but disabled ring processed "without side
+ * effects", TX chains consumed and dropped. That loses frames whenever a
+ * driver publishes them right after its front-end sent SET_VRING_ENABLE 1
+ * (legal: a guest may write its rings the instant the message leaves),
+ * since the ring memory and the socket are two channels that nothing
+ * orders: the engine would see the chains before the control thread has
+ * read the message. Leaving them alone has no side effect either, and is
+ * what DPDK's vhost library does.
+ */
 void uvh__vud_set_enabled_on_queue(struct uvh_vud_queue *q, void *arg)
 {
 	bool on = arg != NULL;
@@ -339,6 +356,7 @@ void uvh__vud_set_enabled_on_queue(struct uvh_vud_queue *q, void *arg)
 	q->enabled = on;
 	if (q->vud->ops->queue_enable)
 		q->vud->ops->queue_enable(q->vud->dev, q, on);
+	uvh_engine_queue_pause(&q->eq, !on);
 }
 
 /* ---- vrings ------------------------------------------------------------------------ */
