@@ -300,8 +300,9 @@ int uvh_net_queue_start(struct uvh_net_dev *dev, uint32_t index,
  */
 void uvh_net_queue_stop(struct uvh_net_dev *dev, uint32_t index);
 
-/** SET_VRING_ENABLE on a running ring (its engine's thread). A disabled
- *  ring is still processed: TX is consumed and dropped, RX gets nothing. */
+/** SET_VRING_ENABLE on a running ring (its engine's thread). The vud
+ *  never processes a disabled ring (its chains wait); a host that does
+ *  gets TX consumed and dropped, and RX nothing. */
 void uvh_net_queue_enable(struct uvh_net_dev *dev, uint32_t index, bool enable);
 
 /**
@@ -397,6 +398,18 @@ struct net_rxpool {
 
 struct net_tapq;
 
+/*
+ * Ownership. A ring's fields belong to the engine serving it from
+ * uvh_net_queue_start() to uvh_net_queue_stop(), both run on that engine's
+ * thread (or with it stopped). Exceptions: a switch's RX rings (shared)
+ * are filled by other ports' engines under the ring's lock, which also
+ * guards running, enabled, vq and the pool there; counters have a single
+ * writer and relaxed readers. The device's features, hdr_len and mrg are
+ * written by the control thread only while none of its rings runs (the
+ * vud refuses SET_FEATURES changes then), so a ring's start orders them
+ * before every burst; cfg, rx_mode: control thread and the ctrl ring's
+ * engine (byte fields a migration reads with every ring stopped).
+ */
 struct net_ring {
 	struct uvh_net_dev *dev;
 	uint32_t index, pair;

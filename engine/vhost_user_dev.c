@@ -59,8 +59,17 @@ static int h_set_features(void *dev, uint64_t features)
 {
 	struct uvh_vud *v = dev;
 	bool had_log = log_all(v);
+	uint64_t changed = features ^ v->features;
 	int ret;
 
+	/* Running rings took their features at start (and the device sized
+	 * its headers from them): only LOG_ALL, which they get through the
+	 * log, may change under them (QEMU's migration start and end). */
+	if ((changed & ~BIT(UVH_F_LOG_ALL)) && uvh__vud_any_running(v)) {
+		UVH_ERR("%s: SET_FEATURES changes 0x%" PRIx64 " while rings run", v->name,
+			(uint64_t)(changed & ~BIT(UVH_F_LOG_ALL)));
+		return -EBUSY;
+	}
 	if (v->ops->set_features) {
 		ret = v->ops->set_features(v->dev, features);
 		if (ret)
@@ -101,7 +110,7 @@ static int h_set_protocol_features(void *dev, uint64_t pf)
 {
 	struct uvh_vud *v = dev;
 
-	v->protocol_features = pf;
+	__atomic_store_n(&v->protocol_features, pf, __ATOMIC_RELAXED);
 	if (v->ops->set_protocol_features)
 		v->ops->set_protocol_features(v->dev, pf);
 	return 0;
@@ -181,13 +190,18 @@ static int h_get_status(void *dev, uint8_t *status)
 static int h_set_backend_req_fd(void *dev, int fd)
 {
 	struct uvh_vud *v = dev;
-	struct uvh_backend_chan *chan;
+	struct uvh_backend_chan *chan, *old = v->chan;
 
 	chan = uvh_backend_chan_new(fd, v->protocol_features);	/* fd taken */
 	if (!chan)
 		return -errno;
-	uvh_backend_chan_free(v->chan);
-	v->chan = chan;
+	/* pairs with the acquire load of an engine reporting an IOTLB miss;
+	 * the old channel goes once no burst can still be using it */
+	__atomic_store_n(&v->chan, chan, __ATOMIC_RELEASE);
+	if (old) {
+		uvh__vud_quiesce(v);
+		uvh_backend_chan_free(old);
+	}
 	return 0;
 }
 
@@ -260,7 +274,7 @@ static void session_end(struct uvh_vud *v)
 	v->iotlb = NULL;
 	uvh_backend_chan_free(v->chan);
 	v->chan = NULL;
-	v->protocol_features = 0;
+	__atomic_store_n(&v->protocol_features, 0, __ATOMIC_RELAXED);
 	uvh_backend_req_free(v->req);	/* closes the socket */
 	v->req = NULL;
 	__atomic_store_n(&v->local, false, __ATOMIC_RELAXED);

@@ -62,8 +62,9 @@
  * connection (the front-end answers the miss only after we ack its
  * update: the two would wait for each other until the channel's
  * timeout); ring areas are translated once at start, so an invalidate
- * of a ring area's IOVA takes effect at the next start; SET_BACKEND_REQ_FD
- * must not replace the channel while IOMMU rings run.
+ * of a ring area's IOVA takes effect at the next start. A new
+ * SET_BACKEND_REQ_FD replaces the channel between two bursts of every
+ * running ring.
  *
  * Migration: with LOG_ALL acked and a log area (SET_LOG_BASE), every ring
  * logs what it writes (buffers, used ring, event areas); after each push
@@ -106,36 +107,48 @@ struct uvh_vud;
  *
  * q->eq is the struct uvh_engine_queue attached to the engine; its opaque
  * field points back to this struct (uvh_vud_queue_of()).
+ *
+ * Ownership: "control" fields belong to the thread handling the
+ * connection's requests. The ring's running state (eq, vq, enabled,
+ * running, priv) belongs to the serving engine from the start of the ring
+ * to its stop: the control thread hands it over and takes it back through
+ * uvh_engine_call(), which orders everything before it on one side with
+ * everything after it on the other; while the ring is stopped it is the
+ * control thread's again.
  */
 struct uvh_vud_queue {
 	/** The engine's view: vq = &this->vq, process = ops->process (the
 	 *  device may change process in queue_start), opaque = this. */
 	struct uvh_engine_queue eq;
-	/** The device-side ring; valid between queue_start and queue_stop. */
+	/** The device-side ring; valid between queue_start and queue_stop
+	 *  (set up by the control thread before the hand-over). */
 	struct uvh_vq vq;
 	/** The vud this ring belongs to. */
 	struct uvh_vud *vud;
 	/** The engine serving this ring (from the engine_for_queue policy),
-	 *  set before queue_start. */
+	 *  fixed at uvh_vud_new(). */
 	struct uvh_engine *engine;
 	/** Ring index (0 .. num_queues - 1). */
 	uint32_t index;
 	/** SET_VRING_ENABLE state; read it in process() (only changed on the
-	 *  serving engine's thread while the ring runs). */
+	 *  serving engine's thread while the ring runs; a disabled ring's
+	 *  process() is not called, see SET_VRING_ENABLE above). */
 	bool enabled;
-	/** Between queue_start and queue_stop (read on the engine's thread or
-	 *  in a control op). */
+	/** Between queue_start and queue_stop (written on the engine's thread
+	 *  inside the hand-over; read by control ops). */
 	bool running;
 	/** The device's own per-ring pointer (set in queue_start; the vud
 	 *  never touches it). */
 	void *priv;
 
-	/* -- internal: owned by the vud -- */
+	/* -- internal: owned by the vud's control thread -- */
 	uint32_t num;			/**< SET_VRING_NUM */
-	uint32_t base;			/**< SET_VRING_BASE */
+	uint32_t base;			/**< SET_VRING_BASE; where the ring stopped */
 	bool have_addr;
 	struct uvh_vring_addr addr;	/**< SET_VRING_ADDR as received */
-	int kick_fd, call_fd, err_fd;	/**< owned fds, -1 when none */
+	int kick_fd, call_fd, err_fd;	/**< owned fds, -1 when none (the engine
+					 *   uses its copies in eq, swapped on its
+					 *   thread; an old fd is closed after) */
 	void *inflight;			/**< struct uvh_inflight_vq while running, or NULL */
 	uint64_t starts;		/**< times this ring was started */
 };

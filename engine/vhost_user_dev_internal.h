@@ -25,7 +25,24 @@
 #define BIT(n)		(1ull << (n))
 #define MAX_ENGINES	64u
 
+/*
+ * Who owns what. "control" is the thread handling the connection's
+ * requests, always under v->lock (uvh_vud_handle()'s caller, or the
+ * watching engine inside on_msg). "engine" is the thread of the engine
+ * serving a ring. A field is written by its owner only; what another
+ * thread reads is named with its ordering:
+ *  - a running ring's state (struct uvh_vud_queue: vq, eq, enabled,
+ *    running) changes only on its engine, through uvh_engine_call(): the
+ *    control thread waits for the completion, whose release/acquire pair
+ *    (dispatcher.h) orders both ways, so the next request sees the change
+ *    and the engine applied every earlier one, in message order;
+ *  - what engines read of the session (mem, log, chan) is replaced by
+ *    publishing the new object, letting every engine serving a running
+ *    ring finish the burst it is in (uvh__vud_quiesce() or a per-ring
+ *    switch), and only then freeing the old one.
+ */
 struct uvh_vud {
+	/* fixed from uvh_vud_new() to uvh_vud_free() */
 	char *name;
 	const struct uvh_vud_device_ops *ops;
 	void *dev;
@@ -35,28 +52,32 @@ struct uvh_vud {
 	uint32_t nq;
 	struct uvh_vud_queue *qs;
 
-	pthread_mutex_t lock;
-	struct uvh_backend_req *req;	/* NULL when not connected */
-	bool local;			/* in-process session (uvh_vud_connect_local) */
+	pthread_mutex_t lock;		/* every control-path entry */
+	struct uvh_backend_req *req;	/* control; NULL when not connected (relaxed reads
+					 * by uvh_vud_connected/uvh_vud_fd) */
+	bool local;			/* control: in-process session (uvh_vud_connect_local) */
 
-	/* watched connection */
+	/* watched connection (control, under lock) */
 	struct uvh_engine_watch watch;
 	struct uvh_engine *watcher;
 	void (*on_disconnect)(struct uvh_vud *v, int err, void *opaque);
 	void *on_disconnect_opaque;
 
-	/* session */
+	/* session: control. Engines never read features; they get a ring's
+	 * view at its start (uvh_vq_config) and LOG_ALL through the log. */
 	uint64_t features;
-	uint64_t protocol_features;
-	uint8_t status;
-	struct uvh_memory *mem;
-	struct uvh_dirty_log *log;
+	uint64_t protocol_features;	/* engines: relaxed load (IOTLB misses) */
+	uint8_t status;			/* relaxed atomics (uvh_vud_status) */
+	struct uvh_memory *mem;		/* rings switch between bursts, then freed */
+	struct uvh_dirty_log *log;	/* rings switch between bursts, then freed */
 	int log_fd;
-	void *inflight_base;
+	void *inflight_base;		/* mapped while no ring runs only */
 	size_t inflight_size;
 	uint16_t inflight_nq, inflight_qs;
 	bool inflight_packed;
-	struct uvh_iotlb_cache *iotlb;
+	struct uvh_iotlb_cache *iotlb;	/* seqlock inside (iotlb.c) */
+	/* engines: acquire load (IOTLB misses); replaced with a release
+	 * store, the old one freed after uvh__vud_quiesce() */
 	struct uvh_backend_chan *chan;
 	/* DEVICE_STATE: the transfer in progress, and the last verdict */
 	struct uvh_state_xfer *xfer;
@@ -94,6 +115,10 @@ UVH__VUD_INTERNAL void uvh__vud_for_each_running(struct uvh_vud *v,
 						 void (*fn)(struct uvh_vud_queue *q, void *arg),
 						 void *arg);
 UVH__VUD_INTERNAL bool uvh__vud_any_running(const struct uvh_vud *v);
+/* When this returns, every engine serving a running ring has finished the
+ * burst it was in: what it read of an object the control thread just
+ * replaced, it reads no more (a grace period, as RCU has). */
+UVH__VUD_INTERNAL void uvh__vud_quiesce(struct uvh_vud *v);
 /* Stop every running ring, remembering where each stopped. */
 UVH__VUD_INTERNAL void uvh__vud_stop_all(struct uvh_vud *v);
 /* Forget a ring's session state (closing its fds). */

@@ -221,12 +221,6 @@ int uvh__vud_h_set_log_base(void *dev, const struct uvh_log *log, int fd)
 	return 0;
 }
 
-static void no_op_on_queue(struct uvh_vud_queue *q, void *arg)
-{
-	(void)q;
-	(void)arg;
-}
-
 int uvh__vud_h_set_log_fd(void *dev, int fd)
 {
 	struct uvh_vud *v = dev;
@@ -237,7 +231,7 @@ int uvh__vud_h_set_log_fd(void *dev, int fd)
 		/* engines kick the new fd from their next push; the old one
 		 * is closed only once none can be writing it */
 		uvh_dirty_log_set_kick(v->log, fd);
-		uvh__vud_for_each_running(v, no_op_on_queue, NULL);
+		uvh__vud_quiesce(v);
 	}
 	close_fd(&old);
 	return 0;

@@ -68,6 +68,17 @@ void uvh__vud_for_each_running(struct uvh_vud *v,
 	}
 }
 
+static void no_op_on_queue(struct uvh_vud_queue *q, void *arg)
+{
+	(void)q;
+	(void)arg;
+}
+
+void uvh__vud_quiesce(struct uvh_vud *v)
+{
+	uvh__vud_for_each_running(v, no_op_on_queue, NULL);
+}
+
 bool uvh__vud_any_running(const struct uvh_vud *v)
 {
 	for (uint32_t i = 0; i < v->nq; i++)
@@ -169,16 +180,20 @@ static void vud_iotlb_event(void *opaque, struct uvh_vq *vq, uint64_t iova, uint
 	struct uvh_vud_queue *q = opaque;
 	struct uvh_vud *v = q->vud;
 	struct uvh_iotlb msg = { .iova = iova, .perm = perm, .type = type };
+	/* pairs with the release store in h_set_backend_req_fd: the channel
+	 * is whole; it is not freed before this burst ends (quiesce) */
+	struct uvh_backend_chan *chan = __atomic_load_n(&v->chan, __ATOMIC_ACQUIRE);
+	uint64_t pf = __atomic_load_n(&v->protocol_features, __ATOMIC_RELAXED);
 	int ret;
 
 	(void)vq;
-	if (!v->chan || !(v->protocol_features & BIT(UVH_PROTOCOL_F_BACKEND_REQ))) {
+	if (!chan || !(pf & BIT(UVH_PROTOCOL_F_BACKEND_REQ))) {
 		UVH_WARN("%s: vring %u: IOTLB %s at 0x%" PRIx64 " and no back-end channel",
 			 v->name, q->index, type == UVH_IOTLB_MISS ? "miss" : "access failure",
 			 iova);
 		return;
 	}
-	ret = uvh_backend_chan_iotlb_msg(v->chan, &msg);
+	ret = uvh_backend_chan_iotlb_msg(chan, &msg);
 	if (ret < 0)
 		UVH_WARN("%s: vring %u: IOTLB message for 0x%" PRIx64 " not sent: %s",
 			 v->name, q->index, iova, strerror(-ret));

@@ -929,6 +929,30 @@ Test(vhost_user_dev, disabled_ring_waits_for_enable)
 	fx_fini(&f);
 }
 
+/*
+ * Running rings took their features at start: a SET_FEATURES that changes
+ * anything but LOG_ALL under them is refused (the session goes on), while
+ * LOG_ALL on and off is taken (QEMU's migration start and end).
+ */
+Test(vhost_user_dev, features_fixed_while_rings_run)
+{
+	struct fx f;
+	uint64_t acked;
+
+	fx_init(&f, 1, UVH_ENGINE_EVENT, 2);
+	fe_connect(&f, FEAT_SPLIT);
+	fe_queue(&f, 0);
+	traffic(&f, 0, 10);
+	acked = atomic_load(&f.dev.acked);
+	cr_assert_neq(uvh_frontend_set_features(f.fe, acked & ~BIT(UVH_VIRTIO_F_RING_EVENT_IDX)),
+		      0);
+	cr_assert_eq(atomic_load(&f.dev.acked), acked);
+	cr_assert_eq(uvh_frontend_set_features(f.fe, acked | BIT(UVH_F_LOG_ALL)), 0);
+	cr_assert_eq(uvh_frontend_set_features(f.fe, acked), 0);
+	traffic(&f, 0, 10);
+	fx_fini(&f);
+}
+
 /* LOG_ALL: the pages the device wrote are marked; GET_VRING_BASE kicks
  * the log fd. */
 Test(vhost_user_dev, dirty_log)
