@@ -368,25 +368,29 @@ static void report_broken(struct uvh_engine *e, struct uvh_engine_queue *q)
 		q->on_error(q, q->vq->error);
 }
 
-/* A queue the sweep serves: not broken, not paused. */
+/* A queue whose notifications follow the engine's: not broken, not
+ * paused, and consumed by its own bursts (not passive). */
 static inline bool queue_live(const struct uvh_engine_queue *q)
 {
-	return !q->paused && !uvh_vq_broken(q->vq);
+	return !q->paused && !q->passive && !uvh_vq_broken(q->vq);
 }
 
+/* Disable notifications everywhere (paused and passive queues too: always
+ * right for them). */
 static void notify_disable_all(struct uvh_engine *e)
 {
 	unsigned int i;
 
 	for (i = 0; i < e->nqueues; i++)
-		if (queue_live(e->queues[i]))
+		if (!uvh_vq_broken(e->queues[i]->vq))
 			uvh_vq_notify_disable(e->queues[i]->vq);
 	e->notify_on = false;
 }
 
 /* Enable notifications everywhere; true when some queue already has work.
- * Paused queues keep theirs off and are not work: a disabled ring whose
- * chains wait must not keep the engine awake. */
+ * Paused and passive queues keep theirs off and are not work: chains
+ * waiting on a disabled ring, or RX buffers waiting for frames, must not
+ * keep the engine awake. */
 static bool notify_enable_all(struct uvh_engine *e)
 {
 	bool pending = false;
@@ -405,7 +409,7 @@ static void notify_join(struct uvh_engine *e, struct uvh_engine_queue *q)
 {
 	if (!e->ring_ok || e->stopping || uvh_vq_broken(q->vq))
 		return;
-	if (e->notify_on && !q->paused)
+	if (e->notify_on && !q->paused && !q->passive)
 		uvh_vq_notify_enable(q->vq);
 	else
 		uvh_vq_notify_disable(q->vq);
@@ -840,10 +844,9 @@ static void apply_mode(struct uvh_engine *e)
 	atomic_store_explicit(&e->st.nap_plan_ns, 0, memory_order_relaxed);
 	if (!e->ring_ok)
 		return;
+	notify_disable_all(e);
 	if (atomic_load_explicit(&e->mode, memory_order_relaxed) == UVH_ENGINE_EVENT)
 		notify_enable_all(e);	/* a pending chain is found by the next sweep */
-	else
-		notify_disable_all(e);
 }
 
 /*

@@ -196,6 +196,16 @@ struct uvh_engine_queue {
 	 * but not yet enabled. While attached, only the engine changes it.
 	 */
 	bool paused;
+	/**
+	 * The device does not consume this ring in its own bursts: other
+	 * queues' bursts pull chains from it when they have something for it
+	 * (a net device's RX ring filled by a TX burst, maybe on another
+	 * engine). The engine then never reads its notification state or its
+	 * available chains (they are not work: buffers posted and waiting
+	 * must not keep it awake) and keeps the driver's kicks off; process()
+	 * still runs every sweep. Set before attach.
+	 */
+	bool passive;
 
 	/* -- internal: owned by the engine while attached -- */
 	struct uvh_engine *engine;	/**< the engine it is attached to, or NULL */

@@ -18,6 +18,7 @@
 
 #include "inflight.h"
 #include "log.h"
+#include "virtq_internal.h"
 
 _Static_assert(sizeof(struct uvh_inflight_desc_split) == 16, "DescStateSplit is 16 bytes");
 _Static_assert(sizeof(struct uvh_inflight_split) == 16, "QueueRegionSplit header is 16 bytes");
@@ -393,7 +394,7 @@ int uvh_inflight_packed_resubmit(struct uvh_inflight_vq *ifq,
 		/* Still as the driver made it available at the old used
 		 * position? Then the interrupted batch was never published:
 		 * roll back. Otherwise it was: commit it (spec step 1). */
-		flags = ((const volatile struct uvh_vring_packed_desc *)&ring[old])->flags;
+		flags = uvh_shm_load16(&ring[old].flags);
 		flags &= UVH_VRING_PACKED_DESC_F_AVAIL | UVH_VRING_PACKED_DESC_F_USED;
 		want = wrap ? UVH_VRING_PACKED_DESC_F_AVAIL : UVH_VRING_PACKED_DESC_F_USED;
 		if (flags != want) {

@@ -371,33 +371,39 @@ void net_rx_end(struct net_ring *r)
 
 /* ---- RARP ---------------------------------------------------------------------- */
 
+/* The pending RARP: the MAC in bits 0-47, RARP_PENDING set while one waits. */
+#define RARP_PENDING	(1ull << 48)
+
 static unsigned int rarp_deliver(struct uvh_net_dev *dev, struct uvh_engine *self)
 {
 	struct net_ring *rx = &dev->rings[0];
-	uint8_t f[60];
+	uint64_t want = atomic_load_explicit(&dev->rarp, memory_order_relaxed);
+	uint8_t f[60], mac[6];
 	struct iovec v = { f, sizeof(f) };
 	bool ok = false;
 
-	if (likely(!atomic_load_explicit(&dev->rarp_pending, memory_order_relaxed)))
+	if (likely(!(want & RARP_PENDING)))
 		return 0;
-	/* pairs with the release store in uvh_net_send_rarp: the MAC is there */
-	atomic_thread_fence(memory_order_acquire);
+	for (unsigned int i = 0; i < 6; i++)
+		mac[i] = (uint8_t)(want >> (8 * i));
 	memset(f, 0, sizeof(f));
 	memset(f, 0xff, 6);
-	memcpy(f + 6, dev->rarp_mac, 6);
+	memcpy(f + 6, mac, 6);
 	f[12] = 0x80; f[13] = 0x35;		/* ETH_P_RARP */
 	f[14] = 0; f[15] = 1;			/* htype Ethernet */
 	f[16] = 0x08; f[17] = 0x00;		/* ptype IPv4 */
 	f[18] = 6; f[19] = 4;			/* hlen, plen */
 	f[20] = 0; f[21] = 3;			/* op: reverse request */
-	memcpy(f + 22, dev->rarp_mac, 6);	/* sha; spa 0 */
-	memcpy(f + 32, dev->rarp_mac, 6);	/* tha; tpa 0 */
+	memcpy(f + 22, mac, 6);			/* sha; spa 0 */
+	memcpy(f + 32, mac, 6);			/* tha; tpa 0 */
 	net_rx_begin(rx, 1, self);
 	if (net_rx_room(rx))
 		ok = net_rx_put(rx, NULL, &v, 1, 0, sizeof(f));
 	net_rx_end(rx);
+	/* done, unless a newer SEND_RARP replaced it meanwhile: that one waits */
 	if (ok)
-		atomic_store_explicit(&dev->rarp_pending, false, memory_order_relaxed);
+		atomic_compare_exchange_strong_explicit(&dev->rarp, &want, 0,
+							memory_order_relaxed, memory_order_relaxed);
 	return ok;
 }
 
@@ -757,9 +763,12 @@ int uvh_net_get_config(const struct uvh_net_dev *dev, uint32_t offset, uint32_t 
 
 int uvh_net_send_rarp(struct uvh_net_dev *dev, const uint8_t mac[6])
 {
-	memcpy(dev->rarp_mac, mac, 6);
-	/* pairs with the acquire fence in rarp_deliver */
-	atomic_store_explicit(&dev->rarp_pending, true, memory_order_release);
+	uint64_t v = RARP_PENDING;
+
+	/* the MAC and the request in one word: an engine takes both or neither */
+	for (unsigned int i = 0; i < 6; i++)
+		v |= (uint64_t)mac[i] << (8 * i);
+	atomic_store_explicit(&dev->rarp, v, memory_order_relaxed);
 	return 0;
 }
 
@@ -779,7 +788,7 @@ void uvh_net_reset(struct uvh_net_dev *dev)
 	dev->hdr_len = UVH_NET_HDR_LEN;
 	dev->rx_mode = 0;
 	atomic_store(&dev->active_pairs, 1);
-	atomic_store(&dev->rarp_pending, false);
+	atomic_store(&dev->rarp, 0);
 }
 
 /* ---- rings ------------------------------------------------------------------------- */
@@ -818,6 +827,13 @@ int uvh_net_queue_start(struct uvh_net_dev *dev, uint32_t index, const struct uv
 			return -ENOMEM;
 		}
 	}
+	/* RX rings that TX bursts fill on demand (loopback, switch; sink's
+	 * only get RARPs): buffers posted there are not work for the engine,
+	 * and the guest need not kick them */
+	if (b->eq)
+		b->eq->passive = r->is_rx && (dev->type == UVH_NET_PORT_LOOPBACK ||
+					      dev->type == UVH_NET_PORT_SWITCH ||
+					      dev->type == UVH_NET_PORT_SINK);
 	if (r->shared)
 		net_lock(r);
 	r->vq = b->vq;

@@ -266,7 +266,8 @@ struct uvh_net_binding {
 	/** The engine queue serving it (attached right after start), or NULL
 	 *  when the host does not attach it; then calls are made with
 	 *  call_fd by the device itself. Its call_fd is used for calls made
-	 *  from another engine (switch). */
+	 *  from another engine (switch). The device sets its passive flag
+	 *  (engine.h) for the RX rings that TX bursts fill. */
 	struct uvh_engine_queue *eq;
 	/** The engine that will serve this ring (NULL: none / the caller). */
 	struct uvh_engine *engine;
@@ -447,8 +448,7 @@ struct uvh_net_dev {
 	bool mrg;
 	struct uvh_virtio_net_config cfg;
 	unsigned int frame_size;
-	uint8_t rarp_mac[6];
-	atomic_bool rarp_pending;
+	_Atomic uint64_t rarp;		/* SEND_RARP waiting: MAC | RARP_PENDING (net.c) */
 	_Atomic uint64_t ctrl_cmds;
 	uint8_t rx_mode;		/* CTRL_RX modes on: bit n = command n */
 	struct uvh_net_switch *sw;

@@ -286,8 +286,16 @@ unsigned int uvh_ring_count(const struct uvh_ring *r)
 	uint64_t tail, head;
 
 #if UVH_RING_WITH_RTE
-	if (r->rte)
-		return rte_ring_count(r->rte);
+	if (r->rte) {
+		/* rte_ring_count()'s sum with atomic loads: another thread may
+		 * be moving either tail (its own loads are plain) */
+		const struct rte_ring *rr = r->rte;
+		uint32_t prod = __atomic_load_n(&rr->prod.tail, __ATOMIC_ACQUIRE);
+		uint32_t cons = __atomic_load_n(&rr->cons.tail, __ATOMIC_ACQUIRE);
+		uint32_t count = (prod - cons) & rr->mask;
+
+		return count > rr->capacity ? rr->capacity : count;
+	}
 #endif
 	/* tail first: a head read later is never below it (see own_enqueue) */
 	tail = atomic_load_explicit(&r->cons_tail, memory_order_acquire);

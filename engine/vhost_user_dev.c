@@ -276,7 +276,7 @@ static void session_end(struct uvh_vud *v)
 	v->chan = NULL;
 	__atomic_store_n(&v->protocol_features, 0, __ATOMIC_RELAXED);
 	uvh_backend_req_free(v->req);	/* closes the socket */
-	v->req = NULL;
+	__atomic_store_n(&v->req, NULL, __ATOMIC_RELAXED);
 	__atomic_store_n(&v->local, false, __ATOMIC_RELAXED);
 }
 
@@ -419,7 +419,9 @@ int uvh_vud_connect(struct uvh_vud *v, int fd)
 		pthread_mutex_unlock(&v->lock);
 		return ret;
 	}
-	v->req = req;
+	/* pairs with the acquire in uvh_vud_handle(): another thread may
+	 * serve the connection; it sees the request handler whole */
+	__atomic_store_n(&v->req, req, __ATOMIC_RELEASE);
 	stat_add(&v->connections, 1);
 	pthread_mutex_unlock(&v->lock);
 	UVH_INFO("%s: front-end connected", v->name);
@@ -428,19 +430,25 @@ int uvh_vud_connect(struct uvh_vud *v, int fd)
 
 int uvh_vud_handle(struct uvh_vud *v, int timeout_ms)
 {
+	struct uvh_backend_req *req;
 	struct uvh_endpoint *ep;
 	int ret;
 
-	if (!v || !v->req)
+	if (!v)
 		return -ENOTCONN;
-	if (v->watcher)
+	/* the serving thread may not be the one that connected (acquire:
+	 * pairs with uvh_vud_connect); only it ends the connection */
+	req = __atomic_load_n(&v->req, __ATOMIC_ACQUIRE);
+	if (!req)
+		return -ENOTCONN;
+	if (__atomic_load_n(&v->watcher, __ATOMIC_RELAXED))
 		return -EBUSY;
-	ep = uvh_backend_req_endpoint(v->req);
+	ep = uvh_backend_req_endpoint(req);
 	ret = uvh_endpoint_wait(ep, timeout_ms);
 	if (ret <= 0)
 		return ret;
 	pthread_mutex_lock(&v->lock);
-	ret = uvh_backend_req_handle(v->req);
+	ret = uvh_backend_req_handle(req);
 	pthread_mutex_unlock(&v->lock);
 	if (ret < 0)
 		return ret;
@@ -457,7 +465,7 @@ static void watched_end(struct uvh_vud *v, int err)
 	pthread_mutex_lock(&v->lock);
 	cb = v->on_disconnect;
 	opaque = v->on_disconnect_opaque;
-	v->watcher = NULL;
+	__atomic_store_n(&v->watcher, NULL, __ATOMIC_RELAXED);
 	if (v->req)
 		session_end(v);
 	pthread_mutex_unlock(&v->lock);
@@ -514,13 +522,13 @@ int uvh_vud_watch(struct uvh_vud *v, struct uvh_engine *e,
 	v->watch.opaque = v;
 	v->on_disconnect = on_disconnect;
 	v->on_disconnect_opaque = opaque;
-	v->watcher = e;
+	__atomic_store_n(&v->watcher, e, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&v->lock);
 	/* Not under the lock: the engine's first message takes it. */
 	ret = uvh_engine_watch(e, &v->watch);
 	if (ret) {
 		pthread_mutex_lock(&v->lock);
-		v->watcher = NULL;
+		__atomic_store_n(&v->watcher, NULL, __ATOMIC_RELAXED);
 		pthread_mutex_unlock(&v->lock);
 	}
 	return ret;
@@ -537,7 +545,7 @@ void uvh_vud_disconnect(struct uvh_vud *v)
 	 * waiting for it. -ENOENT: the watch already ended on its own. */
 	if (w && uvh_engine_unwatch(w, &v->watch) == 0) {
 		pthread_mutex_lock(&v->lock);
-		v->watcher = NULL;
+		__atomic_store_n(&v->watcher, NULL, __ATOMIC_RELAXED);
 		pthread_mutex_unlock(&v->lock);
 	}
 	pthread_mutex_lock(&v->lock);
@@ -550,7 +558,7 @@ void uvh_vud_disconnect(struct uvh_vud *v)
 
 bool uvh_vud_connected(const struct uvh_vud *v)
 {
-	return v && (__atomic_load_n(&v->req, __ATOMIC_RELAXED) != NULL ||
+	return v && (__atomic_load_n(&v->req, __ATOMIC_ACQUIRE) != NULL ||
 		     __atomic_load_n(&v->local, __ATOMIC_RELAXED));
 }
 
@@ -613,6 +621,11 @@ uint32_t uvh_vud_num_queues(const struct uvh_vud *v)
 struct uvh_vud_queue *uvh_vud_queue(struct uvh_vud *v, uint32_t index)
 {
 	return v && index < v->nq ? &v->qs[index] : NULL;
+}
+
+bool uvh_vud_queue_running(const struct uvh_vud_queue *q)
+{
+	return __atomic_load_n(&q->running, __ATOMIC_RELAXED);
 }
 
 struct uvh_engine *uvh_vud_queue_engine(const struct uvh_vud *v, uint32_t index)

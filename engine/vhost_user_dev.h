@@ -135,7 +135,8 @@ struct uvh_vud_queue {
 	 *  process() is not called, see SET_VRING_ENABLE above). */
 	bool enabled;
 	/** Between queue_start and queue_stop (written on the engine's thread
-	 *  inside the hand-over; read by control ops). */
+	 *  inside the hand-over; read by control ops; from other threads
+	 *  through uvh_vud_queue_running()). */
 	bool running;
 	/** The device's own per-ring pointer (set in queue_start; the vud
 	 *  never touches it). */
@@ -340,6 +341,8 @@ void *uvh_vud_dev(const struct uvh_vud *v);
 uint32_t uvh_vud_num_queues(const struct uvh_vud *v);
 /** Ring @index (NULL out of range); the struct is valid for the vud's life. */
 struct uvh_vud_queue *uvh_vud_queue(struct uvh_vud *v, uint32_t index);
+/** Is ring @q started? From any thread (a relaxed read: a snapshot). */
+bool uvh_vud_queue_running(const struct uvh_vud_queue *q);
 /** The engine serving ring @index (NULL out of range). */
 struct uvh_engine *uvh_vud_queue_engine(const struct uvh_vud *v, uint32_t index);
 

@@ -44,7 +44,7 @@ static int apply_on_engine(void *engine_ctx, void *arg)
 	for (uint32_t i = 0; i < a->v->nq; i++) {
 		struct uvh_vud_queue *q = &a->v->qs[i];
 
-		if (q->running && q->engine == a->e)
+		if (q->engine == a->e && q->running)
 			a->fn(q, a->arg);
 	}
 	return 0;
@@ -89,6 +89,13 @@ bool uvh__vud_any_running(const struct uvh_vud *v)
 
 /* ---- rings -------------------------------------------------------------------- */
 
+/* [engine] Inside the hand-over (uvh_engine_call) that the control thread
+ * waits for; relaxed atomic for uvh_vud_queue_running() from elsewhere. */
+static void set_running(struct uvh_vud_queue *q, bool on)
+{
+	__atomic_store_n(&q->running, on, __ATOMIC_RELAXED);
+}
+
 static void on_queue_error(struct uvh_engine_queue *eq, enum uvh_vq_error err)
 {
 	struct uvh_vud_queue *q = uvh_vud_queue_of(eq);
@@ -110,10 +117,10 @@ static int start_on_engine(void *engine_ctx, void *arg)
 	ret = v->ops->queue_start(v->dev, q);
 	if (ret)
 		return ret < 0 ? ret : -EIO;
-	q->running = true;
+	set_running(q, true);
 	ret = uvh_engine_add_queue(q->engine, &q->eq);
 	if (ret) {
-		q->running = false;
+		set_running(q, false);
 		if (v->ops->queue_stop)
 			v->ops->queue_stop(v->dev, q);
 	}
@@ -130,7 +137,7 @@ static int stop_on_engine(void *engine_ctx, void *arg)
 	ret = uvh_engine_remove_queue(q->engine, &q->eq);
 	if (ret)
 		UVH_WARN("%s: vring %u was not attached: %s", v->name, q->index, strerror(-ret));
-	q->running = false;
+	set_running(q, false);
 	if (v->ops->queue_stop)
 		v->ops->queue_stop(v->dev, q);
 	return 0;
@@ -451,7 +458,7 @@ static int swap_kick_on_engine(void *engine_ctx, void *arg)
 	q->eq.kick_fd = q->kick_fd;
 	ret = uvh_engine_add_queue(q->engine, &q->eq);
 	if (ret) {
-		q->running = false;
+		set_running(q, false);
 		if (q->vud->ops->queue_stop)
 			q->vud->ops->queue_stop(q->vud->dev, q);
 	}

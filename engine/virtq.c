@@ -71,7 +71,7 @@ int uvh_vq_fail(struct uvh_vq *vq, enum uvh_vq_error err, const char *detail)
 	/* The first reason is the one worth keeping; later faults are noise
 	 * from a ring we no longer touch. */
 	if (vq->error == UVH_VQ_OK) {
-		vq->error = err;
+		__atomic_store_n(&vq->error, err, __ATOMIC_RELAXED);	/* uvh_vq_broken() */
 		UVH_ERR("virtq: queue broken: %s%s%s", uvh_vq_strerror(err),
 			detail ? ": " : "", detail ? detail : "");
 	}
@@ -226,10 +226,10 @@ static int vq_map_iotlb(struct uvh_vq *vq)
 /* Rings still waiting for a translation: try again. True when usable. */
 static __attribute__((noinline)) bool vq_rings_retry(struct uvh_vq *vq)
 {
-	if (vq->error != UVH_VQ_OK)
+	if (uvh_vq_broken(vq))
 		return false;
 	vq_map_iotlb(vq);
-	return !vq->rings_pending && vq->error == UVH_VQ_OK;
+	return !vq->rings_pending && !uvh_vq_broken(vq);
 }
 
 static int vq_map(struct uvh_vq *vq)
@@ -290,7 +290,7 @@ void uvh_vq_set_log(struct uvh_vq *vq, struct uvh_dirty_log *log)
 int uvh_vq_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned int max,
 	       struct iovec *iov, unsigned int iov_max)
 {
-	if (__builtin_expect(vq->error != UVH_VQ_OK, 0) || !max)
+	if (__builtin_expect(uvh_vq_broken(vq), 0) || !max)
 		return 0;
 	if (__builtin_expect(vq->rings_pending, 0) && !vq_rings_retry(vq))
 		return 0;
@@ -302,7 +302,7 @@ int uvh_vq_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned int max,
 void uvh_vq_push(struct uvh_vq *vq, const struct uvh_vq_used *used, unsigned int n)
 {
 	/* nothing was popped while the rings were pending */
-	if (__builtin_expect(vq->error != UVH_VQ_OK || vq->rings_pending, 0) || !n)
+	if (__builtin_expect(uvh_vq_broken(vq) || vq->rings_pending, 0) || !n)
 		return;
 	if (vq->cfg.packed)
 		uvh_vq_packed_push(vq, used, n);
@@ -315,14 +315,14 @@ void uvh_vq_push(struct uvh_vq *vq, const struct uvh_vq_used *used, unsigned int
 
 bool uvh_vq_need_call(struct uvh_vq *vq)
 {
-	if (vq->error != UVH_VQ_OK || vq->rings_pending)
+	if (uvh_vq_broken(vq) || vq->rings_pending)
 		return false;
 	return vq->cfg.packed ? uvh_vq_packed_need_call(vq) : uvh_vq_split_need_call(vq);
 }
 
 void uvh_vq_notify_disable(struct uvh_vq *vq)
 {
-	if (vq->error != UVH_VQ_OK || vq->rings_pending)
+	if (uvh_vq_broken(vq) || vq->rings_pending)
 		return;
 	if (vq->cfg.packed)
 		uvh_vq_packed_notify(vq, false);
@@ -332,7 +332,7 @@ void uvh_vq_notify_disable(struct uvh_vq *vq)
 
 bool uvh_vq_notify_enable(struct uvh_vq *vq)
 {
-	if (vq->error != UVH_VQ_OK)
+	if (uvh_vq_broken(vq))
 		return false;
 	if (vq->rings_pending && !vq_rings_retry(vq))
 		return false;
@@ -341,7 +341,7 @@ bool uvh_vq_notify_enable(struct uvh_vq *vq)
 
 bool uvh_vq_avail_pending(struct uvh_vq *vq)
 {
-	if (vq->error != UVH_VQ_OK)
+	if (uvh_vq_broken(vq))
 		return false;
 	if (vq->rings_pending && !vq_rings_retry(vq))
 		return false;

@@ -286,8 +286,12 @@ void uvh_vq_notify_disable(struct uvh_vq *vq);
 bool uvh_vq_notify_enable(struct uvh_vq *vq);
 /** Are chains available? (reads the ring; cheap) */
 bool uvh_vq_avail_pending(struct uvh_vq *vq);
-/** The ring was marked broken. */
-static inline bool uvh_vq_broken(const struct uvh_vq *vq) { return vq->error != UVH_VQ_OK; }
+/** The ring was marked broken. From any thread: a ring another engine
+ *  fills (a switch's RX ring) may break in that engine's burst. */
+static inline bool uvh_vq_broken(const struct uvh_vq *vq)
+{
+	return __atomic_load_n(&vq->error, __ATOMIC_RELAXED) != UVH_VQ_OK;
+}
 /** GET_VRING_BASE's value: split next avail; packed avail/used with wrap bits. */
 uint32_t uvh_vq_base(const struct uvh_vq *vq);
 

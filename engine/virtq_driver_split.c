@@ -41,12 +41,12 @@ static inline struct uvh_vring_used *drv_used(struct uvh_vq_driver *drv)
 
 static inline uint16_t load16(const uint16_t *p)
 {
-	return *(const volatile uint16_t *)p;
+	return uvh_shm_load16(p);
 }
 
 static inline void store16(uint16_t *p, uint16_t v)
 {
-	*(volatile uint16_t *)p = v;
+	uvh_shm_store16(p, v);
 }
 
 int uvh_vq_driver_split_init(struct uvh_vq_driver *drv)
@@ -65,14 +65,13 @@ int uvh_vq_driver_split_init(struct uvh_vq_driver *drv)
 	return 0;
 }
 
-/* A descriptor as one 16-byte copy (the compiler makes it one or two
- * stores): the driver's stores are what limits a packet generator. */
+/* A descriptor as two 8-byte stores (little-endian: len, flags, next in
+ * the second): the driver's stores are what limits a packet generator. */
 static inline void desc_write(struct uvh_vring_desc *d, uint64_t addr, uint32_t len,
 			      uint16_t flags, uint16_t next)
 {
-	struct uvh_vring_desc v = { .addr = addr, .len = len, .flags = flags, .next = next };
-
-	memcpy(d, &v, sizeof(v));
+	uvh_shm_store64(&d->addr, addr);
+	uvh_shm_store64(&d->len, len | (uint64_t)flags << 32 | (uint64_t)next << 48);
 }
 
 /* ndesc and last of an id as one 32-bit store (next_free is left alone:
@@ -204,8 +203,8 @@ unsigned int uvh_vq_driver_split_get_used(struct uvh_vq_driver *drv, void **toke
 	/* fields in locals for the loop: the stores into tokens/lens could
 	 * alias them otherwise */
 	for (; n < pending; n++) {
-		const volatile struct uvh_vring_used_elem *e = &used->ring[last_used & mask];
-		uint32_t id = e->id, len = e->len;
+		const struct uvh_vring_used_elem *e = &used->ring[last_used & mask];
+		uint32_t id = uvh_shm_load32(&e->id), len = uvh_shm_load32(&e->len);
 		struct uvh_vq_driver_id *ent;
 
 		if (id >= size || ids[id].ndesc == 0)

@@ -10,6 +10,50 @@
 #include "log.h"
 #include "virtq.h"
 
+/*
+ * Guest memory is shared with a driver in another thread or process that
+ * may touch it at any moment. Every load and store of a ring field is a
+ * relaxed atomic: on x86-64 and arm64 the same plain instruction a
+ * volatile access gives, and what C11 (and ThreadSanitizer) need in order
+ * to see these accesses as intended rather than as data races. Ordering
+ * comes from the acquire/release operations and fences named at each use.
+ * Naturally aligned accesses only.
+ */
+static inline uint8_t uvh_shm_load8(const void *p)
+{
+	return __atomic_load_n((const uint8_t *)p, __ATOMIC_RELAXED);
+}
+
+static inline uint16_t uvh_shm_load16(const void *p)
+{
+	return __atomic_load_n((const uint16_t *)p, __ATOMIC_RELAXED);
+}
+
+static inline uint32_t uvh_shm_load32(const void *p)
+{
+	return __atomic_load_n((const uint32_t *)p, __ATOMIC_RELAXED);
+}
+
+static inline uint64_t uvh_shm_load64(const void *p)
+{
+	return __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED);
+}
+
+static inline void uvh_shm_store16(void *p, uint16_t v)
+{
+	__atomic_store_n((uint16_t *)p, v, __ATOMIC_RELAXED);
+}
+
+static inline void uvh_shm_store32(void *p, uint32_t v)
+{
+	__atomic_store_n((uint32_t *)p, v, __ATOMIC_RELAXED);
+}
+
+static inline void uvh_shm_store64(void *p, uint64_t v)
+{
+	__atomic_store_n((uint64_t *)p, v, __ATOMIC_RELAXED);
+}
+
 /* Move the last @k of @n iovecs to the front, the others keeping their
  * order (three reversals): a readable buffer found after writable ones is
  * put back in front of them when strict_order is off. Not a hot path. */

@@ -485,7 +485,7 @@ int uvh_vq_packed_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned i
 	/* once per burst: IOVAs never take the GPA fast path */
 	const bool simple = !vq->inflight && !vq->log && !vq->cfg.iotlb;
 
-	if (vq->error)
+	if (uvh_vq_broken(vq))
 		return 0;
 
 	while (vq->inflight && n < max &&
@@ -633,7 +633,7 @@ void uvh_vq_packed_push(struct uvh_vq *vq, const struct uvh_vq_used *used, unsig
 	bool wrap = vq->used_wrap;
 	unsigned int i;
 
-	if (!n || vq->error)
+	if (!n || uvh_vq_broken(vq))
 		return;
 	/* IOVA chains were logged when translated at pop */
 	if (vq->log && !vq->cfg.iotlb) {
@@ -749,7 +749,7 @@ bool uvh_vq_packed_avail_pending(struct uvh_vq *vq)
 {
 	uint16_t flags;
 
-	if (vq->error)
+	if (uvh_vq_broken(vq))
 		return false;
 	/* acquire: pairs with the driver's release of the first flags */
 	flags = ld16(&vq->pdesc[vq->last_avail].flags, memory_order_acquire);
@@ -766,7 +766,7 @@ static inline void log_device_event(struct uvh_vq *vq)
 
 bool uvh_vq_packed_notify(struct uvh_vq *vq, bool enable)
 {
-	if (vq->error)
+	if (uvh_vq_broken(vq))
 		return false;
 	if (!enable) {
 		st_event(vq->device_event, 0, UVH_VRING_PACKED_EVENT_DISABLE,

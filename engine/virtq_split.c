@@ -4,7 +4,8 @@
  *
  * The guest owns the descriptor table and the avail ring and may change
  * them under us at any time. So every guest value is loaded once into a
- * local (volatile or atomic loads), checked, and only the local is used:
+ * local (relaxed atomic loads, virtq_internal.h), checked, and only the
+ * local is used:
  * a value the guest changes after the check is never seen.
  *
  * Memory ordering (the other side is the driver, usually another CPU):
@@ -38,12 +39,12 @@
 
 static inline uint16_t ring_load16(const uint16_t *p)
 {
-	return *(const volatile uint16_t *)p;
+	return uvh_shm_load16(p);
 }
 
 static inline void ring_store16(uint16_t *p, uint16_t v)
 {
-	*(volatile uint16_t *)p = v;
+	uvh_shm_store16(p, v);
 }
 
 static inline uint16_t avail_idx_acquire(const struct uvh_vring_avail *avail)
@@ -69,15 +70,16 @@ static int broken(struct uvh_vq *vq, enum uvh_vq_error err, const char *detail)
 	return PARSE_FAIL;
 }
 
-/* One descriptor, loaded once. */
+/* One descriptor (8-byte aligned), loaded once: two 8-byte loads, the
+ * second holding len, flags and next (little-endian hosts, virtq.h). */
 static inline void desc_load(const struct uvh_vring_desc *src, struct uvh_vring_desc *d)
 {
-	const volatile struct uvh_vring_desc *v = src;
+	uint64_t rest = uvh_shm_load64(&src->len);
 
-	d->addr = v->addr;
-	d->len = v->len;
-	d->flags = v->flags;
-	d->next = v->next;
+	d->addr = uvh_shm_load64(&src->addr);
+	d->len = (uint32_t)rest;
+	d->flags = (uint16_t)(rest >> 32);
+	d->next = (uint16_t)(rest >> 48);
 }
 
 /* Descriptor @i of a table that is mapped but not as one piece (it
@@ -99,11 +101,11 @@ static int desc_load_slow(struct uvh_vq *vq, uint64_t table_gpa, uint32_t i,
 	if (n < 0)
 		return n;
 	for (k = 0; k < n; k++) {
-		const volatile uint8_t *src = piece[k].iov_base;
+		const uint8_t *src = piece[k].iov_base;
 		size_t j;
 
 		for (j = 0; j < piece[k].iov_len && off < sizeof(raw); j++)
-			raw[off++] = src[j];
+			raw[off++] = uvh_shm_load8(&src[j]);
 	}
 	memcpy(d, raw, sizeof(*d));
 	return 0;
@@ -539,10 +541,10 @@ void uvh_vq_split_push(struct uvh_vq *vq, const struct uvh_vq_used *used, unsign
 	unsigned int i;
 
 	for (i = 0; i < n; i++) {
-		volatile struct uvh_vring_used_elem *e = &vq->used->ring[(uint16_t)(idx + i) & mask];
+		struct uvh_vring_used_elem *e = &vq->used->ring[(uint16_t)(idx + i) & mask];
 
-		e->id = used[i].id;
-		e->len = used[i].len;
+		uvh_shm_store32(&e->id, used[i].id);
+		uvh_shm_store32(&e->len, used[i].len);
 	}
 	if (unlikely(ifq != NULL))
 		uvh_inflight_split_pre_put(ifq, used, n);

@@ -80,7 +80,12 @@ void uvh_backend_chan_free(struct uvh_backend_chan *chan)
 {
 	if (!chan)
 		return;
+	/* The last call's thread and this one may have met only through the
+	 * socket (its peer closing): the lock makes the hand-over explicit,
+	 * for the reader and for ThreadSanitizer. No call may still run. */
+	pthread_mutex_lock(&chan->lock);
 	uvh_endpoint_close(&chan->ep);
+	pthread_mutex_unlock(&chan->lock);
 	pthread_mutex_destroy(&chan->lock);
 	free(chan);
 }

@@ -343,6 +343,12 @@ unsigned long uvh_listener_refused(const struct uvh_listener *l)
 	return l ? l->refused : 0;
 }
 
+/* *stop is set by another thread or a signal handler: an atomic load. */
+static bool stopped(volatile int *stop)
+{
+	return stop && __atomic_load_n(stop, __ATOMIC_RELAXED);
+}
+
 /* Sleep @ms, waking every STOP_POLL_MS to look at *stop. */
 static int backoff_sleep(int ms, volatile int *stop)
 {
@@ -353,12 +359,12 @@ static int backoff_sleep(int ms, volatile int *stop)
 			.tv_nsec = (long)(slice % 1000) * 1000000,
 		};
 
-		if (stop && *stop)
+		if (stopped(stop))
 			return -ECANCELED;
 		nanosleep(&ts, NULL);
 		ms -= slice;
 	}
-	return stop && *stop ? -ECANCELED : 0;
+	return stopped(stop) ? -ECANCELED : 0;
 }
 
 int uvh_connect(const char *path, const struct uvh_connect_opts *opts)
@@ -381,7 +387,7 @@ int uvh_connect(const char *path, const struct uvh_connect_opts *opts)
 		deadline = now_ms() + opts->timeout_ms;
 
 	for (;;) {
-		if (opts->stop && *opts->stop)
+		if (stopped(opts->stop))
 			return -ECANCELED;
 		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (fd < 0)

@@ -89,7 +89,9 @@ struct uvh_connect_opts {
 	int timeout_ms;		/**< give up after this long; 0 = one try, -1 = never */
 	int initial_delay_ms;	/**< first back-off; 0 = 10 ms */
 	int max_delay_ms;	/**< back-off cap; 0 = 1000 ms */
-	volatile int *stop;	/**< when set and non-zero, give up (-ECANCELED) */
+	volatile int *stop;	/**< when set and non-zero, give up (-ECANCELED); read
+				 *   with atomic loads: set it with an atomic store
+				 *   (__atomic_store_n, or from a signal handler) */
 };
 
 /**

@@ -42,7 +42,10 @@
 #define POLL_MS		200	/* how soon a control thread sees a stop */
 #define MAX_ALLOW_UIDS	UVH_LISTENER_MAX_UIDS
 
-static volatile int stop_flag;	/* set by SIGINT/SIGTERM; volatile int for uvh_connect */
+/* set by SIGINT/SIGTERM; read by the port threads (and uvh_connect) with
+ * atomic loads: STOPPING() */
+static volatile int stop_flag;
+#define STOPPING()	__atomic_load_n(&stop_flag, __ATOMIC_RELAXED)
 
 struct port {
 	unsigned int id;
@@ -297,7 +300,7 @@ static void print_capabilities(void)
 static void on_signal(int sig)
 {
 	(void)sig;
-	stop_flag = 1;
+	__atomic_store_n(&stop_flag, 1, __ATOMIC_RELAXED);	/* lock-free: signal-safe */
 }
 
 /* ---- per-port control thread -------------------------------------------------- */
@@ -338,13 +341,13 @@ static void serve(struct port *p, int fd)
 		UVH_ERR("port %u: cannot serve the connection: %s", p->id, strerror(-ret));
 		return;
 	}
-	while (!stop_flag) {
+	while (!STOPPING()) {
 		ret = serve_one(p);
 		if (ret < 0)
 			break;
 	}
 	uvh_vud_disconnect(p->vud);
-	if (!stop_flag)
+	if (!STOPPING())
 		UVH_INFO("port %u: front-end gone (%s); ready for the next one", p->id,
 			 strerror(-ret));
 }
@@ -383,7 +386,7 @@ static void *port_thread(void *arg)
 		atomic_store(&p->done, true);
 		return NULL;
 	}
-	while (!stop_flag) {
+	while (!STOPPING()) {
 		if (cfg.client) {
 			fd = uvh_connect(p->path, &co);
 			if (fd == -ECANCELED)
@@ -526,7 +529,7 @@ static int make_port(struct port *p, unsigned int id, const char *path, int fd)
  * ring of every port is stopped when this returns. */
 static void stop_ports(void)
 {
-	stop_flag = 1;
+	__atomic_store_n(&stop_flag, 1, __ATOMIC_RELAXED);
 	for (unsigned int i = 0; i < nports; i++)
 		if (ports[i].thread_on)
 			pthread_join(ports[i].thread, NULL);
@@ -738,7 +741,7 @@ int main(int argc, char **argv)
 	fflush(stdout);
 
 	last = now_ns();
-	while (!stop_flag) {
+	while (!STOPPING()) {
 		bool all_done = cfg.nfds && !cfg.npaths;
 
 		usleep(POLL_MS * 1000);

@@ -323,13 +323,13 @@ Test(backend_user, suspend_resume)
 	cr_assert_eq(t_vmm_start(&v), 0);
 	cr_assert_eq(t_vmm_loopback(&v, 30, 0, 0, &bytes), 0);
 	cr_assert_eq(uvh_backend_call(b, suspend), 0);
-	cr_assert_not(uvh_vud_queue(s.vud, 1)->running);
+	cr_assert_not(uvh_vud_queue_running(uvh_vud_queue(s.vud, 1)));
 	t_vmm_make_frame(f, sizeof(f), 5);
 	cr_assert_eq(t_vmm_send(&v, f, sizeof(f), 0), 0);
 	t_vmm_flush(&v, T_VMM_TX);
 	cr_assert_eq(t_vmm_recv(&v, got, sizeof(got), &len), -ETIMEDOUT);
 	cr_assert_eq(uvh_backend_call(b, resume), 0);
-	cr_assert(uvh_vud_queue(s.vud, 1)->running);
+	cr_assert(uvh_vud_queue_running(uvh_vud_queue(s.vud, 1)));
 	cr_assert(uvh_vud_queue(s.vud, 1)->enabled);
 	v.o.timeout_ms = 5000;
 	cr_assert_eq(t_vmm_recv(&v, got, sizeof(got), &len), 0);
@@ -661,7 +661,7 @@ static void restart_case(bool packed, bool inflight)
 	cr_assert_eq(!!(uvh_vud_features(s.vud) & BIT(UVH_VIRTIO_F_RING_PACKED)), packed);
 	cr_assert_eq(uvh_vud_protocol_features(s.vud), PF_ALL, "protocol features replayed");
 	cr_assert_not_null(uvh_vud_backend_chan(s.vud), "back-end channel reopened");
-	cr_assert(uvh_vud_queue(s.vud, T_VMM_TX)->running);
+	cr_assert(uvh_vud_queue_running(uvh_vud_queue(s.vud, T_VMM_TX)));
 	cr_assert(uvh_vud_queue(s.vud, T_VMM_RX)->enabled);
 
 	/* what the driver queued meanwhile comes back, byte for byte, in order */
@@ -722,14 +722,14 @@ Test(backend_user, restart_suspended_ring_stays_stopped)
 	server_stop(&s);
 	server_start_at(&s, path);
 	cr_assert_eq(uvh_backend_user_reconnect(b, 3000), 0);
-	cr_assert_not(uvh_vud_queue(s.vud, T_VMM_TX)->running, "suspended ring restarted");
-	cr_assert_not(uvh_vud_queue(s.vud, T_VMM_RX)->running);
+	cr_assert_not(uvh_vud_queue_running(uvh_vud_queue(s.vud, T_VMM_TX)), "suspended ring restarted");
+	cr_assert_not(uvh_vud_queue_running(uvh_vud_queue(s.vud, T_VMM_RX)));
 	t_vmm_make_frame(f, sizeof(f), 7);
 	cr_assert_eq(t_vmm_send(&v, f, sizeof(f), 0), 0);
 	t_vmm_flush(&v, T_VMM_TX);
 	cr_assert_eq(t_vmm_recv(&v, got, sizeof(got), &len), -ETIMEDOUT);
 	cr_assert_eq(uvh_backend_call(b, resume), 0);
-	cr_assert(uvh_vud_queue(s.vud, T_VMM_TX)->running);
+	cr_assert(uvh_vud_queue_running(uvh_vud_queue(s.vud, T_VMM_TX)));
 	v.o.timeout_ms = 5000;
 	cr_assert_eq(t_vmm_recv(&v, got, sizeof(got), &len), 0);
 	cr_assert_eq(len, sizeof(f));
@@ -760,12 +760,12 @@ Test(backend_user, restart_after_reset_replays_no_rings)
 	start_with_inflight(&v, b);
 	cr_assert_eq(t_vmm_loopback(&v, 20, 0, 0, NULL), 0);
 	cr_assert_eq(uvh_backend_call(b, reset_owner), 0);
-	cr_assert_not(uvh_vud_queue(s.vud, T_VMM_TX)->running, "reset left the ring running");
+	cr_assert_not(uvh_vud_queue_running(uvh_vud_queue(s.vud, T_VMM_TX)), "reset left the ring running");
 	server_stop(&s);
 	server_start_at(&s, path);
 	cr_assert_eq(uvh_backend_user_reconnect(b, 3000), 0);
-	cr_assert_not(uvh_vud_queue(s.vud, T_VMM_TX)->running, "a reset ring was replayed");
-	cr_assert_not(uvh_vud_queue(s.vud, T_VMM_RX)->running, "a reset ring was replayed");
+	cr_assert_not(uvh_vud_queue_running(uvh_vud_queue(s.vud, T_VMM_TX)), "a reset ring was replayed");
+	cr_assert_not(uvh_vud_queue_running(uvh_vud_queue(s.vud, T_VMM_RX)), "a reset ring was replayed");
 	/* and the VMM can set them up again on the new process */
 	start_with_inflight(&v, b);
 	cr_assert_eq(t_vmm_loopback(&v, 20, 0, 100, NULL), 0);

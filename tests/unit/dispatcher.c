@@ -764,12 +764,21 @@ DISP_TEST(call_cancelled_by_destroy)
 	struct pending_call pc = { .ret = 1 };
 	pthread_t th;
 
+	struct pollfd pfd;
+	uint64_t v;
+
 	pc.d = uvh_dispatcher_create(16, flags);
 	cr_assert_not_null(pc.d);
 	atomic_store(&call_runs, 0);
+	/* an engine about to sleep: the call's post ends by waking it, its
+	 * last touch of the dispatcher; destroying before that would free
+	 * what the poster still reads */
+	cr_assert_eq(uvh_dispatcher_prepare_sleep(pc.d), 0);
 	cr_assert_eq(pthread_create(&th, NULL, call_forever, &pc), 0);
-	while (uvh_dispatcher_pending(pc.d) == 0)
-		sched_yield();
+	pfd = (struct pollfd){ .fd = uvh_dispatcher_wake_fd(pc.d), .events = POLLIN };
+	cr_assert_eq(poll(&pfd, 1, 5000), 1, "the call never woke the engine");
+	cr_assert_eq(read(pfd.fd, &v, sizeof(v)), (ssize_t)sizeof(v));
+	cr_assert_eq(uvh_dispatcher_pending(pc.d), 1);
 	uvh_dispatcher_destroy(pc.d);
 	cr_assert_eq(pthread_join(th, NULL), 0);
 	cr_assert_eq(pc.ret, -ECANCELED);

@@ -343,7 +343,7 @@ static void *raise_stop(void *arg)
 	struct timespec ts = { 0, 60 * 1000000L };
 
 	nanosleep(&ts, NULL);
-	*(volatile int *)arg = 1;
+	__atomic_store_n((volatile int *)arg, 1, __ATOMIC_RELAXED);
 	return NULL;
 }
 
