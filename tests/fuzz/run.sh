@@ -14,8 +14,9 @@
 # Crashes land in tests/fuzz/crashes/TARGET/ (the 'fuzz' meson suite
 # replays them: fix the bug before committing one), timeouts in
 # tests/fuzz/hangs/TARGET/ (kept, not replayed). Prints one line per
-# target (executions, coverage, corpus, new crashes) and exits 1 when a
-# target found a crash or could not run, 0 otherwise.
+# target (executions, coverage, corpus, new crashes and hangs, libFuzzer's
+# exit status) and exits 1 when a target found a crash or a hang, or
+# libFuzzer itself failed (any non-zero status), 0 otherwise.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -49,31 +50,35 @@ trap 'rm -rf "$out"' EXIT
 
 run_one() {
 	local t=$1 bin=$build/tests/fuzz/$1
-	local work=$out/$t crashes=$here/crashes/$t corpus=$here/corpus/$t
-	local before after
+	local work=$out/$t crashes=$here/crashes/$t corpus=$here/corpus/$t hangs=$here/hangs/$t
+	local before after hbefore hafter status
 
-	mkdir -p "$work" "$crashes" "$corpus" "$here/hangs/$t"
+	mkdir -p "$work" "$crashes" "$corpus" "$hangs"
 	before=$(find "$crashes" -type f | wc -l)
+	hbefore=$(find "$hangs" -type f | wc -l)
 	"$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
 		-print_final_stats=1 -artifact_prefix="$crashes/" \
 		"$work" "$corpus" >"$out/$t.log" 2>&1
+	status=$?
 	# Hangs are kept apart: replaying them would block the suite.
 	find "$crashes" -maxdepth 1 -type f \( -name 'timeout-*' -o -name 'slow-unit-*' \) \
-		-exec mv -t "$here/hangs/$t/" {} +
+		-exec mv -t "$hangs/" {} +
 	after=$(find "$crashes" -type f | wc -l)
+	hafter=$(find "$hangs" -type f | wc -l)
 	if [ "$merge" = 1 ]; then
 		mkdir -p "$out/$t.min"
 		"$bin" -merge=1 -timeout=10 -max_len=16384 "$out/$t.min" "$corpus" "$work" \
 			>>"$out/$t.log" 2>&1 &&
 			rm -f "$corpus"/* && cp "$out/$t.min"/* "$corpus"/ 2>/dev/null
 	fi
-	printf '%s: %s executions, %s, corpus %s files (%s), %d new crash(es)\n' "$t" \
-		"$(sed -n 's/^stat::number_of_executed_units: *//p' "$out/$t.log" | tail -1)" \
+	printf '%s: %s executions, %s, corpus %s files (%s), %d new crash(es), %d new hang(s), status %d\n' \
+		"$t" "$(sed -n 's/^stat::number_of_executed_units: *//p' "$out/$t.log" | tail -1)" \
 		"$(grep -Eo 'cov: [0-9]+ ft: [0-9]+' "$out/$t.log" | tail -1)" \
 		"$(find "$corpus" -type f | wc -l)" "$(du -sh --apparent-size "$corpus" | cut -f1)" \
-		$((after - before)) > "$out/$t.sum"
-	if [ "$after" -ne "$before" ]; then
-		grep -E 'ERROR|SUMMARY' "$out/$t.log" | head -5 >> "$out/$t.sum"
+		$((after - before)) $((hafter - hbefore)) "$status" > "$out/$t.sum"
+	if [ "$after" -ne "$before" ] || [ "$hafter" -ne "$hbefore" ] || [ "$status" -ne 0 ]; then
+		grep -E 'ERROR|SUMMARY|ALARM|INFO: a leak|deadly signal' "$out/$t.log" | head -5 \
+			>> "$out/$t.sum"
 		return 1
 	fi
 	return 0
@@ -99,7 +104,7 @@ for p in "${pids[@]}"; do
 done
 for t in "${targets[@]}"; do
 	[ -f "$out/$t.sum" ] || continue
-	if grep -q ', 0 new crash' "$out/$t.sum"; then
+	if grep -q ', 0 new crash(es), 0 new hang(s), status 0$' "$out/$t.sum"; then
 		echo "PASS: $(cat "$out/$t.sum")"
 	else
 		echo "FAIL: $(cat "$out/$t.sum")"
