@@ -415,12 +415,12 @@ static void notify_join(struct uvh_engine *e, struct uvh_engine_queue *q)
 		uvh_vq_notify_disable(q->vq);
 }
 
-void uvh_engine_queue_pause(struct uvh_engine_queue *q, bool pause)
+void uvh_engine_queue_pause(struct uvh_engine_queue *q, unsigned int reason, bool pause)
 {
-	if (q->paused == pause)
-		return;
-	q->paused = pause;
-	if (q->engine)
+	uint8_t was = q->paused;
+
+	q->paused = (uint8_t)(pause ? was | reason : was & ~reason);
+	if (!was != !q->paused && q->engine)
 		notify_join(q->engine, q);
 }
 

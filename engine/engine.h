@@ -159,6 +159,14 @@ bool uvh_engine_is_current(const struct uvh_engine *e);
 
 /* ---- queues ------------------------------------------------------------------ */
 
+/** Why a queue is paused (uvh_engine_queue.paused holds a set of these). */
+enum uvh_engine_pause {
+	/** The ring's host: started but not enabled (vhost-user SET_VRING_ENABLE). */
+	UVH_ENGINE_PAUSE_HOST = 1u << 0,
+	/** The device: what the ring carries has nowhere to go yet. */
+	UVH_ENGINE_PAUSE_DEVICE = 1u << 1,
+};
+
 /**
  * One virtqueue served by an engine. The caller owns the struct and fills
  * the public fields before uvh_engine_add_queue(); they must not change
@@ -190,12 +198,13 @@ struct uvh_engine_queue {
 	/** The device's own pointer. */
 	void *opaque;
 	/**
-	 * Attach the queue paused: it is not processed (its chains wait,
-	 * untouched, and it is not counted as work waiting) until
-	 * uvh_engine_queue_pause(q, false). A vhost-user ring that is started
-	 * but not yet enabled. While attached, only the engine changes it.
+	 * Why the queue is paused (a set of enum uvh_engine_pause bits; 0:
+	 * served). A paused queue is not processed (its chains wait,
+	 * untouched, and are not counted as work waiting). Set before attach;
+	 * while attached, only uvh_engine_queue_pause() on the engine's
+	 * thread changes it.
 	 */
-	bool paused;
+	uint8_t paused;
 	/**
 	 * The device does not consume this ring in its own bursts: other
 	 * queues' bursts pull chains from it when they have something for it
@@ -244,14 +253,15 @@ static inline void uvh_engine_queue_signal(struct uvh_engine_queue *q)
 }
 
 /**
- * Pause or resume @q (see uvh_engine_queue.paused). Only on the engine's
- * thread (a request, or a callback): a paused queue is skipped from the
- * next sweep on and its guest notifications are disabled (a kick would
- * only wake the engine for nothing); a resumed one joins the engine's
- * notification state and is processed by the next sweep whether or not it
- * was kicked, so chains published while it was paused are not stranded.
+ * Add (@pause) or clear @reason (enum uvh_engine_pause) in @q's pause set.
+ * Only on the engine's thread (a request, or a callback), or before the
+ * queue is attached. A paused queue is skipped from the next sweep on and
+ * its guest notifications are disabled (a kick would only wake the engine
+ * for nothing); one whose last reason goes joins the engine's notification
+ * state and is processed by the next sweep whether or not it was kicked,
+ * so chains published while it was paused are not stranded.
  */
-void uvh_engine_queue_pause(struct uvh_engine_queue *q, bool pause);
+void uvh_engine_queue_pause(struct uvh_engine_queue *q, unsigned int reason, bool pause);
 
 /* ---- sockets ------------------------------------------------------------------- */
 

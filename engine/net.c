@@ -369,6 +369,27 @@ void net_rx_end(struct net_ring *r)
 		eventfd_write(fd, 1);
 }
 
+/*
+ * Loopback: a pair's TX ring waits, untouched, while its RX ring cannot
+ * take frames (not started yet, or disabled). Its frames can go nowhere
+ * else, and a front-end may set the TX ring up before the RX ring with the
+ * guest writing frames the instant the last message leaves: consumed then,
+ * they would all be dropped. On the pair's engine (both rings' starts,
+ * stops and enables run there).
+ */
+static void loop_hold_tx(struct uvh_net_dev *dev, const struct net_ring *r)
+{
+	struct net_ring *tx, *rx;
+
+	if (dev->type != UVH_NET_PORT_LOOPBACK || r->is_ctrl)
+		return;
+	rx = &dev->rings[2 * r->pair];
+	tx = &dev->rings[2 * r->pair + 1];
+	if (tx->eq)
+		uvh_engine_queue_pause(tx->eq, UVH_ENGINE_PAUSE_DEVICE,
+				       !(rx->running && rx->enabled));
+}
+
 /* ---- RARP ---------------------------------------------------------------------- */
 
 /* The pending RARP: the MAC in bits 0-47, RARP_PENDING set while one waits. */
@@ -853,6 +874,7 @@ int uvh_net_queue_start(struct uvh_net_dev *dev, uint32_t index, const struct uv
 	r->running = true;
 	if (r->shared)
 		net_unlock(r);
+	loop_hold_tx(dev, r);
 	return 0;
 }
 
@@ -860,7 +882,6 @@ void uvh_net_queue_stop(struct uvh_net_dev *dev, uint32_t index)
 {
 	struct net_ring *r;
 	struct net_rxpool *p;
-	unsigned int i;
 
 	if (index >= dev->nrings)
 		return;
@@ -873,15 +894,20 @@ void uvh_net_queue_stop(struct uvh_net_dev *dev, uint32_t index)
 		net_tap_stop(r);
 	p = r->rx;
 	if (p) {
-		/* chains we held go back empty, so the guest does not lose them */
 		rx_flush(r);
-		for (i = p->head; i < p->n; i++)
-			rx_used(r, &p->ch[i], 0);
-		rx_flush(r);
+		/* Chains popped ahead and not used go back to the ring unused,
+		 * the base moving back over them: returned as used with 0 bytes
+		 * they would reach the guest as empty packets (Linux counts each
+		 * as a length error). With inflight tracking (-EBUSY) they stay
+		 * in flight for the restart to resubmit. */
+		if (p->n > p->head)
+			(void)uvh_vq_unpop(r->vq, &p->ch[p->head], p->n - p->head);
 		p->head = p->n = p->iov_used = 0;
 	}
 	r->running = false;
 	atomic_store(&r->call_pending, false);
+	if (r->is_rx)
+		loop_hold_tx(dev, r);
 	r->vq = NULL;
 	r->eq = NULL;
 	r->engine = NULL;
@@ -901,6 +927,8 @@ void uvh_net_queue_enable(struct uvh_net_dev *dev, uint32_t index, bool enable)
 	r->enabled = enable;
 	if (r->shared)
 		net_unlock(r);
+	if (r->is_rx)
+		loop_hold_tx(dev, r);
 }
 
 void uvh_net_get_stats(const struct uvh_net_dev *dev, struct uvh_net_stats *st)

@@ -308,7 +308,7 @@ static int queue_start(struct uvh_vud *v, struct uvh_vud_queue *q)
 	q->eq.opaque = q;
 	/* a started ring that is not enabled waits, untouched (see
 	 * uvh__vud_set_enabled_on_queue) */
-	q->eq.paused = !q->enabled;
+	q->eq.paused = q->enabled ? 0 : UVH_ENGINE_PAUSE_HOST;
 	q->eq.kick_slot = -1;
 	ret = engine_call(q->engine, start_on_engine, q);
 	if (ret) {
@@ -378,7 +378,7 @@ void uvh__vud_set_enabled_on_queue(struct uvh_vud_queue *q, void *arg)
 	q->enabled = on;
 	if (q->vud->ops->queue_enable)
 		q->vud->ops->queue_enable(q->vud->dev, q, on);
-	uvh_engine_queue_pause(&q->eq, !on);
+	uvh_engine_queue_pause(&q->eq, UVH_ENGINE_PAUSE_HOST, !on);
 }
 
 /* ---- vrings ------------------------------------------------------------------------ */
@@ -502,10 +502,19 @@ static int swap_fd_on_engine(void *engine_ctx, void *arg)
 	struct fd_swap *s = arg;
 
 	(void)engine_ctx;
-	if (s->err)
+	if (s->err) {
 		s->q->eq.err_fd = s->fd;
-	else
-		s->q->eq.call_fd = s->fd;
+		return 0;
+	}
+	s->q->eq.call_fd = s->fd;
+	/*
+	 * The ring may have used buffers before this fd came (SET_VRING_KICK
+	 * and ENABLE before SET_VRING_CALL, with traffic already flowing):
+	 * their call went nowhere, and a driver waiting for it would wait
+	 * forever. One call now; a spurious one costs the driver a look.
+	 */
+	if (s->fd >= 0 && s->q->vq.pushed && eventfd_write(s->fd, 1) == 0)
+		s->q->eq.calls++;
 	return 0;
 }
 

@@ -299,6 +299,23 @@ int uvh_vq_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned int max,
 	return uvh_vq_split_pop(vq, chains, max, iov, iov_max);
 }
 
+int uvh_vq_unpop(struct uvh_vq *vq, const struct uvh_vq_chain *chains, unsigned int n)
+{
+	unsigned int slots = 0;
+	int ret;
+
+	if (!n)
+		return 0;
+	if (uvh_vq_broken(vq) || vq->rings_pending || vq->inflight)
+		return -EBUSY;
+	for (unsigned int i = 0; i < n; i++)
+		slots += chains[i].ndesc;
+	ret = vq->cfg.packed ? uvh_vq_packed_unpop(vq, slots) : uvh_vq_split_unpop(vq, n);
+	if (!ret)
+		vq->popped -= n;
+	return ret;
+}
+
 void uvh_vq_push(struct uvh_vq *vq, const struct uvh_vq_used *used, unsigned int n)
 {
 	/* nothing was popped while the rings were pending */

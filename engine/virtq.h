@@ -262,6 +262,17 @@ int uvh_vq_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned int max,
 	       struct iovec *iov, unsigned int iov_max);
 
 /**
+ * Give back, unused, the last @n chains popped (@chains, in pop order, none
+ * pushed since): they become available again as if never taken, and the
+ * base moves back over them. For a device that took chains ahead of use
+ * (an RX pool) and stops the ring: handing them back as used with 0 bytes
+ * would show the guest empty packets. 0; -EBUSY with inflight tracking on
+ * (the chains stay in flight: a restart resubmits them) or on a broken
+ * ring; -EINVAL when fewer chains are in flight.
+ */
+int uvh_vq_unpop(struct uvh_vq *vq, const struct uvh_vq_chain *chains, unsigned int n);
+
+/**
  * Give back @n chains with the bytes written into each; one publish of the
  * used index (split) or of the first descriptor's flags (packed), after
  * the others, so the driver sees the whole burst at once. Written buffers

@@ -86,6 +86,7 @@ bool uvh_vq_split_need_call(struct uvh_vq *vq);
 bool uvh_vq_split_notify(struct uvh_vq *vq, bool enable);
 bool uvh_vq_split_avail_pending(struct uvh_vq *vq);
 uint32_t uvh_vq_split_base(const struct uvh_vq *vq);
+int uvh_vq_split_unpop(struct uvh_vq *vq, unsigned int n);
 
 int uvh_vq_packed_map(struct uvh_vq *vq);
 int uvh_vq_packed_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned int max,
@@ -95,6 +96,7 @@ bool uvh_vq_packed_need_call(struct uvh_vq *vq);
 bool uvh_vq_packed_notify(struct uvh_vq *vq, bool enable);
 bool uvh_vq_packed_avail_pending(struct uvh_vq *vq);
 uint32_t uvh_vq_packed_base(const struct uvh_vq *vq);
+int uvh_vq_packed_unpop(struct uvh_vq *vq, unsigned int slots);
 
 /* driver side */
 int uvh_vq_driver_split_init(struct uvh_vq_driver *drv);

@@ -794,6 +794,21 @@ bool uvh_vq_packed_notify(struct uvh_vq *vq, bool enable)
 	return uvh_vq_packed_avail_pending(vq);
 }
 
+int uvh_vq_packed_unpop(struct uvh_vq *vq, unsigned int slots)
+{
+	/* the driver's descriptors there still say available: stepping back
+	 * over them (and over the wrap) makes the next pop read them again */
+	if (slots > slots_in_flight(vq))
+		return -EINVAL;
+	if (vq->last_avail >= slots) {
+		vq->last_avail = (uint16_t)(vq->last_avail - slots);
+	} else {
+		vq->last_avail = (uint16_t)(vq->last_avail + vq->cfg.size - slots);
+		vq->avail_wrap = !vq->avail_wrap;
+	}
+	return 0;
+}
+
 uint32_t uvh_vq_packed_base(const struct uvh_vq *vq)
 {
 	return (uint32_t)(vq->last_avail & PACKED_IDX_MASK) |

@@ -634,6 +634,15 @@ bool uvh_vq_split_avail_pending(struct uvh_vq *vq)
 				    memory_order_relaxed) != vq->last_avail;
 }
 
+int uvh_vq_split_unpop(struct uvh_vq *vq, unsigned int n)
+{
+	/* one avail entry per chain, and one used entry per chain given back */
+	if (n > (uint16_t)(vq->last_avail - vq->used_idx))
+		return -EINVAL;
+	vq->last_avail = (uint16_t)(vq->last_avail - n);
+	return 0;
+}
+
 uint32_t uvh_vq_split_base(const struct uvh_vq *vq)
 {
 	return vq->last_avail;

@@ -478,14 +478,14 @@ Test(engine, kick_wakes_event_engine)
 static int pause_fn(void *ctx, void *arg)
 {
 	(void)ctx;
-	uvh_engine_queue_pause(arg, true);
+	uvh_engine_queue_pause(arg, UVH_ENGINE_PAUSE_HOST, true);
 	return 0;
 }
 
 static int resume_fn(void *ctx, void *arg)
 {
 	(void)ctx;
-	uvh_engine_queue_pause(arg, false);
+	uvh_engine_queue_pause(arg, UVH_ENGINE_PAUSE_HOST, false);
 	return 0;
 }
 
@@ -504,7 +504,7 @@ Test(engine, paused_queue_waits_then_resumes)
 		struct rig r;
 
 		rig_init(&r, m == 1, true);
-		r.q.paused = true;
+		r.q.paused = UVH_ENGINE_PAUSE_HOST;
 		e = engine_new("uvh-pause", 1, modes[m]);
 		cr_assert_eq(uvh_engine_add_queue(e, &r.q), 0);
 		cr_assert_eq(uvh_engine_start(e), 0);

@@ -930,6 +930,46 @@ Test(vhost_user_dev, disabled_ring_waits_for_enable)
 }
 
 /*
+ * A ring started and enabled before it has a call fd (SET_VRING_CALL last,
+ * legal) uses buffers whose calls go nowhere: the call fd, when it comes,
+ * is written once, so a driver waiting for an interrupt is not left behind.
+ */
+Test(vhost_user_dev, call_fd_after_use_gets_a_call)
+{
+	struct fx f;
+	struct guest_q *g;
+	struct uvh_vring_addr a;
+	struct pollfd pfd;
+	int late;
+
+	fx_init(&f, 1, UVH_ENGINE_EVENT, 2);
+	fe_connect(&f, FEAT_SPLIT);
+	g = &f.gq[0];
+	g->area = f.map;
+	cr_assert_eq(uvh_vq_driver_init(&g->drv, QSIZE, f.packed, true, g->area, GPA_BASE), 0);
+	g->kick = t_eventfd();
+	g->call = -1;
+	g->err = t_eventfd();
+	ring_addr(g, 0, &a);
+	cr_assert_eq(uvh_frontend_set_vring_num(f.fe, 0, QSIZE), 0);
+	cr_assert_eq(uvh_frontend_set_vring_addr(f.fe, &a), 0);
+	cr_assert_eq(uvh_frontend_set_vring_base(f.fe, 0, start_base(f.packed)), 0);
+	cr_assert_eq(uvh_frontend_set_vring_enable(f.fe, 0, true), 0);
+	cr_assert_eq(uvh_frontend_set_vring_kick(f.fe, 0, g->kick), 0);
+	f.nq = 1;
+	uvh_vq_driver_enable_cb(&g->drv, true);
+	send_chains(&f, 0, 4);
+	wait_done(&f, 0, 2000);		/* used, with nobody to call */
+	late = t_eventfd();
+	g->call = late;
+	cr_assert_eq(uvh_frontend_set_vring_call(f.fe, 0, late), 0);
+	pfd = (struct pollfd){ .fd = late, .events = POLLIN };
+	cr_assert_eq(poll(&pfd, 1, 2000), 1, "no call on the new call fd");
+	traffic(&f, 0, 20);
+	fx_fini(&f);
+}
+
+/*
  * Running rings took their features at start: a SET_FEATURES that changes
  * anything but LOG_ALL under them is refused (the session goes on), while
  * LOG_ALL on and off is taken (QEMU's migration start and end).
