@@ -23,6 +23,8 @@
 #define BG_PAGE		4096u
 #define BG_ETHERTYPE	0x88b5		/* IEEE local experimental */
 #define BG_SEQ_OFF	14u		/* frame offset of the sequence number */
+#define BG_SEQ_AT	(UVH_NET_HDR_LEN + BG_SEQ_OFF)	/* ... in the buffer */
+#define BG_POISON	0xa5		/* RX buffers before the device writes them */
 
 #define BIT(n)		(1ull << (n))
 
@@ -124,6 +126,14 @@ static int make_memory(struct bg *g)
 		/* we poll: no interrupts, ever */
 		uvh_vq_driver_enable_cb(&r->drv, false);
 	}
+	/* LOOP: a frame as it must come back: what TX buffers hold, behind
+	 * the header a device writes (no offload, one buffer: num_buffers 1) */
+	g->expect = malloc(UVH_NET_HDR_LEN + g->o.frame);
+	if (!g->expect)
+		return -ENOMEM;
+	memcpy(g->expect, g->ring[1].bufs, UVH_NET_HDR_LEN + g->o.frame);
+	memset(g->expect, 0, UVH_NET_HDR_LEN);
+	g->expect[10] = 1;
 	return 0;
 }
 
@@ -283,7 +293,7 @@ static unsigned int tx_step(struct bg *g, uint64_t t0, uint64_t *sent)
 		/* as a driver does per frame: header and Ethernet header, plus
 		 * our sequence number */
 		memcpy(p, frame_head, sizeof(frame_head));
-		memcpy(p + UVH_NET_HDR_LEN + BG_SEQ_OFF, &seq, sizeof(seq));
+		memcpy(p + BG_SEQ_AT, &seq, sizeof(seq));
 		bufs[i] = (struct uvh_vq_buf){ buf_gpa(g, r, idx), UVH_NET_HDR_LEN + g->o.frame };
 		toks[i] = (void *)(uintptr_t)(idx + 1);
 	}
@@ -298,19 +308,19 @@ static unsigned int tx_step(struct bg *g, uint64_t t0, uint64_t *sent)
 	return n;
 }
 
-/* LOOP: is this the frame we sent? Counts lost and bad frames. */
+/* LOOP: is this, byte for byte, a frame we sent? Counts lost and bad frames. */
 static inline void loop_check(struct bg *g, const uint8_t *p, uint32_t len, uint64_t *lost,
 			      uint64_t *bad)
 {
+	const uint32_t after = BG_SEQ_AT + 8;
 	uint64_t seq;
 
-	if (len != UVH_NET_HDR_LEN + g->o.frame ||
-	    memcmp(p + UVH_NET_HDR_LEN, frame_head + UVH_NET_HDR_LEN, 14) ||
-	    p[len - 1] != (uint8_t)(len - 1)) {
+	if (len != UVH_NET_HDR_LEN + g->o.frame || memcmp(p, g->expect, BG_SEQ_AT) ||
+	    memcmp(p + after, g->expect + after, len - after)) {
 		(*bad)++;
 		return;
 	}
-	memcpy(&seq, p + UVH_NET_HDR_LEN + BG_SEQ_OFF, sizeof(seq));
+	memcpy(&seq, p + BG_SEQ_AT, sizeof(seq));
 	if (seq < g->seq_rx) {		/* out of order or twice */
 		(*bad)++;
 		return;
@@ -358,6 +368,9 @@ static unsigned int rx_step(struct bg *g, uint64_t t0, uint64_t *posted, uint64_
 	for (i = 0; i < room; i++) {
 		unsigned int idx = r->free[r->nfree - 1 - i];
 
+		/* LOOP: whatever the device does not write cannot pass */
+		if (g->o.dir == BG_LOOP)
+			memset(buf_ptr(g, r, idx), BG_POISON, want);
 		bufs[i] = (struct uvh_vq_buf){ buf_gpa(g, r, idx), g->stride };
 		toks[i] = (void *)(uintptr_t)(idx + 1);
 	}
@@ -467,6 +480,8 @@ void bg_close(struct bg *g)
 			close(r->call_fd);
 		r->kick_fd = r->call_fd = -1;
 	}
+	free(g->expect);
+	g->expect = NULL;
 	if (g->mem)
 		munmap(g->mem, g->mem_len);
 	g->mem = NULL;

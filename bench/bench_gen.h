@@ -16,8 +16,10 @@
  *   RX    buffers are posted on ring 0; a frame counts when it comes
  *         back filled (its length is checked).
  *   LOOP  both: every frame carries a sequence number and comes back on
- *         ring 0 (the device's loopback port); order, length and content
- *         are checked, gaps counted as lost.
+ *         ring 0 (the device's loopback port). Each RX buffer is poisoned
+ *         before it is posted, and each frame back is compared whole with
+ *         what was sent (the header as the device must write it: zero but
+ *         num_buffers 1), its sequence number in order; gaps count as lost.
  */
 #ifndef UVHOST_BENCH_GEN_H
 #define UVHOST_BENCH_GEN_H
@@ -69,6 +71,8 @@ struct bg {
 	uint8_t *mem;
 	size_t mem_len;
 	uint32_t stride;		/**< bytes per buffer */
+	uint8_t *expect;		/**< LOOP: a frame as it must come back (its
+					 *   sequence number aside) */
 	struct bg_ring ring[2];		/**< [0] device RX, [1] device TX */
 	uint64_t features;		/**< in force */
 	pthread_t thread;
