@@ -18,7 +18,8 @@
 #   vdpa/sim-KVER/     *.ko and a stamp (kernel, source version, this
 #                      script, compiler): rebuilt only when one changes
 # Prints MODULES=<folder> as the last line of stdout. Exit 77 (reason on
-# stderr) when the host lacks a tool, 1 on any other failure.
+# stderr) when the host lacks a tool, 1 on any other failure (a failed
+# package download included).
 set -euo pipefail
 CACHE=${UVH_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/uvhost-vm}/vdpa
 KVER=${1:?usage: build_vdpa_sim.sh KVER}
@@ -49,7 +50,7 @@ if [ -z "$SRCVER" ]; then
 		echo "MODULES=$OUT"
 		exit 0
 	fi
-	skip "apt does not know linux-image-$KVER (run apt-get update)"
+	die "apt does not know linux-image-$KVER (run apt-get update)"
 fi
 STAMP=$(stamp_of "$SRCVER")
 if [ -f "$OUT/stamp" ] && [ "$(cat "$OUT/stamp")" = "$STAMP" ]; then
@@ -76,7 +77,7 @@ fetch() { # package version
 		# apt's sandbox user may not write here; its warning is noise
 		(cd "$DEBS" && apt-get download "$1=$2" 2>&1 | grep -v unsandboxed >&2) || true
 		f=$(ls -1 "$DEBS/${1}_${2}_"*.deb 2>/dev/null | tail -1 || true)
-		[ -n "$f" ] || skip "apt-get download $1=$2 failed (no network?)"
+		[ -n "$f" ] || die "apt-get download $1=$2 failed (no network?)"
 	fi
 	echo "$f"
 }

@@ -12,8 +12,9 @@
 #   $UVH_VM_CACHE, else $XDG_CACHE_HOME/uvhost-vm, else ~/.cache/uvhost-vm
 # and is reused while the kernel version and this script stay the same.
 # On success the last two lines of stdout are KERNEL=<path> and INITRD=<path>.
-# Exit 77 (with the reason on stderr) when something the host must provide is
-# missing, 1 on any other failure.
+# Exit 77 (with the reason on stderr) when a tool the host must provide is
+# missing (CI counts that as a failure too: .ci/expected-skips), 1 on any
+# other failure, a failed package download included.
 set -euo pipefail
 CACHE=${UVH_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/uvhost-vm}
 MODULES="virtio_pci virtio_net vhost_net"
@@ -62,7 +63,7 @@ fi
 if [ -z "$PKG" ]; then
 	# offline but prepared before: use what the cache has
 	last=$(ls -1d "$CACHE"/*/stamp 2>/dev/null | tail -1 || true)
-	[ -n "$last" ] || skip "apt does not know linux-image-amd64 (run apt-get update)"
+	[ -n "$last" ] || die "apt does not know linux-image-amd64 (run apt-get update)"
 	PKG=linux-image-$(basename "$(dirname "$last")")
 fi
 KVER=${PKG#linux-image-}
@@ -108,7 +109,7 @@ if [ -z "$DEB" ]; then
 				exit 0
 			fi
 		done
-		skip "apt-get download $PKG failed (no network or package lists?)"
+		die "apt-get download $PKG failed (no network or package lists?)"
 	fi
 fi
 
