@@ -131,19 +131,21 @@ wait_exit() {
 }
 
 # tp_start VDEV-ARGS...: interactive testpmd on one CPU without hugepages,
-# stdin from a fifo (fd 7), output to $T_WORK/testpmd.log. Waits for the
-# prompt; returns 1 when it does not come.
+# stdin from a fifo (fd 7), output to $T_WORK/testpmd.log; TP_APP_ARGS are
+# added to testpmd's own options. Waits for the prompt; returns 1 when it
+# does not come.
 tp_start() {
 	local cpu fifo=$T_WORK/testpmd.fifo
 	cpu=$(first_cpu)
 	TP_LOG=$T_WORK/testpmd.log
+	rm -f "$fifo"
 	mkfifo "$fifo" || return 1
 	# Line-buffered, so that command output is in the log when it is read.
 	local lb=""
 	command -v stdbuf > /dev/null && lb="stdbuf -oL -eL"
 	$lb "$TESTPMD" --lcores "0@$cpu,1@$cpu" --no-pci --no-huge -m 256 --no-telemetry \
 		--file-prefix "$TP_PREFIX" --log-level=lib.vhost.config:debug \
-		"$@" -- -i --nb-cores=1 --total-num-mbufs=2048 --disable-link-check \
+		"$@" -- -i --nb-cores=1 --total-num-mbufs=2048 --disable-link-check ${TP_APP_ARGS:-} \
 		< "$fifo" > "$TP_LOG" 2>&1 &
 	TP_PID=$!
 	exec 7> "$fifo"
