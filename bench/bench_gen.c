@@ -389,6 +389,7 @@ static void *gen_main(void *arg)
 	uint64_t t0, sent = 0, posted = 0, total = 0, lost = 0, bad = 0;
 	enum bg_dir dir = g->o.dir;
 
+	atomic_store(&g->tid, (int)gettid());
 	if (g->o.cpu >= 0) {
 		cpu_set_t set;
 

@@ -76,6 +76,7 @@ struct bg {
 	struct bg_ring ring[2];		/**< [0] device RX, [1] device TX */
 	uint64_t features;		/**< in force */
 	pthread_t thread;
+	_Atomic int tid;		/**< the generator thread's id (0 before it runs) */
 	bool running;
 	int thread_err;			/**< pinning failed (negative errno) */
 	/* written by the generator thread only; its own cache line */

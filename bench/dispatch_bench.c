@@ -8,7 +8,7 @@
  *
  * The cost here is the cache lines moving between the two cores, so the
  * run starts and ends with a cache-line ping-pong between them: a "far"
- * placement of the vCPUs (see BENCHMARKING.md) makes every figure ~3x
+ * placement of the vCPUs (see bench/README.md) makes every figure ~3x
  * slower; compare only runs whose ping-pong agrees.
  *
  * Usage: uvhost-dispatch-bench [-n items] [-r reps] [-s ring size] [-p producers]

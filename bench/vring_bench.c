@@ -21,7 +21,7 @@
  * cores: a run where the host placed the vCPUs far apart is flagged, and
  * so is one where either side got less than its whole core (other jobs on
  * a 2-vCPU machine); medians use the clean runs when there are any (see
- * BENCHMARKING.md).
+ * bench/README.md).
  *
  * --inline runs the driver and device steps alternately in one thread:
  * no cache-line transfers, for instruction-count profiling (callgrind).
