@@ -273,14 +273,16 @@ static unsigned int tx_step(struct bg *g, uint64_t t0, uint64_t *sent)
 		r->free[r->nfree++] = (uint16_t)((uintptr_t)tok[i] - 1);
 	room = r->nfree < BG_BURST ? r->nfree : BG_BURST;
 	if (g->o.dir == BG_LOOP) {
-		/* never more frames on their way than the RX ring holds: the
-		 * loopback port drops a frame that finds no RX buffer */
+		/* never more frames on their way than RX buffers posted (each
+		 * posted one is empty or holds one of them): the loopback port
+		 * drops a frame that finds no RX buffer, as a NIC does. Posted,
+		 * not the ring's size: the first burst goes before them. */
 		uint64_t out = g->seq_tx - g->seq_rx;
 
-		if (out >= g->o.qsize)
+		if (out >= g->rx_out)
 			room = 0;
-		else if (g->o.qsize - out < room)
-			room = (unsigned int)(g->o.qsize - out);
+		else if (g->rx_out - out < room)
+			room = (unsigned int)(g->rx_out - out);
 	}
 	room = paced(g, t0, *sent, room);
 	if (!room)
@@ -350,6 +352,7 @@ static unsigned int rx_step(struct bg *g, uint64_t t0, uint64_t *posted, uint64_
 		*lost += g->seq_tx - g->seq_rx;
 		g->seq_rx = g->seq_tx;
 	}
+	g->rx_out -= n;
 	for (i = 0; i < n; i++) {
 		unsigned int idx = (unsigned int)((uintptr_t)tok[i] - 1);
 
@@ -380,6 +383,7 @@ static unsigned int rx_step(struct bg *g, uint64_t t0, uint64_t *posted, uint64_
 	uvh_vq_driver_publish(&r->drv);
 	kick(r);
 	*posted += room;
+	g->rx_out += room;
 	return n;
 }
 

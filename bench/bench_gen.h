@@ -84,6 +84,7 @@ struct bg {
 	_Atomic uint64_t lost;		/**< LOOP: sequence gaps */
 	_Atomic uint64_t bad;		/**< wrong length, content or order */
 	uint64_t seq_tx, seq_rx;
+	uint64_t rx_out;		/**< RX buffers posted and not reaped yet */
 	/* written by the controlling thread only */
 	_Alignas(64) _Atomic int stop;
 	_Alignas(64) char pad_end;
