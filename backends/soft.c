@@ -35,6 +35,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "backend.h"
 #include "backend_internal.h"
 #include "backend_req.h"
@@ -43,7 +44,6 @@
 #include "net.h"
 #include "vhost_user_dev.h"
 
-#define BIT(n)		(1ull << (n))
 #define MAX_ENGINES	64u
 #define DEVICE_ID_NET	1u
 
@@ -256,7 +256,7 @@ static int soft_get_features(struct uvh_backend *b, uint64_t *features)
 	c.out = &f;
 	ret = soft_call(&c);
 	if (!ret)
-		*features = f & ~BIT(UVH_F_PROTOCOL_FEATURES);
+		*features = f & ~UVH_BIT(UVH_F_PROTOCOL_FEATURES);
 	return ret;
 }
 
@@ -455,7 +455,7 @@ static int soft_set_log_fd(struct uvh_backend *b, int fd)
 
 static bool packed_acked(struct soft_backend *s)
 {
-	return uvh_vud_features(s->vud) & BIT(UVH_VIRTIO_F_RING_PACKED);
+	return uvh_vud_features(s->vud) & UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
 }
 
 static int soft_set_vring_num(struct uvh_backend *b, uint32_t index, uint32_t num)

@@ -56,6 +56,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "backend.h"
 #include "backend_internal.h"
 #include "frontend.h"
@@ -63,8 +64,7 @@
 #include "log.h"
 #include "virtq.h"
 
-#define BIT(n)			(1ull << (n))
-#define PF(name)		BIT(UVH_PROTOCOL_F_##name)
+#define PF(name)		UVH_BIT(UVH_PROTOCOL_F_##name)
 #define MAX_RINGS		(UVH_VRING_IDX_MASK + 1u)	/* 8-bit index on the wire */
 #define DEFAULT_TIMEOUT_MS	5000
 #define MISS_QUEUE		64u
@@ -103,13 +103,6 @@ struct user_backend {
 static struct user_backend *to_user(struct uvh_backend *b)
 {
 	return (struct user_backend *)b;
-}
-
-static void close_fd(int *fd)
-{
-	if (*fd >= 0)
-		close(*fd);
-	*fd = -1;
 }
 
 static bool pf_on(struct user_backend *u, uint64_t bit)
@@ -171,8 +164,8 @@ static int user_set_features(struct uvh_backend *b, uint64_t features)
 		ret = uvh__features_offered(b->name, features, offered);
 	if (ret)
 		return ret;
-	if (offered & BIT(UVH_F_PROTOCOL_FEATURES))
-		features |= BIT(UVH_F_PROTOCOL_FEATURES);
+	if (offered & UVH_BIT(UVH_F_PROTOCOL_FEATURES))
+		features |= UVH_BIT(UVH_F_PROTOCOL_FEATURES);
 	return uvh_frontend_set_features(u->fe, features);
 }
 
@@ -186,9 +179,9 @@ static void forget_rings(struct user_backend *u)
 	for (unsigned int i = 0; i < MAX_RINGS; i++) {
 		struct user_ring *r = &u->rings[i];
 
-		close_fd(&r->kick);
-		close_fd(&r->call);
-		close_fd(&r->err);
+		uvh_close_fd(&r->kick);
+		uvh_close_fd(&r->call);
+		uvh_close_fd(&r->err);
 		memset(r, 0, sizeof(*r));
 		r->kick = r->call = r->err = -1;
 	}
@@ -217,7 +210,7 @@ static int pf_offered(struct user_backend *u, uint64_t *pf)
 	if (ret)
 		return ret;
 	/* Without the bit the back-end refuses the request by closing. */
-	if (!(f & BIT(UVH_F_PROTOCOL_FEATURES)))
+	if (!(f & UVH_BIT(UVH_F_PROTOCOL_FEATURES)))
 		return -EOPNOTSUPP;
 	if (!u->have_pf_offered) {
 		ret = uvh_frontend_get_protocol_features(u->fe, &u->pf_offered);
@@ -310,7 +303,7 @@ static void to_wire(const struct uvh_backend_mem_region *r, struct uvh_mem_regio
 static void drop_table(struct uvh_backend_mem_region *t, unsigned int n)
 {
 	for (unsigned int i = 0; i < n; i++)
-		close_fd(&t[i].fd);
+		uvh_close_fd(&t[i].fd);
 	free(t);
 }
 
@@ -418,7 +411,7 @@ static int user_set_mem_table(struct uvh_backend *b, const struct uvh_backend_me
 	}
 	/* What we keep is what the back-end has, even after a failure. */
 	for (unsigned int i = sent; i < n; i++)
-		close_fd(&t[i].fd);
+		uvh_close_fd(&t[i].fd);
 	drop_table(u->regions, u->nregions);
 	u->regions = t;
 	u->nregions = sent;
@@ -459,7 +452,7 @@ static int user_add_mem_region(struct uvh_backend *b, const struct uvh_backend_m
 	else
 		ret = send_table(u, t, n + 1);	/* the whole table again */
 	if (ret) {
-		close_fd(&t[n].fd);
+		uvh_close_fd(&t[n].fd);
 		free(t);
 		return ret;
 	}
@@ -501,7 +494,7 @@ static int user_remove_mem_region(struct uvh_backend *b,
 		}
 	}
 	u->nregions = n - 1;
-	close_fd(&gone.fd);
+	uvh_close_fd(&gone.fd);
 	return 0;
 }
 
@@ -535,7 +528,7 @@ static int user_set_log_fd(struct uvh_backend *b, int fd)
 
 static bool acked(struct user_backend *u, unsigned int bit)
 {
-	return uvh_frontend_features(u->fe) & BIT(bit);
+	return uvh_frontend_features(u->fe) & UVH_BIT(bit);
 }
 
 static int send_vring_addr(struct user_backend *u, const struct uvh_backend_vring_addr *a)
@@ -651,10 +644,10 @@ static int vring_fd(struct user_backend *u, int (*send)(struct uvh_frontend *, u
 		return kept;
 	ret = send(u->fe, index, fd);
 	if (ret) {
-		close_fd(&kept);
+		uvh_close_fd(&kept);
 		return ret;
 	}
-	close_fd(slot);
+	uvh_close_fd(slot);
 	*slot = kept;
 	return 0;
 }
@@ -776,7 +769,7 @@ static int user_set_config_call(struct uvh_backend *b, int fd)
 	kept = uvh__dup_fd(fd);
 	if (fd >= 0 && kept < 0)
 		return kept;
-	close_fd(&u->config_fd);
+	uvh_close_fd(&u->config_fd);
 	u->config_fd = kept;
 	return 0;
 }
@@ -916,14 +909,14 @@ static int user_get_inflight_fd(struct uvh_backend *b, uint16_t num_queues, uint
 	if (ret)
 		return ret;
 	if (got < 0 || !out.mmap_size) {
-		close_fd(&got);
+		uvh_close_fd(&got);
 		return -EOPNOTSUPP;	/* the back-end keeps no inflight area */
 	}
 	if (out.mmap_offset) {
 		/* Our callers map from offset 0 (the op has no offset). */
 		UVH_ERR("%s: inflight area at offset 0x%" PRIx64 " is not supported", b->name,
 			out.mmap_offset);
-		close_fd(&got);
+		uvh_close_fd(&got);
 		return -EPROTO;
 	}
 	*fd = got;
@@ -952,7 +945,7 @@ static void user_close(struct uvh_backend *b)
 	uvh_frontend_free(u->fe);	/* closes the socket and the channel */
 	forget_rings(u);
 	drop_table(u->regions, u->nregions);
-	close_fd(&u->config_fd);
+	uvh_close_fd(&u->config_fd);
 	free(u);
 }
 

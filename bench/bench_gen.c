@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "bench_gen.h"
 #include "frontend.h"
 #include "message.h"
@@ -26,8 +27,6 @@
 #define BG_SEQ_AT	(UVH_NET_HDR_LEN + BG_SEQ_OFF)	/* ... in the buffer */
 #define BG_POISON	0xa5		/* RX buffers before the device writes them */
 
-#define BIT(n)		(1ull << (n))
-
 const char *bg_dir_name(enum bg_dir dir)
 {
 	static const char *const names[BG_NDIRS] = { "tx", "rx", "loop" };
@@ -38,14 +37,6 @@ const char *bg_dir_name(enum bg_dir dir)
 static size_t page_up(size_t n)
 {
 	return (n + BG_PAGE - 1) & ~(size_t)(BG_PAGE - 1);
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 /* The first bytes of every frame: virtio-net header, then Ethernet. */
@@ -194,20 +185,20 @@ int bg_open(struct bg *g, const struct bg_opts *o)
 
 	BG_CHECK(uvh_frontend_connect(o->socket_path, &co, &g->fe), "connect");
 	uvh_frontend_set_timeout(g->fe, 10000);
-	want = BIT(UVH_VIRTIO_F_VERSION_1) | BIT(UVH_F_PROTOCOL_FEATURES);
+	want = UVH_BIT(UVH_VIRTIO_F_VERSION_1) | UVH_BIT(UVH_F_PROTOCOL_FEATURES);
 	if (o->packed)
-		want |= BIT(UVH_VIRTIO_F_RING_PACKED);
+		want |= UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
 	if (o->event_idx)
-		want |= BIT(UVH_VIRTIO_F_RING_EVENT_IDX);
-	BG_CHECK(uvh_frontend_negotiate(g->fe, want, BIT(UVH_PROTOCOL_F_REPLY_ACK), &feat, &pf),
+		want |= UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX);
+	BG_CHECK(uvh_frontend_negotiate(g->fe, want, UVH_BIT(UVH_PROTOCOL_F_REPLY_ACK), &feat, &pf),
 		 "negotiate");
 	g->features = feat;
-	if ((feat & want & ~BIT(UVH_F_PROTOCOL_FEATURES)) !=
-	    (want & ~BIT(UVH_F_PROTOCOL_FEATURES))) {
+	if ((feat & want & ~UVH_BIT(UVH_F_PROTOCOL_FEATURES)) !=
+	    (want & ~UVH_BIT(UVH_F_PROTOCOL_FEATURES))) {
 		fprintf(stderr, "uvhost-bench: the back-end does not offer%s%s%s\n",
-			feat & BIT(UVH_VIRTIO_F_VERSION_1) ? "" : " VERSION_1",
-			o->packed && !(feat & BIT(UVH_VIRTIO_F_RING_PACKED)) ? " RING_PACKED" : "",
-			o->event_idx && !(feat & BIT(UVH_VIRTIO_F_RING_EVENT_IDX)) ?
+			feat & UVH_BIT(UVH_VIRTIO_F_VERSION_1) ? "" : " VERSION_1",
+			o->packed && !(feat & UVH_BIT(UVH_VIRTIO_F_RING_PACKED)) ? " RING_PACKED" : "",
+			o->event_idx && !(feat & UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX)) ?
 			" RING_EVENT_IDX" : "");
 		return -EOPNOTSUPP;
 	}
@@ -224,7 +215,7 @@ int bg_open(struct bg *g, const struct bg_opts *o)
 		if (ret)
 			return ret;
 	}
-	if (feat & BIT(UVH_F_PROTOCOL_FEATURES))
+	if (feat & UVH_BIT(UVH_F_PROTOCOL_FEATURES))
 		for (uint32_t i = 0; i < 2; i++)
 			BG_CHECK(uvh_frontend_set_vring_enable(g->fe, i, true), "SET_VRING_ENABLE");
 	return 0;
@@ -255,7 +246,7 @@ static inline unsigned int paced(const struct bg *g, uint64_t t0, uint64_t sent,
 
 	if (g->o.rate_pps <= 0 || !want)
 		return want;
-	allowed = (double)(now_ns() - t0) * 1e-9 * g->o.rate_pps - (double)sent;
+	allowed = (double)(uvh_now_ns() - t0) * 1e-9 * g->o.rate_pps - (double)sent;
 	return allowed >= want ? want : 0;
 }
 
@@ -401,7 +392,7 @@ static void *gen_main(void *arg)
 		CPU_SET(g->o.cpu, &set);
 		g->thread_err = -pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
 	}
-	t0 = now_ns();
+	t0 = uvh_now_ns();
 	/* the device's TX ring may sleep until its first kick (event mode):
 	 * the spec asks for one kick after SET_VRING_KICK anyway */
 	for (unsigned int i = 0; i < 2; i++) {

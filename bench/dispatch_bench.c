@@ -31,19 +31,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "ring.h"
 
 #define MAX_REPS	64
 #define MAX_PROD	4
 #define CONS_BURST	32
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static int pin(int cpu)
 {
@@ -81,13 +74,13 @@ static double pingpong_ns(void)
 	if (pthread_create(&th, NULL, pp_pong, NULL))
 		return -1;
 	pin(0);
-	t0 = now_ns();
+	t0 = uvh_now_ns();
 	for (uint64_t i = 1; i <= PP_ROUNDS; i++) {
 		atomic_store_explicit(&pp_line, 2 * i - 1, memory_order_release);
 		while (atomic_load_explicit(&pp_line, memory_order_acquire) != 2 * i)
 			;
 	}
-	t1 = now_ns();
+	t1 = uvh_now_ns();
 	pthread_join(th, NULL);
 	return (double)(t1 - t0) / (2.0 * PP_ROUNDS);
 }
@@ -196,10 +189,10 @@ static double measure(unsigned int flags, unsigned int size, unsigned int burst,
 	}
 	while (atomic_load(&run.ready) != nprod + 1)
 		sched_yield();
-	t0 = now_ns();
+	t0 = uvh_now_ns();
 	atomic_store_explicit(&run.go, 1, memory_order_release);
 	pthread_join(ct, NULL);
-	t1 = now_ns();
+	t1 = uvh_now_ns();
 	for (unsigned int p = 0; p < nprod; p++)
 		pthread_join(pt[p], NULL);
 	uvh_ring_destroy(run.r);

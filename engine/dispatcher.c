@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "dispatcher.h"
 #include "log.h"
 #include "ring.h"
@@ -58,14 +59,6 @@ enum {
 	COMP_WAITING = 1,	/* pending and a waiter sleeps (or is about to) on the futex */
 	COMP_DONE = 2,
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 void uvh_completion_init(struct uvh_completion *c)
 {
@@ -111,7 +104,7 @@ static int completion_wait_until(struct uvh_completion *c, uint64_t deadline)
 							     memory_order_acquire))
 			continue;	/* signalled meanwhile (s is DONE) */
 		if (deadline) {
-			if (now_ns() >= deadline)
+			if (uvh_now_ns() >= deadline)
 				return -ETIMEDOUT;
 			ts.tv_sec = (time_t)(deadline / 1000000000ull);
 			ts.tv_nsec = (long)(deadline % 1000000000ull);
@@ -133,7 +126,7 @@ static uint64_t deadline_of(int timeout_ms)
 {
 	if (timeout_ms < 0)
 		return 0;
-	return now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	return uvh_now_ns() + (uint64_t)timeout_ms * 1000000ull;
 }
 
 int uvh_completion_wait(struct uvh_completion *c, int timeout_ms)
@@ -389,7 +382,7 @@ int uvh_dispatch_call(struct uvh_dispatcher *d, uvh_dispatch_call_fn fn, void *a
 		struct timespec pause = { .tv_nsec = 20000 };
 
 		/* full inbox: the engine is draining it (posts woke it) */
-		if (deadline && now_ns() >= deadline) {
+		if (deadline && uvh_now_ns() >= deadline) {
 			free(c);
 			return -ETIMEDOUT;
 		}

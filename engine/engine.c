@@ -38,6 +38,7 @@
 
 #include <liburing.h>
 
+#include "util.h"
 #include "engine.h"
 #include "log.h"
 
@@ -818,14 +819,6 @@ static void ring_teardown(struct uvh_engine *e)
 
 /* ---- the loop ------------------------------------------------------------------------ */
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* A new measuring cycle for the adaptive policy begins at @now. */
 static void cycle_begin(struct uvh_engine *e, uint64_t now, bool rested, uint64_t nap_req)
 {
@@ -840,7 +833,7 @@ static void apply_mode(struct uvh_engine *e)
 {
 	e->idle = 0;
 	e->sparse = false;
-	cycle_begin(e, now_ns(), false, 0);
+	cycle_begin(e, uvh_now_ns(), false, 0);
 	atomic_store_explicit(&e->st.nap_plan_ns, 0, memory_order_relaxed);
 	if (!e->ring_ok)
 		return;
@@ -894,11 +887,11 @@ static bool try_sleep(struct uvh_engine *e, enum uvh_engine_mode mode)
 	if (uvh_dispatcher_prepare_sleep(e->disp) != 0)
 		return false;
 	STAT_ADD(e, sleeps, 1);
-	t0 = now_ns();
+	t0 = uvh_now_ns();
 	ret = io_uring_submit_and_wait(&e->ring, 1);
 	if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME)
 		UVH_WARN("%s: io_uring wait: %s", e->name, strerror(-ret));
-	STAT_ADD(e, sleep_ns, now_ns() - t0);
+	STAT_ADD(e, sleep_ns, uvh_now_ns() - t0);
 	uvh_dispatcher_woke(e->disp);
 	STAT_ADD(e, wakeups, 1);
 	reap(e);
@@ -918,7 +911,7 @@ static void adaptive_sleep(struct uvh_engine *e, uint64_t now)
 		e->sparse = false;
 		return;
 	}
-	woke = now_ns();
+	woke = uvh_now_ns();
 	/* A kick that took longer than a longest nap: the driver sends less
 	 * than a burst per nap, so after this burst sleep again at once
 	 * (one wake-up per burst) rather than nap and find nothing. */
@@ -934,14 +927,14 @@ static void nap(struct uvh_engine *e, uint64_t ns)
 		.tv_nsec = (long long)(ns % 1000000000u),
 	};
 	struct io_uring_cqe *cqe;
-	uint64_t t0 = now_ns();
+	uint64_t t0 = uvh_now_ns();
 	int ret;
 
 	ret = io_uring_submit_and_wait_timeout(&e->ring, &cqe, 1, &ts, NULL);
 	if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
 		UVH_WARN("%s: io_uring timed wait: %s", e->name, strerror(-ret));
 	STAT_ADD(e, naps, 1);
-	STAT_ADD(e, nap_ns, now_ns() - t0);
+	STAT_ADD(e, nap_ns, uvh_now_ns() - t0);
 	reap(e);
 }
 
@@ -1003,12 +996,12 @@ static void adaptive_idle(struct uvh_engine *e)
 
 	e->idle++;
 	if (e->opts.idle_sweeps && e->idle >= e->opts.idle_sweeps) {
-		adaptive_sleep(e, now_ns());
+		adaptive_sleep(e, uvh_now_ns());
 		return;
 	}
 	if (e->idle < IDLE_SPIN)
 		return;
-	now = now_ns();
+	now = uvh_now_ns();
 	if (e->idle == IDLE_SPIN)
 		e->idle_since = now;	/* late by a few hundred ns: no matter */
 	if (e->sparse || now - e->idle_since >= e->idle_ns) {

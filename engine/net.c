@@ -19,15 +19,11 @@
 #include <string.h>
 #include <sys/eventfd.h>
 
+#include "util.h"
 #include "log.h"
 #include "message.h"
 #include "net.h"
 #include "vhost_user_dev.h"
-
-#define BIT(n)	(1ull << (n))
-
-#define likely(x)	__builtin_expect(!!(x), 1)
-#define unlikely(x)	__builtin_expect(!!(x), 0)
 
 static _Atomic uint32_t mac_counter;
 
@@ -514,7 +510,7 @@ static uint8_t ctrl_cmd(struct uvh_net_dev *dev, const struct uvh_vq_chain *c)
 		break;
 	case UVH_VIRTIO_NET_CTRL_MQ:
 		if (b[1] != UVH_VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET || got < 4 ||
-		    !(dev->features & BIT(UVH_VIRTIO_NET_F_MQ)))
+		    !(dev->features & UVH_BIT(UVH_VIRTIO_NET_F_MQ)))
 			break;
 		pairs = (uint16_t)(b[2] | b[3] << 8);
 		if (pairs < 1 || pairs > dev->max_pairs)
@@ -712,14 +708,14 @@ const char *uvh_net_tap_name(const struct uvh_net_dev *dev)
 
 uint64_t uvh_net_features(const struct uvh_net_dev *dev)
 {
-	uint64_t f = BIT(UVH_VIRTIO_F_VERSION_1) | BIT(UVH_VIRTIO_NET_F_MRG_RXBUF) |
-		     BIT(UVH_VIRTIO_NET_F_MAC) | BIT(UVH_VIRTIO_NET_F_STATUS) |
-		     BIT(UVH_VIRTIO_NET_F_MTU) | BIT(UVH_VIRTIO_NET_F_CTRL_VQ) |
-		     BIT(UVH_VIRTIO_NET_F_CTRL_RX) | BIT(UVH_VIRTIO_F_RING_EVENT_IDX) |
-		     BIT(UVH_VIRTIO_F_RING_INDIRECT_DESC) | BIT(UVH_VIRTIO_F_RING_PACKED);
+	uint64_t f = UVH_BIT(UVH_VIRTIO_F_VERSION_1) | UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF) |
+		     UVH_BIT(UVH_VIRTIO_NET_F_MAC) | UVH_BIT(UVH_VIRTIO_NET_F_STATUS) |
+		     UVH_BIT(UVH_VIRTIO_NET_F_MTU) | UVH_BIT(UVH_VIRTIO_NET_F_CTRL_VQ) |
+		     UVH_BIT(UVH_VIRTIO_NET_F_CTRL_RX) | UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX) |
+		     UVH_BIT(UVH_VIRTIO_F_RING_INDIRECT_DESC) | UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
 
 	if (dev->max_pairs > 1)
-		f |= BIT(UVH_VIRTIO_NET_F_MQ);
+		f |= UVH_BIT(UVH_VIRTIO_NET_F_MQ);
 	if (dev->type == UVH_NET_PORT_TAP) {
 		/*
 		 * Offloads the tap understands in the header we pass through.
@@ -727,11 +723,11 @@ uint64_t uvh_net_features(const struct uvh_net_dev *dev)
 		 * chains merged before its size is known. No IN_ORDER: a RARP
 		 * can overtake the tap reads in flight.
 		 */
-		f |= BIT(UVH_VIRTIO_NET_F_CSUM) | BIT(UVH_VIRTIO_NET_F_GUEST_CSUM) |
-		     BIT(UVH_VIRTIO_NET_F_HOST_TSO4) | BIT(UVH_VIRTIO_NET_F_HOST_TSO6) |
-		     BIT(UVH_VIRTIO_NET_F_HOST_ECN);
+		f |= UVH_BIT(UVH_VIRTIO_NET_F_CSUM) | UVH_BIT(UVH_VIRTIO_NET_F_GUEST_CSUM) |
+		     UVH_BIT(UVH_VIRTIO_NET_F_HOST_TSO4) | UVH_BIT(UVH_VIRTIO_NET_F_HOST_TSO6) |
+		     UVH_BIT(UVH_VIRTIO_NET_F_HOST_ECN);
 	} else {
-		f |= BIT(UVH_VIRTIO_F_IN_ORDER);
+		f |= UVH_BIT(UVH_VIRTIO_F_IN_ORDER);
 	}
 	return f;
 }
@@ -744,8 +740,8 @@ int uvh_net_set_features(struct uvh_net_dev *dev, uint64_t features)
 		return 0;
 	dev->features_set = true;
 	dev->features = features;
-	dev->mrg = !!(dev->features & BIT(UVH_VIRTIO_NET_F_MRG_RXBUF));
-	dev->hdr_len = (dev->mrg || (dev->features & BIT(UVH_VIRTIO_F_VERSION_1))) ?
+	dev->mrg = !!(dev->features & UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF));
+	dev->hdr_len = (dev->mrg || (dev->features & UVH_BIT(UVH_VIRTIO_F_VERSION_1))) ?
 		       UVH_NET_HDR_LEN : 10;
 	if (dev->type == UVH_NET_PORT_TAP)
 		return net_tap_set_offloads(dev);
@@ -967,7 +963,7 @@ static uint64_t vud_features(void *dev)
 static uint64_t vud_protocol_features(void *dev)
 {
 	(void)dev;
-	return BIT(UVH_PROTOCOL_F_MQ) | BIT(UVH_PROTOCOL_F_RARP) | BIT(UVH_PROTOCOL_F_NET_MTU);
+	return UVH_BIT(UVH_PROTOCOL_F_MQ) | UVH_BIT(UVH_PROTOCOL_F_RARP) | UVH_BIT(UVH_PROTOCOL_F_NET_MTU);
 }
 
 static int vud_set_features(void *dev, uint64_t features)

@@ -47,74 +47,12 @@
 #include <stdint.h>
 
 #include "engine.h"
+#include "virtio.h"
 #include "virtq.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* ---- virtio-net constants (virtio 1.2, 5.1) ----------------------------------- */
-
-#define UVH_VIRTIO_NET_F_CSUM			0
-#define UVH_VIRTIO_NET_F_GUEST_CSUM		1
-#define UVH_VIRTIO_NET_F_CTRL_GUEST_OFFLOADS	2
-#define UVH_VIRTIO_NET_F_MTU			3
-#define UVH_VIRTIO_NET_F_MAC			5
-#define UVH_VIRTIO_NET_F_GUEST_TSO4		7
-#define UVH_VIRTIO_NET_F_GUEST_TSO6		8
-#define UVH_VIRTIO_NET_F_GUEST_ECN		9
-#define UVH_VIRTIO_NET_F_GUEST_UFO		10
-#define UVH_VIRTIO_NET_F_HOST_TSO4		11
-#define UVH_VIRTIO_NET_F_HOST_TSO6		12
-#define UVH_VIRTIO_NET_F_HOST_ECN		13
-#define UVH_VIRTIO_NET_F_HOST_UFO		14
-#define UVH_VIRTIO_NET_F_MRG_RXBUF		15
-#define UVH_VIRTIO_NET_F_STATUS			16
-#define UVH_VIRTIO_NET_F_CTRL_VQ		17
-#define UVH_VIRTIO_NET_F_CTRL_RX		18
-#define UVH_VIRTIO_NET_F_CTRL_VLAN		19
-#define UVH_VIRTIO_NET_F_GUEST_ANNOUNCE		21
-#define UVH_VIRTIO_NET_F_MQ			22
-#define UVH_VIRTIO_NET_F_CTRL_MAC_ADDR		23
-
-#define UVH_VIRTIO_NET_S_LINK_UP		1
-#define UVH_VIRTIO_NET_S_ANNOUNCE		2
-
-/* control ring: classes, commands, acks */
-#define UVH_VIRTIO_NET_CTRL_RX			0
-#define UVH_VIRTIO_NET_CTRL_RX_PROMISC		0
-#define UVH_VIRTIO_NET_CTRL_RX_ALLMULTI		1
-#define UVH_VIRTIO_NET_CTRL_MAC			1
-#define UVH_VIRTIO_NET_CTRL_MAC_TABLE_SET	0
-#define UVH_VIRTIO_NET_CTRL_MAC_ADDR_SET	1
-#define UVH_VIRTIO_NET_CTRL_VLAN		2
-#define UVH_VIRTIO_NET_CTRL_ANNOUNCE		3
-#define UVH_VIRTIO_NET_CTRL_MQ			4
-#define UVH_VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET	0
-#define UVH_VIRTIO_NET_OK			0
-#define UVH_VIRTIO_NET_ERR			1
-
-/** The header in front of every frame (struct virtio_net_hdr_mrg_rxbuf). */
-struct uvh_virtio_net_hdr {
-	uint8_t flags;
-	uint8_t gso_type;
-	uint16_t hdr_len;
-	uint16_t gso_size;
-	uint16_t csum_start;
-	uint16_t csum_offset;
-	uint16_t num_buffers;	/**< MRG_RXBUF: RX chains this frame spans */
-};
-
-/** Its size with VERSION_1 or MRG_RXBUF. */
-#define UVH_NET_HDR_LEN		12u
-
-/** Config space (struct virtio_net_config, the part we fill). */
-struct uvh_virtio_net_config {
-	uint8_t mac[6];
-	uint16_t status;
-	uint16_t max_virtqueue_pairs;
-	uint16_t mtu;
-} __attribute__((packed));
 
 /* ---- the device ------------------------------------------------------------------ */
 
@@ -371,7 +309,6 @@ struct uvh_vud_device_ops;
  * send_rarp, net_set_mtu.
  */
 extern const struct uvh_vud_device_ops uvh_net_vud_ops;
-
 
 /* ---- internal: shared by net.c, net_ports.c, net_tap.c only; not API ----------------- */
 #ifdef UVH_NET_INTERNAL

@@ -13,27 +13,14 @@
 #include <string.h>
 
 #define UVH_NET_INTERNAL
+#include "crc32.h"
 #include "net.h"
 
-#define BIT(n)		(1ull << (n))
 #define OFF_CRC		44u
 #define STATUS_BITS	(UVH_VIRTIO_NET_S_LINK_UP | UVH_VIRTIO_NET_S_ANNOUNCE)
 #define RX_MODE_BITS	0x3fu	/* CTRL_RX commands 0..5 */
 
 _Static_assert(UVH_NET_STATE_SIZE == OFF_CRC + 4, "state layout");
-
-/* CRC-32 (IEEE, reflected), bit by bit: 44 bytes per migration. */
-static uint32_t crc32(const uint8_t *p, size_t n)
-{
-	uint32_t c = 0xffffffffu;
-
-	while (n--) {
-		c ^= *p++;
-		for (int k = 0; k < 8; k++)
-			c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1)));
-	}
-	return ~c;
-}
 
 static void put16(uint8_t *p, uint16_t v)
 {
@@ -75,7 +62,7 @@ int uvh_net_state_save(const struct uvh_net_dev *dev, void *buf, size_t size)
 	put16(b + 26, dev->cfg.mtu);
 	put16(b + 28, dev->cfg.status);
 	b[30] = dev->rx_mode;
-	put32(b + OFF_CRC, crc32(b, OFF_CRC));
+	put32(b + OFF_CRC, uvh_crc32(b, OFF_CRC));
 	return (int)UVH_NET_STATE_SIZE;
 }
 
@@ -92,7 +79,7 @@ int uvh_net_state_load(struct uvh_net_dev *dev, const void *buf, size_t len)
 		return -EPROTONOSUPPORT;
 	if (get16(b + 6) != UVH_NET_STATE_SIZE || len != UVH_NET_STATE_SIZE)
 		return -EBADMSG;
-	if (get32(b + OFF_CRC) != crc32(b, OFF_CRC))
+	if (get32(b + OFF_CRC) != uvh_crc32(b, OFF_CRC))
 		return -EBADMSG;
 	for (unsigned int i = 31; i < OFF_CRC; i++)
 		if (b[i])

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "log.h"
 #include "state_xfer.h"
 
@@ -29,14 +30,6 @@ struct uvh_state_xfer {
 	int result;
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Wait until @fd is ready for @events: 0, -ETIMEDOUT, -ECANCELED. */
 static int wait_fd(struct uvh_state_xfer *x, short events, int64_t deadline)
 {
@@ -48,7 +41,7 @@ static int wait_fd(struct uvh_state_xfer *x, short events, int64_t deadline)
 	int r;
 
 	for (;;) {
-		left = deadline - now_ms();
+		left = deadline - uvh_now_ms();
 		if (left <= 0)
 			return -ETIMEDOUT;
 		r = poll(p, 2, left > 1000 ? 1000 : (int)left);
@@ -115,7 +108,7 @@ static int run_load(struct uvh_state_xfer *x, int64_t deadline)
 static void *xfer_thread(void *arg)
 {
 	struct uvh_state_xfer *x = arg;
-	int64_t deadline = now_ms() + x->timeout_ms;
+	int64_t deadline = uvh_now_ms() + x->timeout_ms;
 
 	x->result = x->save ? run_save(x, deadline) : run_load(x, deadline);
 	close(x->fd);

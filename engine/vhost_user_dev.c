@@ -23,19 +23,20 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "backend_req.h"
 #include "vhost_user_dev_internal.h"
 
 /* Protocol features the vud implements itself. */
 #define VUD_PROTOCOL_FEATURES ( \
-	BIT(UVH_PROTOCOL_F_LOG_SHMFD) | \
-	BIT(UVH_PROTOCOL_F_REPLY_ACK) | \
-	BIT(UVH_PROTOCOL_F_BACKEND_REQ) | \
-	BIT(UVH_PROTOCOL_F_BACKEND_SEND_FD) | \
-	BIT(UVH_PROTOCOL_F_INFLIGHT_SHMFD) | \
-	BIT(UVH_PROTOCOL_F_RESET_DEVICE) | \
-	BIT(UVH_PROTOCOL_F_CONFIGURE_MEM_SLOTS) | \
-	BIT(UVH_PROTOCOL_F_STATUS))
+	UVH_BIT(UVH_PROTOCOL_F_LOG_SHMFD) | \
+	UVH_BIT(UVH_PROTOCOL_F_REPLY_ACK) | \
+	UVH_BIT(UVH_PROTOCOL_F_BACKEND_REQ) | \
+	UVH_BIT(UVH_PROTOCOL_F_BACKEND_SEND_FD) | \
+	UVH_BIT(UVH_PROTOCOL_F_INFLIGHT_SHMFD) | \
+	UVH_BIT(UVH_PROTOCOL_F_RESET_DEVICE) | \
+	UVH_BIT(UVH_PROTOCOL_F_CONFIGURE_MEM_SLOTS) | \
+	UVH_BIT(UVH_PROTOCOL_F_STATUS))
 
 /* ---- features --------------------------------------------------------------------- */
 
@@ -46,7 +47,7 @@ static uint64_t offered_features(struct uvh_vud *v)
 	/* IOMMU_PLATFORM only if the device offers it: the rings then
 	 * translate IOVAs through the IOTLB (misses go out on the back-end
 	 * channel, which the front-end must then have set up). */
-	return f | BIT(UVH_F_PROTOCOL_FEATURES) | BIT(UVH_F_LOG_ALL);
+	return f | UVH_BIT(UVH_F_PROTOCOL_FEATURES) | UVH_BIT(UVH_F_LOG_ALL);
 }
 
 static int h_get_features(void *dev, uint64_t *features)
@@ -65,9 +66,9 @@ static int h_set_features(void *dev, uint64_t features)
 	/* Running rings took their features at start (and the device sized
 	 * its headers from them): only LOG_ALL, which they get through the
 	 * log, may change under them (QEMU's migration start and end). */
-	if ((changed & ~BIT(UVH_F_LOG_ALL)) && uvh__vud_any_running(v)) {
+	if ((changed & ~UVH_BIT(UVH_F_LOG_ALL)) && uvh__vud_any_running(v)) {
 		UVH_ERR("%s: SET_FEATURES changes 0x%" PRIx64 " while rings run", v->name,
-			(uint64_t)(changed & ~BIT(UVH_F_LOG_ALL)));
+			(uint64_t)(changed & ~UVH_BIT(UVH_F_LOG_ALL)));
 		return -EBUSY;
 	}
 	if (v->ops->set_features) {
@@ -80,7 +81,7 @@ static int h_set_features(void *dev, uint64_t features)
 		uvh__vud_for_each_running(v, uvh__vud_set_log_on_queue, log_all(v) ? v->log : NULL);
 	/* Without PROTOCOL_FEATURES there is no SET_VRING_ENABLE: every
 	 * ring is enabled now (backend_req.c does the same). */
-	if (!(features & BIT(UVH_F_PROTOCOL_FEATURES))) {
+	if (!(features & UVH_BIT(UVH_F_PROTOCOL_FEATURES))) {
 		for (uint32_t i = 0; i < v->nq; i++)
 			if (!v->qs[i].running)
 				v->qs[i].enabled = true;
@@ -95,11 +96,11 @@ static int h_get_protocol_features(void *dev, uint64_t *pf)
 	uint64_t f = VUD_PROTOCOL_FEATURES;
 
 	if (v->ops->get_config)
-		f |= BIT(UVH_PROTOCOL_F_CONFIG);
+		f |= UVH_BIT(UVH_PROTOCOL_F_CONFIG);
 	if (v->ops->save_state && v->ops->load_state)
-		f |= BIT(UVH_PROTOCOL_F_DEVICE_STATE);
+		f |= UVH_BIT(UVH_PROTOCOL_F_DEVICE_STATE);
 	if (v->nq > 2)
-		f |= BIT(UVH_PROTOCOL_F_MQ);
+		f |= UVH_BIT(UVH_PROTOCOL_F_MQ);
 	if (v->ops->protocol_features)
 		f |= v->ops->protocol_features(v->dev);
 	*pf = f;
@@ -218,7 +219,7 @@ static int h_iotlb_msg(void *dev, const struct uvh_iotlb *msg)
 	}
 	ret = uvh_iotlb_apply(v->iotlb, msg);
 	if (ret || msg->type != UVH_IOTLB_UPDATE ||
-	    !(v->features & BIT(UVH_VIRTIO_F_IOMMU_PLATFORM)))
+	    !(v->features & UVH_BIT(UVH_VIRTIO_F_IOMMU_PLATFORM)))
 		return ret;
 	/* A ring may be waiting for this entry (it idles after a miss):
 	 * make its engine sweep it, as a guest kick would. A kick that

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "log.h"
 #include "memory.h"
 #include "vhost_user_dev.h"
@@ -22,7 +23,6 @@
 /* Internal to the library: kept out of its dynamic symbol table. */
 #define UVH__VUD_INTERNAL	__attribute__((visibility("hidden")))
 
-#define BIT(n)		(1ull << (n))
 #define MAX_ENGINES	64u
 
 /*
@@ -95,16 +95,9 @@ static inline void stat_add(uint64_t *c, uint64_t n)
 	__atomic_fetch_add(c, n, __ATOMIC_RELAXED);
 }
 
-static inline void close_fd(int *fd)
-{
-	if (*fd >= 0)
-		close(*fd);
-	*fd = -1;
-}
-
 static inline bool log_all(const struct uvh_vud *v)
 {
-	return v->features & BIT(UVH_F_LOG_ALL);
+	return v->features & UVH_BIT(UVH_F_LOG_ALL);
 }
 
 /* ---- vhost_user_dev_rings.c ----------------------------------------------------- */

@@ -11,6 +11,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "vhost_user_dev_internal.h"
 
 /* ---- memory --------------------------------------------------------------------- */
@@ -233,7 +234,7 @@ int uvh__vud_h_set_log_fd(void *dev, int fd)
 		uvh_dirty_log_set_kick(v->log, fd);
 		uvh__vud_quiesce(v);
 	}
-	close_fd(&old);
+	uvh_close_fd(&old);
 	return 0;
 }
 
@@ -250,5 +251,5 @@ void uvh__vud_drop_log(struct uvh_vud *v)
 		free(v->log);
 		v->log = NULL;
 	}
-	close_fd(&v->log_fd);
+	uvh_close_fd(&v->log_fd);
 }

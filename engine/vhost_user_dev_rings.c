@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 
+#include "util.h"
 #include "backend_chan.h"
 #include "inflight.h"
 #include "vhost_user_dev_internal.h"
@@ -194,7 +195,7 @@ static void vud_iotlb_event(void *opaque, struct uvh_vq *vq, uint64_t iova, uint
 	int ret;
 
 	(void)vq;
-	if (!chan || !(pf & BIT(UVH_PROTOCOL_F_BACKEND_REQ))) {
+	if (!chan || !(pf & UVH_BIT(UVH_PROTOCOL_F_BACKEND_REQ))) {
 		UVH_WARN("%s: vring %u: IOTLB %s at 0x%" PRIx64 " and no back-end channel",
 			 v->name, q->index, type == UVH_IOTLB_MISS ? "miss" : "access failure",
 			 iova);
@@ -208,7 +209,7 @@ static void vud_iotlb_event(void *opaque, struct uvh_vq *vq, uint64_t iova, uint
 
 static int queue_start(struct uvh_vud *v, struct uvh_vud_queue *q)
 {
-	bool packed = v->features & BIT(UVH_VIRTIO_F_RING_PACKED);
+	bool packed = v->features & UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
 	struct uvh_vq_config cfg = { 0 };
 	struct uvh_inflight_vq *ifq;
 	int ret;
@@ -229,13 +230,13 @@ static int queue_start(struct uvh_vud *v, struct uvh_vud_queue *q)
 	}
 	cfg.size = (uint16_t)q->num;
 	cfg.packed = packed;
-	cfg.event_idx = v->features & BIT(UVH_VIRTIO_F_RING_EVENT_IDX);
-	cfg.indirect = v->features & BIT(UVH_VIRTIO_F_RING_INDIRECT_DESC);
-	cfg.in_order = v->features & BIT(UVH_VIRTIO_F_IN_ORDER);
+	cfg.event_idx = v->features & UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX);
+	cfg.indirect = v->features & UVH_BIT(UVH_VIRTIO_F_RING_INDIRECT_DESC);
+	cfg.in_order = v->features & UVH_BIT(UVH_VIRTIO_F_IN_ORDER);
 	cfg.strict_order = v->strict_order;
 	cfg.device_reads_only = v->ops->queue_device_reads_only &&
 				v->ops->queue_device_reads_only(v->dev, q->index);
-	if (v->features & BIT(UVH_VIRTIO_F_IOMMU_PLATFORM)) {
+	if (v->features & UVH_BIT(UVH_VIRTIO_F_IOMMU_PLATFORM)) {
 		/* SET_VRING_ADDR holds IOVAs: the ring translates them (and
 		 * every descriptor address) through the IOTLB; areas not
 		 * cached yet are asked for and the ring idles until then */
@@ -343,9 +344,9 @@ void uvh__vud_stop_all(struct uvh_vud *v)
 /* Forget a ring's session state (closing its fds). */
 void uvh__vud_queue_clear(struct uvh_vud_queue *q)
 {
-	close_fd(&q->kick_fd);
-	close_fd(&q->call_fd);
-	close_fd(&q->err_fd);
+	uvh_close_fd(&q->kick_fd);
+	uvh_close_fd(&q->call_fd);
+	uvh_close_fd(&q->err_fd);
 	q->num = 0;
 	q->base = 0;
 	q->have_addr = false;
@@ -475,7 +476,7 @@ int uvh__vud_h_set_vring_kick(void *dev, uint32_t index, int fd)
 	if (q->running) {
 		/* A new kick fd on a running ring (QEMU does this): swap it in. */
 		ret = engine_call(q->engine, swap_kick_on_engine, q);
-		close_fd(&old);
+		uvh_close_fd(&old);
 		if (ret) {
 			UVH_ERR("%s: vring %u kick fd swap failed: %s", v->name, index,
 				strerror(-ret));
@@ -484,10 +485,10 @@ int uvh__vud_h_set_vring_kick(void *dev, uint32_t index, int fd)
 		}
 		return ret;
 	}
-	close_fd(&old);
+	uvh_close_fd(&old);
 	ret = queue_start(v, q);
 	if (ret)
-		close_fd(&q->kick_fd);	/* a refused start keeps nothing */
+		uvh_close_fd(&q->kick_fd);	/* a refused start keeps nothing */
 	return ret;
 }
 
@@ -530,7 +531,7 @@ static int set_notify_fd(struct uvh_vud *v, uint32_t index, int fd, bool err)
 	if (q->running)
 		engine_call(q->engine, swap_fd_on_engine, &s);
 	*slot = fd;
-	close_fd(&old);
+	uvh_close_fd(&old);
 	return 0;
 }
 

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "inflight.h"
 #include "state_xfer.h"
 #include "vhost_user_dev_internal.h"
@@ -34,12 +35,12 @@ int uvh__vud_h_set_device_state_fd(void *dev, uint32_t direction, uint32_t phase
 
 	*out_fd = -1;	/* we use the front-end's pipe */
 	if (!v->ops->save_state || !v->ops->load_state || phase != UVH_DEVICE_STATE_STOPPED) {
-		close_fd(&fd);
+		uvh_close_fd(&fd);
 		return -ENOSYS;
 	}
 	if (uvh__vud_any_running(v)) {
 		UVH_ERR("%s: device state transfer with rings running", v->name);
-		close_fd(&fd);
+		uvh_close_fd(&fd);
 		return -EBUSY;
 	}
 	uvh__vud_xfer_drop(v);	/* a transfer the front-end gave up on */
@@ -48,7 +49,7 @@ int uvh__vud_h_set_device_state_fd(void *dev, uint32_t direction, uint32_t phase
 	if (direction == UVH_DEVICE_STATE_SAVE) {
 		ret = v->ops->save_state(v->dev, buf, sizeof(buf));
 		if (ret < 0 || (size_t)ret > sizeof(buf)) {
-			close_fd(&fd);
+			uvh_close_fd(&fd);
 			v->xfer_result = ret < 0 ? ret : -EOVERFLOW;
 			return v->xfer_result;
 		}
@@ -103,7 +104,7 @@ int uvh__vud_h_get_inflight_fd(void *dev, const struct uvh_inflight *in,
 			       struct uvh_inflight *out, int *fdp)
 {
 	struct uvh_vud *v = dev;
-	bool packed = v->features & BIT(UVH_VIRTIO_F_RING_PACKED);
+	bool packed = v->features & UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
 	size_t size;
 	void *base;
 	int fd;
@@ -148,7 +149,7 @@ int uvh__vud_h_get_inflight_fd(void *dev, const struct uvh_inflight *in,
 int uvh__vud_h_set_inflight_fd(void *dev, const struct uvh_inflight *in, int fd)
 {
 	struct uvh_vud *v = dev;
-	bool packed = v->features & BIT(UVH_VIRTIO_F_RING_PACKED);
+	bool packed = v->features & UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
 	size_t need = uvh_inflight_region_size(in->num_queues, in->queue_size, packed);
 	long page = sysconf(_SC_PAGESIZE);
 	struct stat st;

@@ -30,60 +30,11 @@
 #include <sys/uio.h>
 
 #include "memory.h"
+#include "virtio.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* ---- ring layouts (virtio 1.2, little-endian on every host we support) --- */
-
-#define UVH_VRING_DESC_F_NEXT		1
-#define UVH_VRING_DESC_F_WRITE		2
-#define UVH_VRING_DESC_F_INDIRECT	4
-#define UVH_VRING_PACKED_DESC_F_AVAIL	(1 << 7)
-#define UVH_VRING_PACKED_DESC_F_USED	(1 << 15)
-#define UVH_VRING_AVAIL_F_NO_INTERRUPT	1
-#define UVH_VRING_USED_F_NO_NOTIFY	1
-#define UVH_VRING_PACKED_EVENT_ENABLE	0
-#define UVH_VRING_PACKED_EVENT_DISABLE	1
-#define UVH_VRING_PACKED_EVENT_DESC	2
-#define UVH_VRING_MAX_SIZE		32768u
-
-struct uvh_vring_desc {
-	uint64_t addr;
-	uint32_t len;
-	uint16_t flags;
-	uint16_t next;
-};
-
-struct uvh_vring_avail {
-	uint16_t flags;
-	uint16_t idx;
-	uint16_t ring[];	/* size entries, then used_event */
-};
-
-struct uvh_vring_used_elem {
-	uint32_t id;
-	uint32_t len;
-};
-
-struct uvh_vring_used {
-	uint16_t flags;
-	uint16_t idx;
-	struct uvh_vring_used_elem ring[];	/* size entries, then avail_event */
-};
-
-struct uvh_vring_packed_desc {
-	uint64_t addr;
-	uint32_t len;
-	uint16_t id;
-	uint16_t flags;
-};
-
-struct uvh_vring_packed_event {
-	uint16_t off_wrap;
-	uint16_t flags;
-};
 
 /** Bytes of each area of a ring of @size entries (for checking addresses). */
 size_t uvh_vring_desc_bytes(uint16_t size, bool packed);

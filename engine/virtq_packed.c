@@ -15,14 +15,12 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "util.h"
 #include "inflight.h"
 #include "virtq_internal.h"
 
 /* used descriptors are written as 64-bit words in the ring's byte order */
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "virtio 1.x rings are little-endian");
-
-#define likely(x)	__builtin_expect(!!(x), 1)
-#define unlikely(x)	__builtin_expect(!!(x), 0)
 
 #define PACKED_WRAP_BIT		15
 #define PACKED_IDX_MASK		0x7fffu

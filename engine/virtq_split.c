@@ -26,11 +26,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "util.h"
 #include "inflight.h"
 #include "virtq_internal.h"
-
-#define likely(x)	__builtin_expect(!!(x), 1)
-#define unlikely(x)	__builtin_expect(!!(x), 0)
 
 /* Parse results besides an iovec count. */
 #define PARSE_FAIL	(-1)	/* ring broken, vq->error set */

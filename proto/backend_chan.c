@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "backend_chan.h"
 #include "endpoint.h"
 #include "log.h"
@@ -97,14 +98,6 @@ void uvh_backend_chan_set_timeout(struct uvh_backend_chan *chan, int timeout_ms)
 	pthread_mutex_unlock(&chan->lock);
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Receive one whole message before the deadline (-1: none). */
 static int recv_reply(struct uvh_backend_chan *chan, struct uvh_msg *msg,
 		      int64_t deadline)
@@ -116,7 +109,7 @@ static int recv_reply(struct uvh_backend_chan *chan, struct uvh_msg *msg,
 		if (rc != -EAGAIN)
 			return rc;
 		if (deadline >= 0) {
-			int64_t left = deadline - now_ms();
+			int64_t left = deadline - uvh_now_ms();
 
 			if (left <= 0)
 				return -ETIMEDOUT;
@@ -175,7 +168,7 @@ static int wait_answer(struct uvh_backend_chan *chan, const struct chan_req *rq)
 	int rc;
 
 	if (chan->timeout_ms >= 0)
-		deadline = now_ms() + chan->timeout_ms;
+		deadline = uvh_now_ms() + chan->timeout_ms;
 	rc = recv_reply(chan, &msg, deadline);
 	if (rc == -ETIMEDOUT)
 		UVH_ERR("backend channel: %s: no reply within %d ms",

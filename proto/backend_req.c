@@ -41,10 +41,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "backend_req.h"
 #include "log.h"
 
-#define BIT(n)		(1ull << (n))
 #define MAX_VRING_NUM	32768u	/* virtio's largest queue size */
 #define MTU_MIN		68u	/* virtio-net's smallest MTU */
 #define MTU_MAX		65535u
@@ -298,7 +298,7 @@ static int h_set_features(struct uvh_backend_req *req, struct uvh_msg *msg)
 	req->features = want;
 	/* The spec: without PROTOCOL_FEATURES there is no SET_VRING_ENABLE,
 	 * so every ring is enabled right away. */
-	if (!(want & BIT(UVH_F_PROTOCOL_FEATURES)))
+	if (!(want & UVH_BIT(UVH_F_PROTOCOL_FEATURES)))
 		for (uint32_t i = 0; i < req->max_queues; i++)
 			req->vrings[i].enabled = true;
 	return 0;
@@ -356,7 +356,7 @@ static int h_set_log_base(struct uvh_backend_req *req, struct uvh_msg *msg)
 static int h_set_vring_num(struct uvh_backend_req *req, struct uvh_msg *msg)
 {
 	uint32_t idx = msg->payload.state.index, num = msg->payload.state.num;
-	bool packed = req->features & BIT(UVH_VIRTIO_F_RING_PACKED);
+	bool packed = req->features & UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
 	int ret;
 
 	/* Packed rings may have any size; split rings need a power of 2. */
@@ -383,7 +383,7 @@ static int h_set_vring_base(struct uvh_backend_req *req, struct uvh_msg *msg)
 	uint32_t idx = msg->payload.state.index, base = msg->payload.state.num;
 
 	/* A split ring's base is a 16-bit index; bits 16-31 are reserved. */
-	if (!(req->features & BIT(UVH_VIRTIO_F_RING_PACKED)) && base > 0xffff)
+	if (!(req->features & UVH_BIT(UVH_VIRTIO_F_RING_PACKED)) && base > 0xffff)
 		return reject(msg, -EINVAL, "vring %u split base 0x%x is invalid", idx, base);
 	return DEV_CALL(req, msg, set_vring_base, req->dev, idx, base);
 }
@@ -437,7 +437,7 @@ static int protocol_offer(struct uvh_backend_req *req, struct uvh_msg *msg,
 	ret = DEV_CALL(req, msg, get_features, req->dev, &f);
 	if (ret)
 		return ret;
-	if (!(f & BIT(UVH_F_PROTOCOL_FEATURES)))
+	if (!(f & UVH_BIT(UVH_F_PROTOCOL_FEATURES)))
 		return reject(msg, -ENOPROTOOPT, "the device does not offer F_PROTOCOL_FEATURES");
 	*offered = 0;
 	return DEV_CALL(req, msg, get_protocol_features, req->dev, offered);
@@ -455,8 +455,8 @@ static int h_get_protocol_features(struct uvh_backend_req *req, struct uvh_msg *
 
 static int h_set_protocol_features(struct uvh_backend_req *req, struct uvh_msg *msg)
 {
-	const uint64_t inband_needs = BIT(UVH_PROTOCOL_F_BACKEND_REQ) |
-				      BIT(UVH_PROTOCOL_F_REPLY_ACK);
+	const uint64_t inband_needs = UVH_BIT(UVH_PROTOCOL_F_BACKEND_REQ) |
+				      UVH_BIT(UVH_PROTOCOL_F_REPLY_ACK);
 	uint64_t want = msg->payload.u64, offered, pf;
 	int ret;
 
@@ -467,7 +467,7 @@ static int h_set_protocol_features(struct uvh_backend_req *req, struct uvh_msg *
 	if (want & ~offered)
 		UVH_WARN("%s: ignoring protocol features 0x%" PRIx64 " that were not offered",
 			 name_of(msg), want & ~offered);
-	if ((pf & BIT(UVH_PROTOCOL_F_INBAND_NOTIFICATIONS)) &&
+	if ((pf & UVH_BIT(UVH_PROTOCOL_F_INBAND_NOTIFICATIONS)) &&
 	    (pf & inband_needs) != inband_needs)
 		return reject(msg, -EINVAL, "INBAND_NOTIFICATIONS needs BACKEND_REQ and REPLY_ACK");
 	ret = DEV_CALL(req, msg, set_protocol_features, req->dev, pf);
@@ -902,13 +902,13 @@ static int validate(struct uvh_backend_req *req, struct uvh_msg *msg,
 		return reject(msg, -EBADF, "%u fds attached, %u to %u expected",
 			      msg->nfds, lo, hi);
 	if (info->gate_protocol >= 0 &&
-	    !(req->protocol_features & BIT(info->gate_protocol)))
+	    !(req->protocol_features & UVH_BIT(info->gate_protocol)))
 		return reject(msg, -ENOPROTOOPT, "protocol feature %s is not negotiated",
 			      uvh_protocol_feature_name(info->gate_protocol));
 	/* SET_VRING_ENABLE needs PROTOCOL_FEATURES: acked by SET_FEATURES, or
 	 * proven offered by an accepted SET_PROTOCOL_FEATURES, because QEMU
 	 * enables rings before it sends SET_FEATURES. */
-	if (info->gate_feature >= 0 && !(req->features & BIT(info->gate_feature)) &&
+	if (info->gate_feature >= 0 && !(req->features & UVH_BIT(info->gate_feature)) &&
 	    !(info->gate_feature == UVH_F_PROTOCOL_FEATURES && req->protocol_negotiated))
 		return reject(msg, -ENOPROTOOPT, "virtio feature bit %d is not acked",
 			      info->gate_feature);
@@ -995,14 +995,14 @@ static int answer(struct uvh_backend_req *req, const struct uvh_msg *msg,
 		  const struct uvh_request_info *info, const struct handler *h, int ret)
 {
 	bool acks = (msg->hdr.flags & UVH_FLAG_NEED_REPLY) &&
-		    (req->protocol_features & BIT(UVH_PROTOCOL_F_REPLY_ACK));
+		    (req->protocol_features & UVH_BIT(UVH_PROTOCOL_F_REPLY_ACK));
 
 	if (info->reply_rule == UVH_REPLY_BODY)
 		return ret ? send_failure(req, msg, h, ret) : send_reply(req, msg);
 	/* SET_LOG_BASE's reply with LOG_SHMFD is required and also serves
 	 * as the ack: never two replies. */
 	if (info->reply_rule == UVH_REPLY_LOG &&
-	    (req->protocol_features & BIT(UVH_PROTOCOL_F_LOG_SHMFD)))
+	    (req->protocol_features & UVH_BIT(UVH_PROTOCOL_F_LOG_SHMFD)))
 		acks = true;
 	if (!acks)
 		return ret;

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "frontend_internal.h"
 
 #define DEFAULT_TIMEOUT_MS	10000
@@ -178,7 +179,7 @@ static int chan_serve_one(struct uvh_frontend *fe)
  */
 static int fe_wait_reply(struct uvh_frontend *fe)
 {
-	int64_t deadline = fe->timeout_ms >= 0 ? now_ms() + fe->timeout_ms : -1;
+	int64_t deadline = fe->timeout_ms >= 0 ? uvh_now_ms() + fe->timeout_ms : -1;
 
 	for (;;) {
 		struct pollfd pfd[2] = {
@@ -190,7 +191,7 @@ static int fe_wait_reply(struct uvh_frontend *fe)
 		if (fe->chan)
 			pfd[1].fd = uvh_frontend_req_fd(fe->chan);
 		if (deadline >= 0) {
-			int64_t left = deadline - now_ms();
+			int64_t left = deadline - uvh_now_ms();
 
 			wait = left > 0 ? (int)left : 0;
 		}

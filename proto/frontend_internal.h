@@ -102,14 +102,6 @@ static inline int fe_take_fd(struct uvh_frontend *fe)
 	return fd;
 }
 
-static inline int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /*
  * Send @request with @size payload bytes and @nfds fds (the caller keeps
  * them), then wait for what the table says comes back. Returns 0 with a

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "frontend_internal.h"
 
 /* ---- surviving a back-end restart --------------------------------------------- */
@@ -132,11 +133,11 @@ int uvh_frontend_reconnect(struct uvh_frontend *fe, const struct uvh_frontend_re
 		return r;
 	co = opts->connect;
 	if (co.timeout_ms > 0)
-		deadline = now_ms() + co.timeout_ms;
+		deadline = uvh_now_ms() + co.timeout_ms;
 	for (;;) {
 		fe_disconnect(fe);
 		if (deadline) {
-			int64_t left = deadline - now_ms();
+			int64_t left = deadline - uvh_now_ms();
 
 			co.timeout_ms = left > 0 ? (int)left : 0;
 		}
@@ -145,7 +146,7 @@ int uvh_frontend_reconnect(struct uvh_frontend *fe, const struct uvh_frontend_re
 			r = fe_session_replay(fe->sess, fe, opts);
 		if (!r)
 			break;
-		if (!transport_gone(r) || (deadline && now_ms() >= deadline) ||
+		if (!transport_gone(r) || (deadline && uvh_now_ms() >= deadline) ||
 		    opts->connect.timeout_ms == 0 || (co.stop && *co.stop)) {
 			UVH_ERR("front-end: reconnecting to %s: %s", fe->path, strerror(-r));
 			fe_disconnect(fe);

@@ -10,6 +10,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "frontend_session.h"
 #include "log.h"
 
@@ -66,13 +67,6 @@ static int dup_fd(struct fe_session *s, int fd, const char *what)
 	return d;
 }
 
-static void close_fd(int *fd)
-{
-	if (*fd >= 0)
-		close(*fd);
-	*fd = -1;
-}
-
 struct fe_session *fe_session_new(void)
 {
 	struct fe_session *s = calloc(1, sizeof(*s));
@@ -85,14 +79,14 @@ struct fe_session *fe_session_new(void)
 static void ring_free(struct fe_ring *r)
 {
 	for (unsigned int k = 0; k < 3; k++)
-		close_fd(&r->fd[k]);
+		uvh_close_fd(&r->fd[k]);
 	free(r);
 }
 
 static void mem_clear(struct fe_session *s)
 {
 	for (unsigned int i = 0; i < s->nmem; i++)
-		close_fd(&s->mem[i].fd);
+		uvh_close_fd(&s->mem[i].fd);
 	s->nmem = 0;
 }
 
@@ -102,7 +96,7 @@ void fe_session_free(struct fe_session *s)
 		return;
 	mem_clear(s);
 	free(s->mem);
-	close_fd(&s->inflight_fd);
+	uvh_close_fd(&s->inflight_fd);
 	for (unsigned int i = 0; i < NRINGS; i++)
 		if (s->rings[i])
 			ring_free(s->rings[i]);
@@ -208,7 +202,7 @@ void fe_session_rem_mem(struct fe_session *s, const struct uvh_mem_region *regio
 		    r->memory_size != region->memory_size ||
 		    r->userspace_addr != region->userspace_addr)
 			continue;
-		close_fd(&s->mem[i].fd);
+		uvh_close_fd(&s->mem[i].fd);
 		s->mem[i] = s->mem[--s->nmem];
 		s->mem_by_slots = true;
 		return;
@@ -224,7 +218,7 @@ void fe_session_inflight(struct fe_session *s, const struct uvh_inflight *in, in
 	d = dup_fd(s, fd, "the inflight area fd");
 	if (d < 0)
 		return;
-	close_fd(&s->inflight_fd);
+	uvh_close_fd(&s->inflight_fd);
 	s->inflight_fd = d;
 	s->inflight = *in;
 	s->inflight_set = true;
@@ -282,7 +276,7 @@ void fe_session_vring_stopped(struct fe_session *s, uint32_t index, uint32_t bas
 		return;
 	r->base = base;
 	r->base_set = true;
-	close_fd(&r->fd[FD_KICK]);
+	uvh_close_fd(&r->fd[FD_KICK]);
 	r->fd_set[FD_KICK] = false;
 }
 
@@ -297,7 +291,7 @@ void fe_session_reset(struct fe_session *s)
 	}
 	s->status_set = false;
 	s->inflight_set = false;
-	close_fd(&s->inflight_fd);
+	uvh_close_fd(&s->inflight_fd);
 }
 
 void fe_session_vring_addr(struct fe_session *s, const struct uvh_vring_addr *addr)
@@ -321,7 +315,7 @@ void fe_session_vring_fd(struct fe_session *s, uint32_t request, uint32_t index,
 	    request == UVH_REQ_SET_VRING_CALL ? FD_CALL : FD_ERR;
 	if (fd >= 0 && (d = dup_fd(s, fd, "a ring eventfd")) < 0)
 		return;
-	close_fd(&r->fd[k]);
+	uvh_close_fd(&r->fd[k]);
 	r->fd[k] = d;
 	r->fd_set[k] = true;
 }

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "listener.h"
 #include "log.h"
 
@@ -40,14 +41,6 @@ struct uvh_listener {
 	ino_t ino;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int make_addr(const char *path, struct sockaddr_un *sa)
 {
@@ -284,7 +277,7 @@ int uvh_listener_accept(struct uvh_listener *l, int timeout_ms)
 	if (!l)
 		return -EINVAL;
 	if (timeout_ms > 0)
-		deadline = now_ms() + timeout_ms;
+		deadline = uvh_now_ms() + timeout_ms;
 	for (;;) {
 		pfd.fd = l->fd;
 		pfd.events = POLLIN;
@@ -311,7 +304,7 @@ int uvh_listener_accept(struct uvh_listener *l, int timeout_ms)
 			continue;
 		if (timeout_ms == 0)
 			return -ETIMEDOUT;
-		wait_ms = (int)(deadline - now_ms());
+		wait_ms = (int)(deadline - uvh_now_ms());
 		if (wait_ms <= 0)
 			return -ETIMEDOUT;
 	}
@@ -384,7 +377,7 @@ int uvh_connect(const char *path, const struct uvh_connect_opts *opts)
 	if (delay > max_delay)
 		delay = max_delay;
 	if (opts->timeout_ms > 0)
-		deadline = now_ms() + opts->timeout_ms;
+		deadline = uvh_now_ms() + opts->timeout_ms;
 
 	for (;;) {
 		if (stopped(opts->stop))
@@ -405,7 +398,7 @@ int uvh_connect(const char *path, const struct uvh_connect_opts *opts)
 		if (opts->timeout_ms == 0)
 			return ret;
 		if (opts->timeout_ms > 0) {
-			int64_t left = deadline - now_ms();
+			int64_t left = deadline - uvh_now_ms();
 
 			if (left <= 0) {
 				UVH_ERR("connect %s: gave up after %d ms: %s", path,

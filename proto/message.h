@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "virtio.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -54,16 +56,10 @@ _Static_assert(sizeof(struct uvh_msg_header) == 12, "header is 12 bytes");
 /** Memory slots offered through CONFIGURE_MEM_SLOTS (as libvhost-user). */
 #define UVH_MAX_MEM_SLOTS	509u
 
-/* ---- virtio / vhost feature bits outside the protocol feature word ------ */
+/* ---- vhost feature bits in the virtio feature word (virtio's own: virtio.h) */
 
 #define UVH_F_LOG_ALL			26	/**< VHOST_F_LOG_ALL */
 #define UVH_F_PROTOCOL_FEATURES		30	/**< VHOST_USER_F_PROTOCOL_FEATURES */
-#define UVH_VIRTIO_F_VERSION_1		32
-#define UVH_VIRTIO_F_IOMMU_PLATFORM	33
-#define UVH_VIRTIO_F_RING_PACKED	34
-#define UVH_VIRTIO_F_IN_ORDER		35
-#define UVH_VIRTIO_F_RING_INDIRECT_DESC	28
-#define UVH_VIRTIO_F_RING_EVENT_IDX	29
 #define UVH_LOG_PAGE			0x1000u
 
 /** u64 payload of SET_VRING_KICK/CALL/ERR: bits 0-7 index, bit 8 no fd. */

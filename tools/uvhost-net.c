@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "engine.h"
 #include "listener.h"
 #include "log.h"
@@ -280,14 +281,6 @@ static unsigned long rss_kib(void)
 			break;
 	fclose(f);
 	return kib;
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static void print_capabilities(void)
@@ -740,7 +733,7 @@ int main(int argc, char **argv)
 		       ports[i].path ? ports[i].path : "given");
 	fflush(stdout);
 
-	last = now_ns();
+	last = uvh_now_ns();
 	while (!STOPPING()) {
 		bool all_done = cfg.nfds && !cfg.npaths;
 
@@ -749,7 +742,7 @@ int main(int argc, char **argv)
 			all_done &= atomic_load(&ports[i].done);
 		if (all_done)
 			break;	/* --fd only: nothing more will come */
-		now = now_ns();
+		now = uvh_now_ns();
 		if (cfg.stats_interval && now - last >= (uint64_t)cfg.stats_interval * 1000000000u) {
 			print_stats((double)(now - last) / 1e9, false);
 			last = now;

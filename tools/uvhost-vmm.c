@@ -39,6 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "backend.h"
 #include "log.h"
 #include "message.h"
@@ -46,7 +47,6 @@
 #include "virtq.h"
 #include "vmm_tap.h"
 
-#define BIT(n)			(1ULL << (n))
 /* virtio status bits (virtio 1.2, 2.1) */
 #define ST_ACKNOWLEDGE		1u
 #define ST_DRIVER		2u
@@ -194,18 +194,18 @@ static void feature_list(uint64_t f, char *out, size_t len)
 
 	out[0] = '\0';
 	for (size_t i = 0; i < sizeof(feature_names) / sizeof(feature_names[0]); i++) {
-		if (!(f & BIT(feature_names[i].bit)))
+		if (!(f & UVH_BIT(feature_names[i].bit)))
 			continue;
-		f &= ~BIT(feature_names[i].bit);
+		f &= ~UVH_BIT(feature_names[i].bit);
 		used += (size_t)snprintf(out + used, len - used, "%s%s", used ? " " : "",
 					 feature_names[i].name);
 		if (used >= len)
 			return;
 	}
 	for (unsigned int bit = 0; f && bit < 64; bit++) {
-		if (!(f & BIT(bit)))
+		if (!(f & UVH_BIT(bit)))
 			continue;
-		f &= ~BIT(bit);
+		f &= ~UVH_BIT(bit);
 		used += (size_t)snprintf(out + used, len - used, "%sbit%u", used ? " " : "", bit);
 		if (used >= len)
 			return;
@@ -376,7 +376,7 @@ static int make_memory(struct vmm *v)
 		int ret;
 
 		ret = uvh_vq_driver_init(&r->drv, v->o.qsize, v->o.packed,
-					 !!(v->acked & BIT(UVH_VIRTIO_F_RING_EVENT_IDX)),
+					 !!(v->acked & UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX)),
 					 v->mem + off, GPA_BASE + off);
 		if (ret)
 			return ret;
@@ -524,7 +524,7 @@ static void check_rx(struct vmm *v, const uint8_t *p, uint32_t len)
 		if (v->bad++ < 5)
 			say(v, "frame %lu came back damaged: %u bytes, %u expected", seq, len,
 			    UVH_NET_HDR_LEN + flen);
-	} else if ((v->acked & BIT(UVH_VIRTIO_NET_F_MRG_RXBUF)) && h->num_buffers != 1) {
+	} else if ((v->acked & UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF)) && h->num_buffers != 1) {
 		if (v->bad++ < 5)
 			say(v, "frame %lu: num_buffers %u with MRG_RXBUF (one buffer expected)",
 			    seq, h->num_buffers);
@@ -669,20 +669,20 @@ static int run_traffic(struct vmm *v)
 /* What this driver can use, as the device type asks. */
 static uint64_t driver_features(const struct vmm *v)
 {
-	uint64_t f = BIT(UVH_VIRTIO_F_VERSION_1) | BIT(UVH_VIRTIO_F_RING_EVENT_IDX) |
-		     BIT(UVH_VIRTIO_F_RING_INDIRECT_DESC) | BIT(UVH_VIRTIO_NET_F_MAC);
+	uint64_t f = UVH_BIT(UVH_VIRTIO_F_VERSION_1) | UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX) |
+		     UVH_BIT(UVH_VIRTIO_F_RING_INDIRECT_DESC) | UVH_BIT(UVH_VIRTIO_NET_F_MAC);
 
 	if (v->o.packed)
-		f |= BIT(UVH_VIRTIO_F_RING_PACKED);
+		f |= UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
 	if (v->o.mrg_rxbuf)
-		f |= BIT(UVH_VIRTIO_NET_F_MRG_RXBUF);
+		f |= UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF);
 	/* vdpa: ring and buffer addresses are IOVAs (= gpa) the backend maps
 	 * with IOTLB messages; vdpa_sim refuses a driver without it */
 	if (v->type == UVH_BACKEND_VDPA)
-		f |= BIT(UVH_VIRTIO_F_IOMMU_PLATFORM);
+		f |= UVH_BIT(UVH_VIRTIO_F_IOMMU_PLATFORM);
 	/* user: the vhost-user protocol features (rings start disabled) */
 	if (v->type == UVH_BACKEND_USER)
-		f |= BIT(UVH_F_PROTOCOL_FEATURES);
+		f |= UVH_BIT(UVH_F_PROTOCOL_FEATURES);
 	return f;
 }
 
@@ -743,15 +743,15 @@ static int negotiate(struct vmm *v)
 	ret = uvh_backend_call(v->b, get_backend_features, &v->backend_features);
 	if (!ret) {
 		uint64_t bf = v->backend_features &
-			      (BIT(VHOST_BF_IOTLB_MSG_V2) | BIT(VHOST_BF_IOTLB_BATCH) |
-			       BIT(VHOST_BF_SUSPEND));
+			      (UVH_BIT(VHOST_BF_IOTLB_MSG_V2) | UVH_BIT(VHOST_BF_IOTLB_BATCH) |
+			       UVH_BIT(VHOST_BF_SUSPEND));
 
 		fact(v, "backend_features", "0x%" PRIx64 "%s%s%s%s%s", v->backend_features,
-		     v->backend_features & BIT(VHOST_BF_IOTLB_MSG_V2) ? " IOTLB_MSG_V2" : "",
-		     v->backend_features & BIT(VHOST_BF_IOTLB_BATCH) ? " IOTLB_BATCH" : "",
-		     v->backend_features & BIT(VHOST_BF_IOTLB_ASID) ? " IOTLB_ASID" : "",
-		     v->backend_features & BIT(VHOST_BF_SUSPEND) ? " SUSPEND" : "",
-		     v->backend_features & BIT(VHOST_BF_RESUME) ? " RESUME" : "");
+		     v->backend_features & UVH_BIT(VHOST_BF_IOTLB_MSG_V2) ? " IOTLB_MSG_V2" : "",
+		     v->backend_features & UVH_BIT(VHOST_BF_IOTLB_BATCH) ? " IOTLB_BATCH" : "",
+		     v->backend_features & UVH_BIT(VHOST_BF_IOTLB_ASID) ? " IOTLB_ASID" : "",
+		     v->backend_features & UVH_BIT(VHOST_BF_SUSPEND) ? " SUSPEND" : "",
+		     v->backend_features & UVH_BIT(VHOST_BF_RESUME) ? " RESUME" : "");
 		CALL(v, "set_backend_features", uvh_backend_call(v->b, set_backend_features, bf));
 		v->backend_features = bf;
 	} else if (ret != -EOPNOTSUPP) {
@@ -759,26 +759,26 @@ static int negotiate(struct vmm *v)
 		return ret;
 	}
 
-	if (v->o.packed && !(v->offered & BIT(UVH_VIRTIO_F_RING_PACKED))) {
+	if (v->o.packed && !(v->offered & UVH_BIT(UVH_VIRTIO_F_RING_PACKED))) {
 		say(v, "SKIP: the backend does not offer VIRTIO_F_RING_PACKED");
 		return RUN_SKIP;
 	}
 	want = driver_features(v);
 	v->acked = v->offered & want;
-	if (!(v->acked & BIT(UVH_VIRTIO_F_VERSION_1))) {
+	if (!(v->acked & UVH_BIT(UVH_VIRTIO_F_VERSION_1))) {
 		say(v, "FAIL: the backend does not offer VIRTIO_F_VERSION_1");
 		return -EPROTO;
 	}
-	if (v->type == UVH_BACKEND_VDPA && !(v->acked & BIT(UVH_VIRTIO_F_IOMMU_PLATFORM)))
+	if (v->type == UVH_BACKEND_VDPA && !(v->acked & UVH_BIT(UVH_VIRTIO_F_IOMMU_PLATFORM)))
 		say(v, "note: no ACCESS_PLATFORM offered: ring addresses are still gpa = IOVA");
 
-	if (v->acked & BIT(UVH_F_PROTOCOL_FEATURES)) {
+	if (v->acked & UVH_BIT(UVH_F_PROTOCOL_FEATURES)) {
 		uint64_t pf;
 
 		CALL(v, "get_protocol_features", uvh_backend_call(v->b, get_protocol_features, &pf));
 		fact(v, "protocol_features_offered", "0x%" PRIx64, pf);
-		pf &= BIT(UVH_PROTOCOL_F_MQ) | BIT(UVH_PROTOCOL_F_REPLY_ACK) |
-		      BIT(UVH_PROTOCOL_F_CONFIG);
+		pf &= UVH_BIT(UVH_PROTOCOL_F_MQ) | UVH_BIT(UVH_PROTOCOL_F_REPLY_ACK) |
+		      UVH_BIT(UVH_PROTOCOL_F_CONFIG);
 		CALL(v, "set_protocol_features", uvh_backend_call(v->b, set_protocol_features, pf));
 		v->protocol_features = pf;
 	}
@@ -914,7 +914,7 @@ static void check_bases(struct vmm *v)
 	const unsigned long done[2] = { v->received + v->unexpected, v->sent };
 
 	/* vdpa: a running device's state is only stable once suspended */
-	if (v->type == UVH_BACKEND_VDPA && (v->backend_features & BIT(VHOST_BF_SUSPEND))) {
+	if (v->type == UVH_BACKEND_VDPA && (v->backend_features & UVH_BIT(VHOST_BF_SUSPEND))) {
 		int ret = uvh_backend_call(v->b, suspend);
 
 		if (ret)

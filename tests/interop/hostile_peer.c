@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "frontend.h"
 #include "listener.h"
 #include "message.h"
@@ -35,7 +36,6 @@
 #include "t_fds.h"
 #include "virtq.h"
 
-#define BIT(n)		(1ull << (n))
 #define MEM_SIZE	(4u << 20)
 #define QSIZE		256u
 #define REPLY_MS	5000
@@ -56,14 +56,6 @@ static void check(bool ok, const char *fmt, ...)
 	fflush(stdout);
 	if (!ok)
 		failed = 1;
-}
-
-static long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
 /* ---- raw messages ----------------------------------------------------------------- */
@@ -127,11 +119,11 @@ static int send_req(int fd, uint32_t req, uint32_t flags, const void *pl, uint32
 static int read_full(int fd, void *buf, size_t len, int ms)
 {
 	size_t got = 0;
-	long end = now_ms() + ms;
+	long end = uvh_now_ms() + ms;
 
 	while (got < len) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
-		long left = end - now_ms();
+		long left = end - uvh_now_ms();
 		ssize_t r;
 
 		if (left <= 0)
@@ -175,12 +167,12 @@ static int recv_reply(int fd, uint32_t req, void *pl, uint32_t *size)
 /* Does the back-end close the connection within @ms? Replies are drained. */
 static bool closed_within(int fd, int ms)
 {
-	long end = now_ms() + ms;
+	long end = uvh_now_ms() + ms;
 	char buf[4096];
 
 	for (;;) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
-		long left = end - now_ms();
+		long left = end - uvh_now_ms();
 		ssize_t r;
 
 		if (left <= 0 || poll(&p, 1, (int)left) == 0)
@@ -242,13 +234,13 @@ static void sess_open(struct sess *s, bool acks, uint64_t pf_more)
 		printf("hostile-peer: FAIL: opening: %s\n", strerror(-r));
 		exit(1);
 	}
-	pf &= (acks ? BIT(UVH_PROTOCOL_F_REPLY_ACK) : 0) | pf_more;
+	pf &= (acks ? UVH_BIT(UVH_PROTOCOL_F_REPLY_ACK) : 0) | pf_more;
 	r = send_req(s->fd, UVH_REQ_SET_PROTOCOL_FEATURES, 0, &pf, 8, NULL, 0);
 	s->pf = pf;
-	s->acks = pf & BIT(UVH_PROTOCOL_F_REPLY_ACK);
+	s->acks = pf & UVH_BIT(UVH_PROTOCOL_F_REPLY_ACK);
 	if (!r)
 		r = send_req(s->fd, UVH_REQ_SET_OWNER, 0, NULL, 0, NULL, 0);
-	s->features = f & (BIT(UVH_VIRTIO_F_VERSION_1) | BIT(UVH_F_PROTOCOL_FEATURES));
+	s->features = f & (UVH_BIT(UVH_VIRTIO_F_VERSION_1) | UVH_BIT(UVH_F_PROTOCOL_FEATURES));
 	if (!r)
 		r = (int)(s->acks ? acked(s, UVH_REQ_SET_FEATURES, &s->features, 8, NULL, 0) :
 			  send_req(s->fd, UVH_REQ_SET_FEATURES, 0, &s->features, 8, NULL, 0));
@@ -383,7 +375,7 @@ static void case_unknown(void)
 static void case_bad_size(void)
 {
 	struct sess s;
-	uint64_t f = BIT(UVH_VIRTIO_F_VERSION_1);
+	uint64_t f = UVH_BIT(UVH_VIRTIO_F_VERSION_1);
 	int fd;
 
 	/* no REPLY_ACK: nothing to say it with, so the connection goes */
@@ -505,7 +497,7 @@ static void case_vring(void)
 	uint64_t nq = 0;
 	struct sess s;
 
-	sess_open(&s, true, BIT(UVH_PROTOCOL_F_MQ));
+	sess_open(&s, true, UVH_BIT(UVH_PROTOCOL_F_MQ));
 	get_u64(&s, UVH_REQ_GET_QUEUE_NUM, &nq);
 	expect_nack(vring_state(&s, UVH_REQ_SET_VRING_NUM, 200, 256), "SET_VRING_NUM vring 200");
 	expect_nack(vring_state(&s, UVH_REQ_SET_VRING_NUM, 0x100, 256),
@@ -553,11 +545,11 @@ static void case_no_owner(void)
 	check(get_u64(&s, UVH_REQ_GET_FEATURES, &f) == 0, "GET_FEATURES before SET_OWNER");
 	check(get_u64(&s, UVH_REQ_GET_PROTOCOL_FEATURES, &pf) == 0,
 	      "GET_PROTOCOL_FEATURES before SET_OWNER");
-	pf &= BIT(UVH_PROTOCOL_F_REPLY_ACK) | BIT(UVH_PROTOCOL_F_MQ);
+	pf &= UVH_BIT(UVH_PROTOCOL_F_REPLY_ACK) | UVH_BIT(UVH_PROTOCOL_F_MQ);
 	send_req(s.fd, UVH_REQ_SET_PROTOCOL_FEATURES, 0, &pf, 8, NULL, 0);
 	s.acks = true;
 	check(get_u64(&s, UVH_REQ_GET_QUEUE_NUM, &nq) == 0, "GET_QUEUE_NUM before SET_OWNER");
-	f &= BIT(UVH_VIRTIO_F_VERSION_1) | BIT(UVH_F_PROTOCOL_FEATURES);
+	f &= UVH_BIT(UVH_VIRTIO_F_VERSION_1) | UVH_BIT(UVH_F_PROTOCOL_FEATURES);
 	expect_ack(acked(&s, UVH_REQ_SET_FEATURES, &f, 8, NULL, 0), "SET_FEATURES, no SET_OWNER");
 	expect_ack(acked(&s, UVH_REQ_SET_OWNER, NULL, 0, NULL, 0), "SET_OWNER late");
 	check(alive(&s), "the connection is still usable");
@@ -604,14 +596,14 @@ static void case_ack_flood(unsigned int n)
 	/* every request answered while the peer writes as fast as it can */
 	sess_open(&s, true, 0);
 	f.fd = s.fd;
-	t0 = now_ms();
+	t0 = uvh_now_ms();
 	pthread_create(&t, NULL, flood_reader, &f);
 	for (unsigned int i = 0; i < n; i++)
 		if (send_req(s.fd, UVH_REQ_SET_OWNER, UVH_FLAG_NEED_REPLY, NULL, 0, NULL, 0))
 			break;
 	pthread_join(t, NULL);
 	check(f.acks == n && !f.err, "%u of %u REPLY_ACK requests acked in %ld ms (%s)",
-	      f.acks, n, now_ms() - t0, f.err ? strerror(-f.err) : "no error");
+	      f.acks, n, uvh_now_ms() - t0, f.err ? strerror(-f.err) : "no error");
 	close(s.fd);
 
 	/* a peer that floods and never reads its acks, then goes */
@@ -619,9 +611,9 @@ static void case_ack_flood(unsigned int n)
 	fcntl(s.fd, F_SETFL, O_NONBLOCK);
 	{
 		unsigned int sent = 0;
-		long end = now_ms() + 3000;
+		long end = uvh_now_ms() + 3000;
 
-		while (sent < n && now_ms() < end) {
+		while (sent < n && uvh_now_ms() < end) {
 			if (send_req(s.fd, UVH_REQ_SET_OWNER, UVH_FLAG_NEED_REPLY, NULL, 0,
 				     NULL, 0))
 				break;
@@ -635,7 +627,7 @@ static void case_ack_flood(unsigned int n)
 
 static void case_churn(unsigned int n)
 {
-	long t0 = now_ms();
+	long t0 = uvh_now_ms();
 	unsigned int ok = 0;
 	struct sess s;
 
@@ -645,7 +637,7 @@ static void case_churn(unsigned int n)
 		close(fd);
 		ok++;
 	}
-	check(ok == n, "%u connect-and-close in %ld ms", ok, now_ms() - t0);
+	check(ok == n, "%u connect-and-close in %ld ms", ok, uvh_now_ms() - t0);
 	sess_open(&s, false, 0);
 	check(alive(&s), "a session after the churn is served");
 	close(s.fd);
@@ -681,14 +673,14 @@ static void case_add_mem_flood(unsigned int n)
 	long t0;
 	int maps, r;
 
-	sess_open(&s, true, BIT(UVH_PROTOCOL_F_CONFIGURE_MEM_SLOTS));
-	if (!(s.pf & BIT(UVH_PROTOCOL_F_CONFIGURE_MEM_SLOTS))) {
+	sess_open(&s, true, UVH_BIT(UVH_PROTOCOL_F_CONFIGURE_MEM_SLOTS));
+	if (!(s.pf & UVH_BIT(UVH_PROTOCOL_F_CONFIGURE_MEM_SLOTS))) {
 		check(false, "CONFIGURE_MEM_SLOTS is not offered");
 		return;
 	}
 	r = get_u64(&s, UVH_REQ_GET_MAX_MEM_SLOTS, &slots);
 	check(!r && slots == UVH_MAX_MEM_SLOTS, "GET_MAX_MEM_SLOTS says %" PRIu64, slots);
-	t0 = now_ms();
+	t0 = uvh_now_ms();
 	for (unsigned int i = 0; i < n; i++) {
 		struct uvh_mem_single m = {
 			.region = region((uint64_t)i << 16, 4096, 0x100000000ull + ((uint64_t)i << 16)),
@@ -707,7 +699,7 @@ static void case_add_mem_flood(unsigned int n)
 	maps = peer_mappings(s.fd, "hostile-flood");
 	check(ok == UVH_MAX_MEM_SLOTS && nospc == n - UVH_MAX_MEM_SLOTS && !other,
 	      "%u ADD_MEM_REG in %ld ms: %u accepted, %u refused with ENOSPC, %u otherwise",
-	      n, now_ms() - t0, ok, nospc, other);
+	      n, uvh_now_ms() - t0, ok, nospc, other);
 	check(maps >= 0 && maps <= (int)UVH_MAX_MEM_SLOTS,
 	      "the back-end maps %d regions of ours (at most %u)", maps, UVH_MAX_MEM_SLOTS);
 	check(alive(&s), "the connection is still usable");
@@ -727,10 +719,10 @@ static void case_stall(unsigned int max_s)
 	raw_send(fd, "\x01\x02\x03", 3, NULL, 0);
 	printf("hostile-peer: stalling 3 bytes into a SET_FEATURES payload\n");
 	fflush(stdout);
-	t0 = now_ms();
+	t0 = uvh_now_ms();
 	closed = closed_within(fd, (int)max_s * 1000);
 	check(closed, "the back-end closed the stalled connection after %ld ms (limit %u s)",
-	      now_ms() - t0, max_s);
+	      uvh_now_ms() - t0, max_s);
 	close(fd);
 }
 
@@ -738,11 +730,11 @@ static void case_stall(unsigned int max_s)
 static void case_refused(void)
 {
 	int fd = raw_connect();
-	long t0 = now_ms();
+	long t0 = uvh_now_ms();
 	bool closed = closed_within(fd, 3000);
 
 	check(closed, "the back-end closed our connection after %ld ms without a word",
-	      now_ms() - t0);
+	      uvh_now_ms() - t0);
 	close(fd);
 }
 
@@ -783,8 +775,8 @@ static int good_open(struct good *g, uint64_t want)
 	r = uvh_frontend_connect(path, &co, &g->fe);
 	if (r)
 		return r;
-	r = uvh_frontend_negotiate(g->fe, BIT(UVH_VIRTIO_F_VERSION_1) | BIT(UVH_F_PROTOCOL_FEATURES) | want,
-				   BIT(UVH_PROTOCOL_F_REPLY_ACK), &feat, &pf);
+	r = uvh_frontend_negotiate(g->fe, UVH_BIT(UVH_VIRTIO_F_VERSION_1) | UVH_BIT(UVH_F_PROTOCOL_FEATURES) | want,
+				   UVH_BIT(UVH_PROTOCOL_F_REPLY_ACK), &feat, &pf);
 	if (r)
 		return r;
 	reg = region(0, MEM_SIZE, (uint64_t)(uintptr_t)g->mem);
@@ -857,7 +849,7 @@ static void kick(int fd)
 static int good_round(struct good *g, unsigned int n, unsigned int round)
 {
 	unsigned int got = 0, sent_done = 0;
-	long end = now_ms() + 5000;
+	long end = uvh_now_ms() + 5000;
 
 	for (unsigned int i = 0; i < n; i++) {
 		struct uvh_vq_buf rx = { buf_gpa(0, i), BUF_STRIDE };
@@ -879,7 +871,7 @@ static int good_round(struct good *g, unsigned int n, unsigned int round)
 	kick(g->kick[0]);
 	uvh_vq_driver_publish(&g->drv[1]);
 	kick(g->kick[1]);
-	while ((got < n || sent_done < n) && now_ms() < end) {
+	while ((got < n || sent_done < n) && uvh_now_ms() < end) {
 		void *tok[64];
 		uint32_t len[64];
 		unsigned int k;

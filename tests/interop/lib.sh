@@ -1,9 +1,8 @@
 # SPDX-License-Identifier: MIT
 # Helpers of the interop tests: start and always stop DPDK testpmd (fed
-# through a fifo) and uvhost-demo, wait for log lines, report checks.
+# through a fifo), wait for log lines, report checks.
 #
 # Environment (set by tests/interop/meson.build):
-#   UVHOST_DEMO  path of the uvhost-demo executable
 #   TESTPMD      path of dpdk-testpmd, empty when it was not found
 # Only processes started here are stopped, by pid.
 
@@ -15,7 +14,6 @@ T_FAILED=0
 T_WORK=""
 TP_PID=""
 TP_PREFIX=""
-DEMO_PID=""
 
 say() { printf '%s: %s\n' "$T_NAME" "$*"; }
 pass() { printf '%s: PASS: %s\n' "$T_NAME" "$*"; }
@@ -28,13 +26,7 @@ check() {
 	if "$@"; then pass "$what"; else fail "$what"; fi
 }
 
-need_demo() {
-	[ -n "${UVHOST_DEMO:-}" ] && [ -x "$UVHOST_DEMO" ] ||
-		{ say "uvhost-demo not found (UVHOST_DEMO='${UVHOST_DEMO:-}')"; exit 1; }
-}
-
 need_testpmd() {
-	need_demo
 	[ -n "${TESTPMD:-}" ] && [ -x "$TESTPMD" ] ||
 		skip "dpdk-testpmd not found (Debian: apt-get install dpdk-dev)"
 }
@@ -85,8 +77,6 @@ tp_stop() {
 t_cleanup() {
 	local rc=$?
 	tp_stop
-	stop_pid "$DEMO_PID" 3
-	DEMO_PID=""
 	[ -n "$TP_PREFIX" ] && rm -rf "/var/run/dpdk/$TP_PREFIX"
 	if [ -n "$T_WORK" ] && [ -d "$T_WORK" ]; then
 		if [ "$rc" != 0 ] && [ "$rc" != 77 ]; then
@@ -167,12 +157,6 @@ tp_port_info() {
 	grep 'Link status:' "$TP_LOG" | tail -n 1
 }
 
-# demo_start LOG ARGS...: uvhost-demo in the background.
-demo_start() {
-	local log=$1; shift
-	"$UVHOST_DEMO" "$@" > "$log" 2>&1 &
-	DEMO_PID=$!
-}
 
 # has FILE REGEX: the file has a line matching (extended regex).
 has() { grep -qE -- "$2" "$1"; }

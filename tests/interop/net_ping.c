@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
+
 #define PAYLOAD		56
 #define MAX_COUNT	64
 #define INTERVAL_MS	200
@@ -41,14 +43,6 @@ static uint16_t csum(const void *data, size_t len)
 	while (sum >> 16)
 		sum = (sum & 0xffff) + (sum >> 16);
 	return htons((uint16_t)~sum);
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void fill_payload(uint8_t *p, uint16_t seq)
@@ -84,11 +78,11 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
-	next_send = now_ms();
+	next_send = uvh_now_ms();
 	deadline = next_send + (int64_t)count * INTERVAL_MS + (int64_t)timeout_s * 1000;
-	while (received < count && now_ms() < deadline) {
+	while (received < count && uvh_now_ms() < deadline) {
 		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-		int64_t t = now_ms(), wait;
+		int64_t t = uvh_now_ms(), wait;
 
 		if (sent < count && t >= next_send) {
 			struct icmphdr *h = (struct icmphdr *)pkt;
@@ -104,7 +98,7 @@ int main(int argc, char **argv)
 			sent++;
 			next_send = t + INTERVAL_MS;
 		}
-		wait = (sent < count ? next_send : deadline) - now_ms();
+		wait = (sent < count ? next_send : deadline) - uvh_now_ms();
 		if (wait < 0)
 			wait = 0;
 		if (poll(&pfd, 1, (int)wait) <= 0)

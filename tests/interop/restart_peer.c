@@ -44,6 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "frontend.h"
 #include "inflight.h"
 #include "message.h"
@@ -62,8 +63,6 @@
 #define STALL_MS	5000
 #define DEADLINE_MS	45000
 #define NOT_POSTED	UINT64_MAX
-
-#define BIT(n)		(1ull << (n))
 
 struct ring {
 	struct uvh_vq_driver drv;
@@ -105,14 +104,6 @@ static int failed;
 
 static void pass(const char *what) { printf("restart_peer: PASS: %s\n", what); }
 static void fail(const char *what) { printf("restart_peer: FAIL: %s\n", what); failed = 1; }
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static double now_msf(void)
 {
@@ -185,18 +176,18 @@ static int setup(const char *path)
 {
 	struct uvh_connect_opts co = { .timeout_ms = 10000 };
 	struct uvh_inflight want = { .num_queues = 2, .queue_size = QSIZE }, got;
-	uint64_t feat, pf, vf = BIT(UVH_VIRTIO_F_VERSION_1) | BIT(UVH_F_PROTOCOL_FEATURES);
+	uint64_t feat, pf, vf = UVH_BIT(UVH_VIRTIO_F_VERSION_1) | UVH_BIT(UVH_F_PROTOCOL_FEATURES);
 	struct uvh_mem_region reg;
 
 	if (P.packed)
-		vf |= BIT(UVH_VIRTIO_F_RING_PACKED);
+		vf |= UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
 	CHECK(make_memory(), "guest memory");
 	CHECK(uvh_frontend_connect(path, &co, &P.fe), "connect");
 	CHECK(uvh_frontend_record_session(P.fe), "record the session");
-	CHECK(uvh_frontend_negotiate(P.fe, vf, BIT(UVH_PROTOCOL_F_REPLY_ACK) |
-				     BIT(UVH_PROTOCOL_F_INFLIGHT_SHMFD), &feat, &pf),
+	CHECK(uvh_frontend_negotiate(P.fe, vf, UVH_BIT(UVH_PROTOCOL_F_REPLY_ACK) |
+				     UVH_BIT(UVH_PROTOCOL_F_INFLIGHT_SHMFD), &feat, &pf),
 	      "negotiate");
-	if ((feat & vf) != vf || !(pf & BIT(UVH_PROTOCOL_F_INFLIGHT_SHMFD))) {
+	if ((feat & vf) != vf || !(pf & UVH_BIT(UVH_PROTOCOL_F_INFLIGHT_SHMFD))) {
 		fprintf(stderr, "restart_peer: back-end lacks a feature (0x%llx, 0x%llx)\n",
 			(unsigned long long)feat, (unsigned long long)pf);
 		return -EOPNOTSUPP;
@@ -490,7 +481,7 @@ static int reconnect(void)
  * reconnect. 0, or -ETIMEDOUT on a stall / the deadline. */
 static int run(uint64_t send_until, bool drain, int64_t deadline)
 {
-	int64_t last_progress = now_ms(), last_check = 0;
+	int64_t last_progress = uvh_now_ms(), last_check = 0;
 	uint64_t epoch_start = P.tx_done;
 	unsigned int ready_epoch = P.epoch;
 	bool ready_said = false;
@@ -498,7 +489,7 @@ static int run(uint64_t send_until, bool drain, int64_t deadline)
 	for (;;) {
 		uint64_t budget = P.seq_tx < send_until ? send_until - P.seq_tx : 0;
 		unsigned int n = tx_step(budget) + rx_step();
-		int64_t t = now_ms();
+		int64_t t = uvh_now_ms();
 
 		if (n) {
 			last_progress = t;
@@ -531,7 +522,7 @@ static int run(uint64_t send_until, bool drain, int64_t deadline)
 				P.lost_at = now_msf();
 				if (reconnect())
 					return -ECONNREFUSED;
-				last_progress = now_ms();
+				last_progress = uvh_now_ms();
 				epoch_start = P.tx_done;
 				ready_epoch = P.epoch;
 				ready_said = false;
@@ -618,7 +609,7 @@ static void report(void)
 
 int main(int argc, char **argv)
 {
-	int64_t deadline = now_ms() + DEADLINE_MS;
+	int64_t deadline = uvh_now_ms() + DEADLINE_MS;
 	int ret;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);

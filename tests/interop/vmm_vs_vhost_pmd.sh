@@ -47,6 +47,16 @@ for ring in split packed; do
 	[ "$ring" = packed ] &&
 		check "packed: RING_PACKED acked" has "$log" "features_acked: .*RING_PACKED"
 	check "$ring: no sanitizer report" hasnt "$log" '(AddressSanitizer|runtime error|LeakSanitizer)'
+	# what DPDK's vhost library saw of uvhost's front-end
+	check "$ring: testpmd: the device became ready" has "$TP_LOG" 'virtio is now ready for processing'
+	check "$ring: testpmd: VERSION_1 negotiated" \
+		has "$TP_LOG" 'negotiated Virtio features: 0x[0-9a-f]*[13579bdf][0-9a-f]{8}$'
+	for i in 0 1; do
+		check "$ring: testpmd: vring $i enabled" has "$TP_LOG" "set queue enable: 1 to qp idx: $i"
+		check "$ring: testpmd: vring $i stopped" has "$TP_LOG" "vring base idx:$i file:"
+	done
+	check "$ring: testpmd: no message failed" \
+		hasnt "$TP_LOG" '(processing .* failed|handling failed|failed to)'
 	rx=$(tp_stat RX-packets)
 	tx=$(tp_stat TX-packets)
 	check "$ring: testpmd received $FRAMES (got ${rx:-none})" test "${rx:-0}" = "$FRAMES"

@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "engine.h"
 #include "frontend.h"
 #include "log.h"
@@ -40,8 +41,7 @@
 #include "vhost_user_dev.h"
 #include "virtq.h"
 
-#define BIT(n)		(1ull << (n))
-#define PF(x)		BIT(UVH_PROTOCOL_F_##x)
+#define PF(x)		UVH_BIT(UVH_PROTOCOL_F_##x)
 #define MEM_SIZE	(8u << 20)
 #define EXTRA_GPA	0x10000000ull
 #define EXTRA_SIZE	(2u << 20)
@@ -88,14 +88,6 @@ static uint64_t counts[A_COUNT], frames, drops_seen, failures, busy_retries;
 #define CHECK(call) do { int r_ = (call); if (r_ < 0) { \
 	FAIL("%s:%d %s: %s", __FILE__, __LINE__, #call, strerror(-r_)); return -1; } } while (0)
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void *ctl_thread(void *arg)
 {
 	struct port *pt = arg;
@@ -136,9 +128,9 @@ static int session_try(struct port *pt)
 			return -ENOMEM;
 	}
 	uvh_frontend_set_timeout(pt->fe, 10000);
-	r = uvh_frontend_negotiate(pt->fe, BIT(UVH_VIRTIO_F_VERSION_1) |
-				   BIT(UVH_VIRTIO_F_RING_EVENT_IDX) | BIT(UVH_VIRTIO_NET_F_MQ) |
-				   BIT(UVH_VIRTIO_NET_F_CTRL_VQ),
+	r = uvh_frontend_negotiate(pt->fe, UVH_BIT(UVH_VIRTIO_F_VERSION_1) |
+				   UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX) | UVH_BIT(UVH_VIRTIO_NET_F_MQ) |
+				   UVH_BIT(UVH_VIRTIO_NET_F_CTRL_VQ),
 				   PF(REPLY_ACK) | PF(MQ) | PF(LOG_SHMFD) |
 				   PF(CONFIGURE_MEM_SLOTS) | PF(DEVICE_STATE),
 				   &pt->features, &pt->pf);
@@ -405,7 +397,7 @@ static int act(struct port *pt, enum action a)
 			struct uvh_log l = { .mmap_size = LOG_BYTES };
 
 			CHECK(uvh_frontend_set_log_base(pt->fe, &l, pt->logfd));
-			CHECK(uvh_frontend_set_features(pt->fe, pt->features | BIT(UVH_F_LOG_ALL)));
+			CHECK(uvh_frontend_set_features(pt->fe, pt->features | UVH_BIT(UVH_F_LOG_ALL)));
 		} else {
 			CHECK(uvh_frontend_set_features(pt->fe, pt->features));
 		}
@@ -494,8 +486,8 @@ int main(int argc, char **argv)
 		}
 		nports++;
 	}
-	end = now_ms() + seconds * 1000ull;
-	while ((t = now_ms()) < end && failures < 10) {
+	end = uvh_now_ms() + seconds * 1000ull;
+	while ((t = uvh_now_ms()) < end && failures < 10) {
 		for (unsigned int i = 0; i < nports; i++) {
 			struct port *pt = &ports[i];
 

@@ -12,16 +12,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "backend_req.h"
 #include "t_fds.h"
 #include "t_helpers.h"
 
 #define V		UVH_FLAG_VERSION
 #define NEED		(UVH_FLAG_VERSION | UVH_FLAG_NEED_REPLY)
-#define BIT(n)		(1ull << (n))
-#define PF(name)	BIT(UVH_PROTOCOL_F_##name)
-#define F_PROTO		BIT(UVH_F_PROTOCOL_FEATURES)
-#define F_V1		BIT(UVH_VIRTIO_F_VERSION_1)
+#define PF(name)	UVH_BIT(UVH_PROTOCOL_F_##name)
+#define F_PROTO		UVH_BIT(UVH_F_PROTOCOL_FEATURES)
+#define F_V1		UVH_BIT(UVH_VIRTIO_F_VERSION_1)
 #define QUEUES		2u
 
 /* ---- the recording device ------------------------------------------------ */
@@ -254,7 +254,7 @@ static void setup(void)
 	memset(&D, 0, sizeof(D));
 	D.fd_state = -1;
 	D.reply_fd = -1;
-	D.offered = F_PROTO | F_V1 | BIT(UVH_VIRTIO_F_IOMMU_PLATFORM);
+	D.offered = F_PROTO | F_V1 | UVH_BIT(UVH_VIRTIO_F_IOMMU_PLATFORM);
 	D.offered_protocol = PF(MQ) | PF(LOG_SHMFD) | PF(REPLY_ACK) | PF(BACKEND_REQ) |
 			     PF(CONFIG) | PF(INFLIGHT_SHMFD) | PF(RESET_DEVICE) |
 			     PF(INBAND_NOTIFICATIONS) | PF(CONFIGURE_MEM_SLOTS) |
@@ -512,7 +512,7 @@ Test(backend_req, iotlb_needs_iommu_platform)
 	cr_assert_eq(call(UVH_REQ_IOTLB_MSG, V, &m, sizeof(m), 0), 0);
 	expect_u64(UVH_REQ_IOTLB_MSG, ENOPROTOOPT);
 	expect_log("IOTLB_MSG: virtio feature bit 33 is not acked");
-	negotiate(F_PROTO | F_V1 | BIT(UVH_VIRTIO_F_IOMMU_PLATFORM), 0);
+	negotiate(F_PROTO | F_V1 | UVH_BIT(UVH_VIRTIO_F_IOMMU_PLATFORM), 0);
 	/* No iotlb_msg op: -ENOSYS. A miss is not a front-end request. */
 	cr_assert_eq(call(UVH_REQ_IOTLB_MSG, V, &m, sizeof(m), 0), 0);
 	expect_u64(UVH_REQ_IOTLB_MSG, ENOSYS);
@@ -534,7 +534,7 @@ Test(backend_req, protocol_features_need_f_protocol_features)
 
 Test(backend_req, set_protocol_features_keeps_the_offered_subset)
 {
-	uint64_t want = PF(MQ) | PF(REPLY_ACK) | PF(SHMEM) | BIT(40);
+	uint64_t want = PF(MQ) | PF(REPLY_ACK) | PF(SHMEM) | UVH_BIT(40);
 
 	cr_assert_eq(call(UVH_REQ_GET_PROTOCOL_FEATURES, V, NULL, 0, 0), 0);
 	expect_u64(UVH_REQ_GET_PROTOCOL_FEATURES, D.offered_protocol);
@@ -558,7 +558,7 @@ Test(backend_req, inband_notifications_need_backend_req_and_reply_ack)
 
 Test(backend_req, set_features_rejects_bits_not_offered)
 {
-	cr_assert_eq(call_u64(UVH_REQ_SET_FEATURES, V, F_V1 | BIT(50), 0), -EINVAL);
+	cr_assert_eq(call_u64(UVH_REQ_SET_FEATURES, V, F_V1 | UVH_BIT(50), 0), -EINVAL);
 	expect_log("SET_FEATURES: features 0x4000000000000 were not offered");
 	cr_assert_eq(D.calls[UVH_REQ_SET_FEATURES], 0);
 	cr_assert_eq(uvh_backend_req_features(req), 0);
@@ -586,7 +586,7 @@ Test(backend_req, reserved_bits_in_vring_file_payload)
 {
 	int before = t_count_fds();
 
-	cr_assert_eq(call_u64(UVH_REQ_SET_VRING_KICK, V, BIT(40), 1), -EINVAL);
+	cr_assert_eq(call_u64(UVH_REQ_SET_VRING_KICK, V, UVH_BIT(40), 1), -EINVAL);
 	expect_log("SET_VRING_KICK: reserved bits set in 0x10000000000");
 	cr_assert_eq(t_count_fds(), before);
 }

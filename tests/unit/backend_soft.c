@@ -16,14 +16,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "backend.h"
 #include "engine.h"
 #include "message.h"
 #include "net.h"
 #include "t_helpers.h"
 #include "t_vmm.h"
-
-#define BIT(n)	(1ull << (n))
 
 static struct uvh_backend *open_soft(const struct uvh_backend_open_opts *o)
 {
@@ -69,7 +68,7 @@ static void loopback_case(bool packed, bool no_event_idx)
 	cr_assert_eq(uvh_backend_fd(b), -1);
 	cr_assert_eq(t_vmm_init(&v, b, &o), 0);
 	cr_assert_eq(t_vmm_start(&v), 0);
-	cr_assert_eq(!!(v.features & BIT(UVH_VIRTIO_F_RING_PACKED)), packed);
+	cr_assert_eq(!!(v.features & UVH_BIT(UVH_VIRTIO_F_RING_PACKED)), packed);
 	cr_assert_eq(t_vmm_loopback(&v, n, 0, 0, &bytes), 0);
 	cr_assert_gt(t_vmm_calls(&v, T_VMM_RX), 0, "the RX call eventfd never fired");
 	check_stats(b, n, bytes);
@@ -254,10 +253,10 @@ Test(backend_soft, queries)
 	int fd = -1;
 
 	cr_assert_eq(uvh_backend_call(b, get_features, &f), 0);
-	cr_assert(f & BIT(UVH_VIRTIO_F_VERSION_1));
-	cr_assert(f & BIT(UVH_VIRTIO_F_RING_PACKED));
-	cr_assert(f & BIT(UVH_F_LOG_ALL));
-	cr_assert_not(f & BIT(UVH_F_PROTOCOL_FEATURES), "a wire-protocol bit");
+	cr_assert(f & UVH_BIT(UVH_VIRTIO_F_VERSION_1));
+	cr_assert(f & UVH_BIT(UVH_VIRTIO_F_RING_PACKED));
+	cr_assert(f & UVH_BIT(UVH_F_LOG_ALL));
+	cr_assert_not(f & UVH_BIT(UVH_F_PROTOCOL_FEATURES), "a wire-protocol bit");
 	cr_assert_eq(uvh_backend_call(b, get_device_id, &id), 0);
 	cr_assert_eq(id, 1);
 	cr_assert_eq(uvh_backend_call(b, get_queue_num, &q), 0);
@@ -348,9 +347,9 @@ Test(backend_soft, refusals)
 	cr_assert_eq(uvh_backend_call(b, set_vring_enable, 3, true), -EINVAL);
 	/* values */
 	cr_assert_eq(uvh_backend_call(b, get_features, &f), 0);
-	cr_assert_eq(uvh_backend_call(b, set_features, f | BIT(UVH_F_PROTOCOL_FEATURES)),
+	cr_assert_eq(uvh_backend_call(b, set_features, f | UVH_BIT(UVH_F_PROTOCOL_FEATURES)),
 		     -EINVAL);
-	cr_assert_eq(uvh_backend_call(b, set_features, BIT(UVH_VIRTIO_F_VERSION_1)), 0);
+	cr_assert_eq(uvh_backend_call(b, set_features, UVH_BIT(UVH_VIRTIO_F_VERSION_1)), 0);
 	cr_assert_eq(uvh_backend_call(b, set_vring_num, 0, 0), -EINVAL);
 	cr_assert_eq(uvh_backend_call(b, set_vring_num, 0, 100), -EINVAL, "split: power of 2");
 	cr_assert_eq(uvh_backend_call(b, set_vring_num, 0, 65536), -EINVAL);
@@ -421,7 +420,7 @@ Test(backend_soft, dirty_log)
 	cr_assert_eq(uvh_backend_call(b, set_log_fd, lfd), 0);
 	close(log.fd);		/* the backend keeps its own */
 	/* LOG_ALL on: what the device writes into RX buffers gets marked */
-	cr_assert_eq(uvh_backend_call(b, set_features, v.features | BIT(UVH_F_LOG_ALL)), 0);
+	cr_assert_eq(uvh_backend_call(b, set_features, v.features | UVH_BIT(UVH_F_LOG_ALL)), 0);
 	cr_assert_eq(t_vmm_loopback(&v, 10, 0, 0, &bytes), 0);
 	for (int i = 0; i < 4096 && !any; i++)
 		any = bitmap[i];

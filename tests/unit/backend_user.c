@@ -26,6 +26,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "backend.h"
 #include "backend_chan.h"
 #include "engine.h"
@@ -36,8 +37,7 @@
 #include "t_vmm.h"
 #include "vhost_user_dev.h"
 
-#define BIT(n)	(1ull << (n))
-#define PF(n)	BIT(UVH_PROTOCOL_F_##n)
+#define PF(n)	UVH_BIT(UVH_PROTOCOL_F_##n)
 
 /* What a VMM usually asks for. */
 #define PF_ALL	(PF(MQ) | PF(LOG_SHMFD) | PF(REPLY_ACK) | PF(CONFIG) | PF(INFLIGHT_SHMFD) | \
@@ -190,8 +190,8 @@ static void loopback_case(bool packed, uint64_t pf)
 	/* A request with a reply: the back-end has handled every one before it
 	 * (without REPLY_ACK the others are not waited for). */
 	cr_assert_eq(uvh_backend_call(b, get_features, &f), 0);
-	cr_assert_eq(!!(uvh_vud_features(s.vud) & BIT(UVH_VIRTIO_F_RING_PACKED)), packed);
-	cr_assert(uvh_vud_features(s.vud) & BIT(UVH_F_PROTOCOL_FEATURES),
+	cr_assert_eq(!!(uvh_vud_features(s.vud) & UVH_BIT(UVH_VIRTIO_F_RING_PACKED)), packed);
+	cr_assert(uvh_vud_features(s.vud) & UVH_BIT(UVH_F_PROTOCOL_FEATURES),
 		  "PROTOCOL_FEATURES is acked for the VMM");
 	cr_assert_eq(t_vmm_loopback(&v, n, 0, 0, &bytes), 0);
 	cr_assert_gt(t_vmm_calls(&v, T_VMM_RX), 0, "the RX call eventfd never fired");
@@ -521,9 +521,9 @@ Test(backend_user, refusals)
 	b = open_user(&s);
 	cr_assert_eq(t_vmm_init(&v, b, &o), 0);
 	cr_assert_eq(uvh_backend_call(b, get_features, &f), 0);
-	cr_assert_eq(uvh_backend_call(b, set_features, f | BIT(63)), -EINVAL);
+	cr_assert_eq(uvh_backend_call(b, set_features, f | UVH_BIT(63)), -EINVAL);
 	cr_assert_eq(uvh_backend_call(b, get_protocol_features, &u64), 0);
-	cr_assert_eq(uvh_backend_call(b, set_protocol_features, u64 | BIT(62)), -EINVAL);
+	cr_assert_eq(uvh_backend_call(b, set_protocol_features, u64 | UVH_BIT(62)), -EINVAL);
 	cr_assert_eq(t_vmm_start(&v), 0);
 	/* refused before anything is sent */
 	cr_assert_eq(uvh_backend_call(b, set_vring_num, 256, 256), -EINVAL);
@@ -658,7 +658,7 @@ static void restart_case(bool packed, bool inflight)
 	cr_assert_eq(ret, 0, "reconnect: %s", strerror(-ret));
 	cr_assert_geq(uvh_backend_fd(b), 0);
 	cr_assert_eq(uvh_backend_user_check(b, 0), 0);
-	cr_assert_eq(!!(uvh_vud_features(s.vud) & BIT(UVH_VIRTIO_F_RING_PACKED)), packed);
+	cr_assert_eq(!!(uvh_vud_features(s.vud) & UVH_BIT(UVH_VIRTIO_F_RING_PACKED)), packed);
 	cr_assert_eq(uvh_vud_protocol_features(s.vud), PF_ALL, "protocol features replayed");
 	cr_assert_not_null(uvh_vud_backend_chan(s.vud), "back-end channel reopened");
 	cr_assert(uvh_vud_queue_running(uvh_vud_queue(s.vud, T_VMM_TX)));

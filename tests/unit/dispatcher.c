@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "dispatcher.h"
 #include "ring.h"
 #include "t_helpers.h"
@@ -35,14 +36,6 @@ static struct uvh_ring *ring_new(unsigned int count, unsigned int flags)
 	cr_assert_not_null(r, "uvh_ring_create(%u, %#x): errno %d", count, flags, errno);
 	cr_assert_str_eq(uvh_ring_impl_name(r), (flags & UVH_RING_RTE) ? "rte" : "uvh");
 	return r;
-}
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /* Tiny xorshift: deterministic per thread. */
@@ -315,9 +308,9 @@ Test(completion, wait_times_out_then_sees_signal)
 	uvh_completion_init(&c);
 	cr_assert(!uvh_completion_done(&c));
 	cr_assert_eq(uvh_completion_wait(&c, 0), -ETIMEDOUT);
-	t0 = now_ms();
+	t0 = uvh_now_ms();
 	cr_assert_eq(uvh_completion_wait(&c, 30), -ETIMEDOUT);
-	cr_assert_geq(now_ms() - t0, 29);
+	cr_assert_geq(uvh_now_ms() - t0, 29);
 	uvh_completion_signal(&c);
 	cr_assert(uvh_completion_done(&c));
 	cr_assert_eq(uvh_completion_wait(&c, 0), 0);
@@ -734,9 +727,9 @@ DISP_TEST(call_timeout_cancels_fn)
 	cr_assert_not_null(d);
 	atomic_store(&call_runs, 0);
 	*arg = 1;
-	t0 = now_ms();
+	t0 = uvh_now_ms();
 	cr_assert_eq(uvh_dispatch_call(d, add_ten, arg, 50), -ETIMEDOUT);
-	cr_assert_geq(now_ms() - t0, 49);
+	cr_assert_geq(uvh_now_ms() - t0, 49);
 	cr_assert_eq(uvh_dispatch_call(d, add_ten, arg, 0), -ETIMEDOUT);
 	free(arg);	/* allowed after -ETIMEDOUT */
 	cr_assert_eq(uvh_dispatcher_pending(d), 2);

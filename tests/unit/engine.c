@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "engine.h"
 #include "t_helpers.h"
 
@@ -35,14 +36,6 @@
 #define NBUFS		QSIZE
 #define MAGIC		0x5a5aa5a5deadbeefull
 #define BURST		32u
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* A small PRNG of the test's own (xorshift32; @s not 0): rand_r is taken
  * over in ThreadSanitizer builds (tests/common/t_tsan_arena.c). */
@@ -191,7 +184,7 @@ static void rig_fini(struct rig *r)
 static unsigned int drv_add(struct rig *r, uint64_t total, unsigned int max)
 {
 	unsigned int n = 0;
-	uint64_t now = now_ns();
+	uint64_t now = uvh_now_ns();
 
 	while (n < max && r->sent < total && r->nfree && uvh_vq_driver_free_slots(&r->drv) >= 2) {
 		uint16_t b = r->freebuf[--r->nfree];
@@ -227,7 +220,7 @@ static unsigned int drv_collect(struct rig *r)
 	void *tokens[BURST];
 	uint32_t lens[BURST];
 	unsigned int n, i;
-	uint64_t now = now_ns();
+	uint64_t now = uvh_now_ns();
 
 	n = uvh_vq_driver_get_used(&r->drv, tokens, lens, BURST);
 	for (i = 0; i < n; i++) {
@@ -250,7 +243,7 @@ static unsigned int drv_collect(struct rig *r)
 /* Drive @total chains through, @batch at a time; false on timeout. */
 static bool drive(struct rig *r, uint64_t total, unsigned int batch, unsigned int timeout_ms)
 {
-	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;
+	uint64_t deadline = uvh_now_ns() + (uint64_t)timeout_ms * 1000000u;
 
 	while (r->done < total) {
 		unsigned int a = 0, c;
@@ -259,7 +252,7 @@ static bool drive(struct rig *r, uint64_t total, unsigned int batch, unsigned in
 			a = drv_add(r, total, batch);
 		c = drv_collect(r);
 		if (!a && !c) {
-			if (now_ns() > deadline)
+			if (uvh_now_ns() > deadline)
 				return false;
 			sched_yield();
 		}
@@ -691,8 +684,8 @@ static void mode_stress(bool packed, bool naps)
 	s.e = e;
 	cr_assert_eq(pthread_create(&s.th, NULL, switch_thread, &s), 0);
 	pin_self(0);	/* the engine has core 1 to itself */
-	end = now_ns() + 1500ull * 1000000u;
-	while (now_ns() < end) {
+	end = uvh_now_ns() + 1500ull * 1000000u;
+	while (uvh_now_ns() < end) {
 		/* A small burst, then wait for all of it: every burst depends on
 		 * its kick (or on the device seeing it before sleeping). */
 		uint64_t target = r.sent + 1 + next_rand(&seed) % 8;
@@ -774,7 +767,7 @@ Test(engine, adaptive_sleeps_when_idle)
 static bool drive_paced(struct rig *r, unsigned int burst, unsigned int period_us,
 			unsigned int bursts)
 {
-	uint64_t next = now_ns(), target;
+	uint64_t next = uvh_now_ns(), target;
 	unsigned int i;
 
 	for (i = 0; i < bursts; i++) {
@@ -786,9 +779,9 @@ static bool drive_paced(struct rig *r, unsigned int burst, unsigned int period_u
 		/* a driver that was held up does not catch up: the gaps are
 		 * never shorter than @period_us */
 		next += (uint64_t)period_us * 1000u;
-		if (next < now_ns())
-			next = now_ns();
-		while (now_ns() < next)
+		if (next < uvh_now_ns())
+			next = uvh_now_ns();
+		while (uvh_now_ns() < next)
 			drv_collect(r);
 	}
 	return drive(r, r->sent, burst, 1000);
@@ -1127,11 +1120,11 @@ static void timers(enum uvh_engine_mode mode)
 	cr_assert_eq(uvh_engine_add_timer(e, &a.t, 5, on_tick), 0);	/* before start */
 	cr_assert_eq(uvh_engine_add_timer(e, &a.t, 5, on_tick), -EBUSY);
 	cr_assert_eq(uvh_engine_add_timer(e, &b.t, 0, on_tick), -EINVAL);
-	t0 = now_ns();
+	t0 = uvh_now_ns();
 	cr_assert_eq(uvh_engine_start(e), 0);
 	cr_assert_eq(uvh_engine_add_timer(e, &b.t, 2, on_tick), 0);	/* while running */
 	na = wait_ticks(&a, 10, 3000);
-	dt = now_ns() - t0;
+	dt = uvh_now_ns() - t0;
 	cr_assert_geq(na, 10, "5 ms timer fired %u times in 3 s", na);
 	/* Re-armed after each expiry: never faster than its period. */
 	cr_assert_leq(na, dt / 5000000u + 1, "%u expiries in %lu us", na,
@@ -1252,9 +1245,9 @@ static void stop_prompt(enum uvh_engine_mode mode)
 		cr_assert_eq(uvh_engine_start(e), 0);
 		cr_assert_eq(uvh_engine_start(e), -EALREADY);
 		sleep_ms(20);	/* asleep, or deep in polling */
-		t0 = now_ns();
+		t0 = uvh_now_ns();
 		cr_assert_eq(uvh_engine_stop(e), 0);
-		dt = now_ns() - t0;
+		dt = uvh_now_ns() - t0;
 		cr_assert_lt(dt, 100000000ull, "stop took %lu us", (unsigned long)(dt / 1000));
 	}
 	uvh_engine_destroy(e);

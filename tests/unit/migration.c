@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "engine.h"
 #include "frontend.h"
 #include "memory.h"
@@ -44,8 +45,7 @@
 #include "vhost_user_dev.h"
 #include "virtq.h"
 
-#define BIT(n)		(1ull << (n))
-#define PF(x)		BIT(UVH_PROTOCOL_F_##x)
+#define PF(x)		UVH_BIT(UVH_PROTOCOL_F_##x)
 #define MEM_SIZE	(16u << 20)
 #define PAGES		(MEM_SIZE / UVH_LOG_PAGE)
 #define LOG_BYTES	(PAGES / 8)
@@ -54,9 +54,9 @@
 #define TX_BUFS		0x400000ull
 #define SPARE_LOG	0x800000ull	/* log_guest_addr of the TX ring (split) */
 
-#define BASE_FEATURES (BIT(UVH_VIRTIO_F_VERSION_1) | BIT(UVH_VIRTIO_F_RING_EVENT_IDX) | \
-		       BIT(UVH_VIRTIO_F_RING_INDIRECT_DESC) | BIT(UVH_VIRTIO_NET_F_MAC) | \
-		       BIT(UVH_VIRTIO_NET_F_MTU) | BIT(UVH_VIRTIO_NET_F_CTRL_VQ))
+#define BASE_FEATURES (UVH_BIT(UVH_VIRTIO_F_VERSION_1) | UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX) | \
+		       UVH_BIT(UVH_VIRTIO_F_RING_INDIRECT_DESC) | UVH_BIT(UVH_VIRTIO_NET_F_MAC) | \
+		       UVH_BIT(UVH_VIRTIO_NET_F_MTU) | UVH_BIT(UVH_VIRTIO_NET_F_CTRL_VQ))
 
 /* ---- a front-end, a net device behind a vud, guest memory, a log ----------- */
 
@@ -125,8 +125,8 @@ static void mig_open(struct mig *m, const struct uvh_net_opts *no, uint64_t feat
 	cr_assert_eq(uvh_vud_connect(m->vud, sv[1]), 0);
 	cr_assert_eq(pthread_create(&m->thr, NULL, ctl_thread, m), 0);
 	cr_assert_eq(uvh_frontend_negotiate(m->fe, features, pf, &m->features, NULL), 0);
-	m->packed = m->features & BIT(UVH_VIRTIO_F_RING_PACKED);
-	m->mrg = m->features & BIT(UVH_VIRTIO_NET_F_MRG_RXBUF);
+	m->packed = m->features & UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
+	m->mrg = m->features & UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF);
 	r.userspace_addr = (uint64_t)(uintptr_t)m->map;
 	cr_assert_eq(uvh_frontend_set_mem_table(m->fe, &r, &m->memfd, 1), 0);
 }
@@ -139,7 +139,7 @@ static void ring_start(struct mig *m, unsigned int i, uint32_t base, bool fresh,
 
 	if (fresh) {
 		cr_assert_eq(uvh_vq_driver_init(&m->drv[i], RING_SIZE, m->packed,
-						m->features & BIT(UVH_VIRTIO_F_RING_EVENT_IDX),
+						m->features & UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX),
 						m->map + i * 0x10000, i * 0x10000), 0);
 		m->kick[i] = t_eventfd();
 		m->call[i] = t_eventfd();
@@ -359,8 +359,8 @@ static unsigned int log_owed(const struct logcheck *c, size_t *first)
 static void dirty_log_case(bool packed, bool mrg)
 {
 	struct uvh_net_opts no = { .type = UVH_NET_PORT_LOOPBACK };
-	uint64_t features = BASE_FEATURES | (packed ? BIT(UVH_VIRTIO_F_RING_PACKED) : 0) |
-			    (mrg ? BIT(UVH_VIRTIO_NET_F_MRG_RXBUF) : 0);
+	uint64_t features = BASE_FEATURES | (packed ? UVH_BIT(UVH_VIRTIO_F_RING_PACKED) : 0) |
+			    (mrg ? UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF) : 0);
 	struct logcheck *c = calloc(1, sizeof(*c));
 	uint32_t seq = 0, rx_next = 0, base;
 	uint64_t kicks, kicks_before;
@@ -373,8 +373,8 @@ static void dirty_log_case(bool packed, bool mrg)
 	c->snap = malloc(MEM_SIZE);
 	cr_assert_not_null(c->snap);
 	mig_open(&m, &no, features, PF(REPLY_ACK) | PF(LOG_SHMFD) | PF(MQ));
-	cr_assert_eq(!!(m.features & BIT(UVH_VIRTIO_NET_F_MRG_RXBUF)), mrg);
-	cr_assert(m.features & BIT(UVH_VIRTIO_F_RING_INDIRECT_DESC));
+	cr_assert_eq(!!(m.features & UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF)), mrg);
+	cr_assert(m.features & UVH_BIT(UVH_VIRTIO_F_RING_INDIRECT_DESC));
 	log_open(&m);
 	/* split: RX logs its used ring where it is (F_LOG from the start), TX
 	 * gets F_LOG at a spare address only once it runs, as QEMU does at
@@ -391,7 +391,7 @@ static void dirty_log_case(bool packed, bool mrg)
 	cr_assert_eq(eventfd_take(m.logkick), 0);
 
 	/* migration starts: LOG_ALL on running rings; RX chains are held */
-	cr_assert_eq(uvh_frontend_set_features(m.fe, m.features | BIT(UVH_F_LOG_ALL)), 0);
+	cr_assert_eq(uvh_frontend_set_features(m.fe, m.features | UVH_BIT(UVH_F_LOG_ALL)), 0);
 	if (!packed) {
 		struct uvh_vring_addr a = {
 			.index = 1, .flags = UVH_VRING_F_LOG, .log_guest_addr = SPARE_LOG,
@@ -634,7 +634,7 @@ static void *guest_thread(void *arg)
 static void stop_drain_case(bool packed)
 {
 	struct uvh_net_opts no = { .type = UVH_NET_PORT_LOOPBACK };
-	uint64_t features = BASE_FEATURES | (packed ? BIT(UVH_VIRTIO_F_RING_PACKED) : 0);
+	uint64_t features = BASE_FEATURES | (packed ? UVH_BIT(UVH_VIRTIO_F_RING_PACKED) : 0);
 	uint32_t tx_base, rx_base, consumed;
 	size_t dbytes = uvh_vring_device_bytes(RING_SIZE, packed);
 	uint8_t *before = malloc(dbytes), *after = malloc(dbytes);
@@ -787,8 +787,8 @@ Test(migration, device_state_save_load_and_hostile, .timeout = 60)
 				   .mac = { 2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee } };
 	struct uvh_net_opts nb = { .type = UVH_NET_PORT_LOOPBACK, .queue_pairs = 2,
 				   .mac = { 2, 1, 1, 1, 1, 1 } };
-	uint64_t features = BASE_FEATURES | BIT(UVH_VIRTIO_NET_F_MRG_RXBUF) |
-			    BIT(UVH_VIRTIO_NET_F_MQ);
+	uint64_t features = BASE_FEATURES | UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF) |
+			    UVH_BIT(UVH_VIRTIO_NET_F_MQ);
 	uint64_t pf = PF(REPLY_ACK) | PF(MQ) | PF(NET_MTU) | PF(DEVICE_STATE) | PF(CONFIG);
 	uint8_t saved[8192], check[64], check2[64], bad[8192], cfg_a[12], cfg_b[12];
 	struct mig a, b;

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "memory.h"
 #include "message.h"
 #include "net.h"
@@ -34,7 +35,6 @@
 #define GPA_BASE	0x100000ull
 #define GUEST_BYTES	(48ull << 20)
 #define RING_SIZE	256
-#define BIT(n)		(1ull << (n))
 
 /* ---- a guest: memfd memory, a bump allocator, rings ------------------------ */
 
@@ -112,18 +112,18 @@ static void tdev_init(struct tdev *t, struct guest *g, const struct uvh_net_opts
 	cr_assert_leq(t->nrings, 9);
 	for (i = 0; i < t->nrings; i++) {
 		struct ring *r = &t->rings[i];
-		bool packed = t->features & BIT(UVH_VIRTIO_F_RING_PACKED);
+		bool packed = t->features & UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
 		uint64_t bytes = uvh_vq_driver_area_bytes(RING_SIZE, packed);
 		uint64_t gpa = galloc(g, bytes);
 		struct uvh_vq_config cfg;
 		struct uvh_net_binding b = { .kick_fd = -1, .call_fd = -1, .enabled = true };
 
 		cr_assert_eq(uvh_vq_driver_init(&r->drv, RING_SIZE, packed,
-						t->features & BIT(UVH_VIRTIO_F_RING_EVENT_IDX),
+						t->features & UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX),
 						gva(g, gpa), gpa), 0);
 		uvh_vq_driver_config(&r->drv, &cfg);
-		cfg.in_order = t->features & BIT(UVH_VIRTIO_F_IN_ORDER);
-		cfg.indirect = t->features & BIT(UVH_VIRTIO_F_RING_INDIRECT_DESC);
+		cfg.in_order = t->features & UVH_BIT(UVH_VIRTIO_F_IN_ORDER);
+		cfg.indirect = t->features & UVH_BIT(UVH_VIRTIO_F_RING_INDIRECT_DESC);
 		cr_assert_eq(uvh_vq_init(&r->vq, &cfg, g->mem), 0);
 		b.vq = &r->vq;
 		cr_assert_eq(uvh_net_queue_start(t->dev, i, &b), 0);
@@ -234,9 +234,9 @@ static const uint8_t mac_b[6] = { 0x02, 0, 0, 0, 0, 0x0b };
 static const uint8_t mac_c[6] = { 0x02, 0, 0, 0, 0, 0x0c };
 static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
 
-#define BASE_FEATURES (BIT(UVH_VIRTIO_F_VERSION_1) | BIT(UVH_VIRTIO_F_RING_EVENT_IDX) | \
-		       BIT(UVH_VIRTIO_F_IN_ORDER) | BIT(UVH_VIRTIO_NET_F_MQ) | \
-		       BIT(UVH_VIRTIO_NET_F_CTRL_VQ))
+#define BASE_FEATURES (UVH_BIT(UVH_VIRTIO_F_VERSION_1) | UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX) | \
+		       UVH_BIT(UVH_VIRTIO_F_IN_ORDER) | UVH_BIT(UVH_VIRTIO_NET_F_MQ) | \
+		       UVH_BIT(UVH_VIRTIO_NET_F_CTRL_VQ))
 
 /* ---- loopback ----------------------------------------------------------------- */
 
@@ -245,8 +245,8 @@ static void loopback_case(bool packed, bool mrg)
 	static const uint32_t sizes[] = { 60, 61, 64, 127, 256, 1500, 1514, 1518, 2048,
 					  4000, 8999, 9000, 60, 9000, 333, 1024 };
 	struct uvh_net_opts o = { .type = UVH_NET_PORT_LOOPBACK, .queue_pairs = 2 };
-	uint64_t features = BASE_FEATURES | (packed ? BIT(UVH_VIRTIO_F_RING_PACKED) : 0) |
-			    (mrg ? BIT(UVH_VIRTIO_NET_F_MRG_RXBUF) : 0);
+	uint64_t features = BASE_FEATURES | (packed ? UVH_BIT(UVH_VIRTIO_F_RING_PACKED) : 0) |
+			    (mrg ? UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF) : 0);
 	static struct rxframe f;
 	static uint8_t frame[9000];
 	struct uvh_net_stats st;
@@ -362,7 +362,7 @@ Test(net, merged_rx_first_buffer_too_small)
 	uint32_t len = 7;
 
 	guest_init(&g);
-	tdev_init(&t, &g, &o, BASE_FEATURES | BIT(UVH_VIRTIO_NET_F_MRG_RXBUF));
+	tdev_init(&t, &g, &o, BASE_FEATURES | UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF));
 	post_rx(&t, 0, 1, 4);		/* cannot even hold the header */
 	post_rx(&t, 0, 1, 2048);
 	make_frame(frame, sizeof(frame), mac_b, mac_a, 1);
@@ -431,7 +431,7 @@ Test(net, sink_counts)
 	unsigned int i, done = 0;
 
 	guest_init(&g);
-	tdev_init(&t, &g, &o, BASE_FEATURES | BIT(UVH_VIRTIO_F_RING_PACKED));
+	tdev_init(&t, &g, &o, BASE_FEATURES | UVH_BIT(UVH_VIRTIO_F_RING_PACKED));
 	for (i = 0; i < 100; i++) {
 		make_frame(frame, 60 + i, mac_b, mac_a, i);
 		send_frame(&t, 1, frame, 60 + i);
@@ -461,7 +461,7 @@ static void source_case(bool mrg, unsigned int size, uint32_t buflen)
 	uint64_t seq;
 
 	guest_init(&g);
-	tdev_init(&t, &g, &o, BASE_FEATURES | (mrg ? BIT(UVH_VIRTIO_NET_F_MRG_RXBUF) : 0));
+	tdev_init(&t, &g, &o, BASE_FEATURES | (mrg ? UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF) : 0));
 	cr_assert_eq(uvh_net_get_config(t.dev, 0, 6, cfg), 0);
 	post_rx(&t, 0, 100, buflen);
 	while (uvh_net_queue_process(t.dev, 0))
@@ -511,11 +511,11 @@ Test(net, switch_learns_and_forwards)
 	o.sw = sw;
 	guest_init(&g);
 	o.name = "a";
-	tdev_init(&a, &g, &o, BASE_FEATURES | BIT(UVH_VIRTIO_NET_F_MRG_RXBUF));
+	tdev_init(&a, &g, &o, BASE_FEATURES | UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF));
 	o.name = "b";
 	tdev_init(&b, &g, &o, BASE_FEATURES);
 	o.name = "c";
-	tdev_init(&c, &g, &o, BASE_FEATURES | BIT(UVH_VIRTIO_F_RING_PACKED));
+	tdev_init(&c, &g, &o, BASE_FEATURES | UVH_BIT(UVH_VIRTIO_F_RING_PACKED));
 	cr_assert_eq(uvh_net_switch_ports(sw), 3);
 	post_rx(&a, 0, 16, 2048);
 	post_rx(&b, 0, 16, 2048);
@@ -647,7 +647,7 @@ Test(net, ctrl_mq_refused_without_mq)
 	struct tdev t;
 
 	guest_init(&g);
-	tdev_init(&t, &g, &o, BASE_FEATURES & ~BIT(UVH_VIRTIO_NET_F_MQ));
+	tdev_init(&t, &g, &o, BASE_FEATURES & ~UVH_BIT(UVH_VIRTIO_NET_F_MQ));
 	cr_assert_eq(ctrl(&t, set2, sizeof(set2)), UVH_VIRTIO_NET_ERR);
 	cr_assert_eq(uvh_net_active_pairs(t.dev), 1);
 	tdev_fini(&t);
@@ -685,20 +685,20 @@ Test(net, config_space_and_features)
 	cr_assert_eq(buf[0] | buf[1] << 8, 1400);
 
 	f = uvh_net_features(dev);
-	cr_assert(f & BIT(UVH_VIRTIO_F_VERSION_1));
-	cr_assert(f & BIT(UVH_VIRTIO_NET_F_MRG_RXBUF));
-	cr_assert(f & BIT(UVH_VIRTIO_NET_F_MQ));
-	cr_assert(f & BIT(UVH_VIRTIO_NET_F_CTRL_VQ));
-	cr_assert(f & BIT(UVH_VIRTIO_NET_F_CTRL_RX));
-	cr_assert(f & BIT(UVH_VIRTIO_NET_F_MTU));
-	cr_assert(f & BIT(UVH_VIRTIO_NET_F_STATUS));
-	cr_assert(f & BIT(UVH_VIRTIO_NET_F_MAC));
-	cr_assert(f & BIT(UVH_VIRTIO_F_RING_PACKED));
-	cr_assert(f & BIT(UVH_VIRTIO_F_IN_ORDER));
-	cr_assert(f & BIT(UVH_VIRTIO_F_RING_EVENT_IDX));
-	cr_assert(f & BIT(UVH_VIRTIO_F_RING_INDIRECT_DESC));
-	cr_assert_not(f & BIT(UVH_VIRTIO_NET_F_CSUM), "offloads only for a tap");
-	cr_assert_not(f & BIT(UVH_VIRTIO_NET_F_HOST_TSO4));
+	cr_assert(f & UVH_BIT(UVH_VIRTIO_F_VERSION_1));
+	cr_assert(f & UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF));
+	cr_assert(f & UVH_BIT(UVH_VIRTIO_NET_F_MQ));
+	cr_assert(f & UVH_BIT(UVH_VIRTIO_NET_F_CTRL_VQ));
+	cr_assert(f & UVH_BIT(UVH_VIRTIO_NET_F_CTRL_RX));
+	cr_assert(f & UVH_BIT(UVH_VIRTIO_NET_F_MTU));
+	cr_assert(f & UVH_BIT(UVH_VIRTIO_NET_F_STATUS));
+	cr_assert(f & UVH_BIT(UVH_VIRTIO_NET_F_MAC));
+	cr_assert(f & UVH_BIT(UVH_VIRTIO_F_RING_PACKED));
+	cr_assert(f & UVH_BIT(UVH_VIRTIO_F_IN_ORDER));
+	cr_assert(f & UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX));
+	cr_assert(f & UVH_BIT(UVH_VIRTIO_F_RING_INDIRECT_DESC));
+	cr_assert_not(f & UVH_BIT(UVH_VIRTIO_NET_F_CSUM), "offloads only for a tap");
+	cr_assert_not(f & UVH_BIT(UVH_VIRTIO_NET_F_HOST_TSO4));
 	cr_assert_eq(uvh_net_num_queues(dev), 7);
 	uvh_net_destroy(dev);
 
@@ -706,7 +706,7 @@ Test(net, config_space_and_features)
 	o.queue_pairs = 1;
 	dev = uvh_net_create(&o);
 	cr_assert_not_null(dev);
-	cr_assert_not(uvh_net_features(dev) & BIT(UVH_VIRTIO_NET_F_MQ));
+	cr_assert_not(uvh_net_features(dev) & UVH_BIT(UVH_VIRTIO_NET_F_MQ));
 	cr_assert_eq(uvh_net_num_queues(dev), 3);
 	uvh_net_destroy(dev);
 }
@@ -750,7 +750,7 @@ Test(net, rarp_frame)
 	struct tdev t;
 
 	guest_init(&g);
-	tdev_init(&t, &g, &o, BASE_FEATURES | BIT(UVH_VIRTIO_NET_F_MRG_RXBUF));
+	tdev_init(&t, &g, &o, BASE_FEATURES | UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF));
 	cr_assert_eq(uvh_net_send_rarp(t.dev, mac), 0);
 	/* no RX buffer yet: it waits */
 	cr_assert_eq(uvh_net_queue_process(t.dev, 0), 0);
@@ -784,7 +784,7 @@ Test(net, stop_gives_held_chains_back_unused)
 	unsigned int n;
 
 	guest_init(&g);
-	tdev_init(&t, &g, &o, BASE_FEATURES | BIT(UVH_VIRTIO_NET_F_MRG_RXBUF));
+	tdev_init(&t, &g, &o, BASE_FEATURES | UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF));
 	/* 3 x 1536 bytes cannot hold 9000: taken while merging, then held */
 	post_rx(&t, 0, 3, 1536);
 	make_frame(frame, sizeof(frame), mac_b, mac_a, 0);
@@ -819,7 +819,7 @@ Test(net, vud_ops_table)
 	cr_assert_eq(ops->queue_num_reply(dev), 3);
 	cr_assert_eq(ops->features(dev), uvh_net_features(dev));
 	cr_assert_eq(ops->protocol_features(dev),
-		     BIT(UVH_PROTOCOL_F_MQ) | BIT(UVH_PROTOCOL_F_RARP) | BIT(UVH_PROTOCOL_F_NET_MTU));
+		     UVH_BIT(UVH_PROTOCOL_F_MQ) | UVH_BIT(UVH_PROTOCOL_F_RARP) | UVH_BIT(UVH_PROTOCOL_F_NET_MTU));
 	cr_assert_eq(ops->engine_for_queue(dev, 0, 2), 0);
 	cr_assert_eq(ops->engine_for_queue(dev, 1, 2), 0, "a pair stays together");
 	cr_assert_eq(ops->engine_for_queue(dev, 2, 2), 1);
@@ -870,8 +870,8 @@ static void disable_ipv6(const char *name)
 Test(net, tap_both_ways)
 {
 	struct uvh_net_opts o = { .type = UVH_NET_PORT_TAP, .tap_name = "uvhnet%d" };
-	uint64_t features = BASE_FEATURES | BIT(UVH_VIRTIO_NET_F_MRG_RXBUF) |
-			    BIT(UVH_VIRTIO_NET_F_GUEST_CSUM) | BIT(UVH_VIRTIO_NET_F_CSUM);
+	uint64_t features = BASE_FEATURES | UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF) |
+			    UVH_BIT(UVH_VIRTIO_NET_F_GUEST_CSUM) | UVH_BIT(UVH_VIRTIO_NET_F_CSUM);
 	static struct rxframe f;
 	uint8_t frame[200], buf[2048];
 	struct sockaddr_ll sll;
@@ -897,8 +897,8 @@ Test(net, tap_both_ways)
 	}
 	guest_init(&g);
 	tdev_init(&t, &g, &o, features);
-	cr_assert(t.features & BIT(UVH_VIRTIO_NET_F_CSUM));
-	cr_assert_not(t.features & BIT(UVH_VIRTIO_F_IN_ORDER));
+	cr_assert(t.features & UVH_BIT(UVH_VIRTIO_NET_F_CSUM));
+	cr_assert_not(t.features & UVH_BIT(UVH_VIRTIO_F_IN_ORDER));
 	disable_ipv6(uvh_net_tap_name(t.dev));
 	if (if_up(uvh_net_tap_name(t.dev))) {
 		close(ps);
@@ -997,16 +997,16 @@ static void eport_init(struct eport *p, struct guest *g, const struct uvh_net_op
 	p->t.nrings = 3;
 	for (i = 0; i < 3; i++) {
 		struct ring *r = &p->t.rings[i];
-		bool packed = p->t.features & BIT(UVH_VIRTIO_F_RING_PACKED);
+		bool packed = p->t.features & UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
 		uint64_t gpa = galloc(g, uvh_vq_driver_area_bytes(RING_SIZE, packed));
 		struct uvh_vq_config cfg;
 		struct uvh_net_binding b = { .enabled = true, .engine = e };
 
 		cr_assert_eq(uvh_vq_driver_init(&r->drv, RING_SIZE, packed,
-						p->t.features & BIT(UVH_VIRTIO_F_RING_EVENT_IDX),
+						p->t.features & UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX),
 						gva(g, gpa), gpa), 0);
 		uvh_vq_driver_config(&r->drv, &cfg);
-		cfg.in_order = p->t.features & BIT(UVH_VIRTIO_F_IN_ORDER);
+		cfg.in_order = p->t.features & UVH_BIT(UVH_VIRTIO_F_IN_ORDER);
 		cr_assert_eq(uvh_vq_init(&r->vq, &cfg, g->mem), 0);
 		p->kick[i] = t_eventfd();
 		p->call[i] = t_eventfd();
@@ -1143,8 +1143,8 @@ static void switch_across_engines(enum uvh_engine_mode mode, bool packed)
 {
 	struct uvh_net_switch *sw = uvh_net_switch_create();
 	struct uvh_net_opts o = { .type = UVH_NET_PORT_SWITCH, .sw = sw };
-	uint64_t features = BASE_FEATURES | BIT(UVH_VIRTIO_NET_F_MRG_RXBUF) |
-			    (packed ? BIT(UVH_VIRTIO_F_RING_PACKED) : 0);
+	uint64_t features = BASE_FEATURES | UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF) |
+			    (packed ? UVH_BIT(UVH_VIRTIO_F_RING_PACKED) : 0);
 	static struct eport a, b;
 	struct uvh_engine *ea, *eb;
 	const uint32_t total = 4000;
@@ -1238,7 +1238,7 @@ Test(net, loopback_through_engine, .timeout = 30)
 
 	e = eng_new("net-l", UVH_ENGINE_EVENT);
 	guest_init(&g);
-	eport_init(&a, &g, &o, BASE_FEATURES | BIT(UVH_VIRTIO_F_RING_PACKED), e);
+	eport_init(&a, &g, &o, BASE_FEATURES | UVH_BIT(UVH_VIRTIO_F_RING_PACKED), e);
 	uvh_vq_driver_enable_cb(&a.t.rings[0].drv, true);
 	cr_assert_eq(uvh_engine_start(e), 0);
 	epost_rx(&a, 128);
@@ -1271,7 +1271,7 @@ Test(net, loopback_through_engine, .timeout = 30)
 
 #include "frontend.h"
 
-#define PF(x) BIT(UVH_PROTOCOL_F_##x)
+#define PF(x) UVH_BIT(UVH_PROTOCOL_F_##x)
 
 struct vctl {
 	struct uvh_vud *vud;
@@ -1340,11 +1340,11 @@ Test(net, loopback_behind_vhost_user, .timeout = 60)
 	cr_assert_eq(uvh_vud_connect(ctl.vud, sv[1]), 0);
 	cr_assert_eq(pthread_create(&thr, NULL, vctl_thread, &ctl), 0);
 
-	cr_assert_eq(uvh_frontend_negotiate(fe, BASE_FEATURES | BIT(UVH_VIRTIO_NET_F_MRG_RXBUF) |
-					    BIT(UVH_VIRTIO_NET_F_MAC) | BIT(UVH_VIRTIO_NET_F_MTU),
+	cr_assert_eq(uvh_frontend_negotiate(fe, BASE_FEATURES | UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF) |
+					    UVH_BIT(UVH_VIRTIO_NET_F_MAC) | UVH_BIT(UVH_VIRTIO_NET_F_MTU),
 					    PF(REPLY_ACK) | PF(CONFIG) | PF(RARP) | PF(NET_MTU) | PF(MQ),
 					    &fout, &pf), 0);
-	cr_assert(fout & BIT(UVH_VIRTIO_NET_F_MRG_RXBUF));
+	cr_assert(fout & UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF));
 	cr_assert_eq(pf & (PF(RARP) | PF(NET_MTU) | PF(CONFIG)), PF(RARP) | PF(NET_MTU) | PF(CONFIG));
 	{
 		uint64_t qn = 0;

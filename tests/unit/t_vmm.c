@@ -9,22 +9,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "message.h"
 #include "t_vmm.h"
 
-#define BIT(n)		(1ull << (n))
 #define NO_GPA		UINT64_MAX
 #define POLL_SLICE_MS	5	/* re-check the ring this often while waiting */
 
 #define FAIL(ret, ...) (fprintf(stderr, "t_vmm: " __VA_ARGS__), fputc('\n', stderr), (ret))
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- memory ------------------------------------------------------------------- */
 
@@ -167,13 +159,13 @@ int t_vmm_negotiate(struct t_vmm *v)
 	ret = uvh_backend_call(b, get_features, &offered);
 	if (ret)
 		return FAIL(ret, "get_features: %s", strerror(-ret));
-	want = BIT(UVH_VIRTIO_F_VERSION_1);
+	want = UVH_BIT(UVH_VIRTIO_F_VERSION_1);
 	if (!v->o.no_event_idx)
-		want |= BIT(UVH_VIRTIO_F_RING_EVENT_IDX);
+		want |= UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX);
 	if (v->o.packed)
-		want |= BIT(UVH_VIRTIO_F_RING_PACKED);
+		want |= UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
 	if ((want & offered) != want &&
-	    (want & ~offered) != BIT(UVH_VIRTIO_F_RING_EVENT_IDX))
+	    (want & ~offered) != UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX))
 		return FAIL(-EOPNOTSUPP, "features 0x%llx not offered (0x%llx)",
 			    (unsigned long long)(want & ~offered), (unsigned long long)offered);
 	/* Protocol features first, as QEMU does. */
@@ -214,8 +206,8 @@ int t_vmm_set_mem(struct t_vmm *v)
 int t_vmm_start_ring(struct t_vmm *v, unsigned int idx)
 {
 	struct t_vmm_ring *r = &v->ring[idx];
-	bool packed = v->features & BIT(UVH_VIRTIO_F_RING_PACKED);
-	bool event_idx = v->features & BIT(UVH_VIRTIO_F_RING_EVENT_IDX);
+	bool packed = v->features & UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
+	bool event_idx = v->features & UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX);
 	size_t bytes = uvh_vq_driver_area_bytes(v->ring_size, packed);
 	uint64_t gpa = mem_alloc(&v->mem[0], bytes);
 	struct uvh_backend_vring_addr addr = { .index = idx };
@@ -366,7 +358,7 @@ static void wait_call(struct t_vmm *v, unsigned int idx, int ms)
 
 int t_vmm_recv(struct t_vmm *v, uint8_t *buf, uint32_t max, uint32_t *len)
 {
-	int64_t deadline = now_ms() + v->o.timeout_ms;
+	int64_t deadline = uvh_now_ms() + v->o.timeout_ms;
 	struct t_vmm_ring *r = &v->ring[T_VMM_RX];
 	void *tok;
 	uint32_t used;
@@ -375,7 +367,7 @@ int t_vmm_recv(struct t_vmm *v, uint8_t *buf, uint32_t max, uint32_t *len)
 	int ret;
 
 	while (uvh_vq_driver_get_used(&r->drv, &tok, &used, 1) != 1) {
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - uvh_now_ms();
 
 		if (left <= 0)
 			return -ETIMEDOUT;
@@ -399,7 +391,7 @@ int t_vmm_recv(struct t_vmm *v, uint8_t *buf, uint32_t max, uint32_t *len)
 
 unsigned int t_vmm_reap_tx(struct t_vmm *v, unsigned int n)
 {
-	int64_t deadline = now_ms() + v->o.timeout_ms;
+	int64_t deadline = uvh_now_ms() + v->o.timeout_ms;
 	struct t_vmm_ring *r = &v->ring[T_VMM_TX];
 	unsigned int got = 0;
 	void *tok[64];
@@ -415,7 +407,7 @@ unsigned int t_vmm_reap_tx(struct t_vmm *v, unsigned int n)
 			return 0;
 		if (k)
 			continue;
-		left = deadline - now_ms();
+		left = deadline - uvh_now_ms();
 		if (left <= 0)
 			return n - got;
 		wait_call(v, T_VMM_TX, (int)left);

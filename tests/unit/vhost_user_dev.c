@@ -21,6 +21,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "util.h"
 #include "engine.h"
 #include "frontend.h"
 #include "inflight.h"
@@ -28,8 +29,7 @@
 #include "t_helpers.h"
 #include "vhost_user_dev.h"
 
-#define BIT(n)		(1ull << (n))
-#define PF(n)		BIT(UVH_PROTOCOL_F_##n)
+#define PF(n)		UVH_BIT(UVH_PROTOCOL_F_##n)
 #define GPA_BASE	0x40000000ull
 #define MEM_SIZE	(4u << 20)
 #define RING_STRIDE	(64u << 10)	/* one ring area per queue */
@@ -258,8 +258,8 @@ static void fx_vud(struct fx *f, uint32_t nq, bool thread)
 	};
 
 	f->dev.nq = nq;
-	f->dev.features = BIT(UVH_VIRTIO_F_VERSION_1) | BIT(UVH_VIRTIO_F_RING_EVENT_IDX) |
-			  BIT(UVH_VIRTIO_F_RING_INDIRECT_DESC) | BIT(UVH_VIRTIO_F_RING_PACKED);
+	f->dev.features = UVH_BIT(UVH_VIRTIO_F_VERSION_1) | UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX) |
+			  UVH_BIT(UVH_VIRTIO_F_RING_INDIRECT_DESC) | UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
 	f->vud = uvh_vud_new(&o);
 	cr_assert(f->vud);
 	if (thread) {
@@ -307,7 +307,7 @@ static void fe_connect(struct fx *f, uint64_t features)
 					    PF(MQ), &fout, &pf), 0);
 	cr_assert(pf & PF(REPLY_ACK));
 	cr_assert(pf & PF(CONFIGURE_MEM_SLOTS));
-	f->packed = fout & BIT(UVH_VIRTIO_F_RING_PACKED);
+	f->packed = fout & UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
 	cr_assert_eq(uvh_frontend_set_mem_table(f->fe, &r, &f->memfd, 1), 0);
 }
 
@@ -330,7 +330,7 @@ static void fe_queue(struct fx *f, uint32_t i)
 {
 	struct guest_q *g = &f->gq[i];
 	struct uvh_vring_addr a;
-	bool ev = uvh_frontend_features(f->fe) & BIT(UVH_VIRTIO_F_RING_EVENT_IDX);
+	bool ev = uvh_frontend_features(f->fe) & UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX);
 
 	g->area = f->map + (size_t)i * RING_STRIDE;
 	cr_assert(uvh_vq_driver_area_bytes(QSIZE, f->packed) <= RING_STRIDE);
@@ -514,8 +514,8 @@ static void wait_disconnects(struct fx *f, int n)
 	}
 }
 
-#define FEAT_SPLIT	(BIT(UVH_VIRTIO_F_VERSION_1) | BIT(UVH_VIRTIO_F_RING_EVENT_IDX))
-#define FEAT_PACKED	(FEAT_SPLIT | BIT(UVH_VIRTIO_F_RING_PACKED))
+#define FEAT_SPLIT	(UVH_BIT(UVH_VIRTIO_F_VERSION_1) | UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX))
+#define FEAT_PACKED	(FEAT_SPLIT | UVH_BIT(UVH_VIRTIO_F_RING_PACKED))
 
 TestSuite(vhost_user_dev, .timeout = 30);
 
@@ -880,7 +880,7 @@ Test(vhost_user_dev, call_fd_swapped_while_running)
 	eventfd_t v;
 
 	fx_init(&f, 1, UVH_ENGINE_EVENT, 2);
-	fe_connect(&f, BIT(UVH_VIRTIO_F_VERSION_1));	/* no EVENT_IDX: a call per burst */
+	fe_connect(&f, UVH_BIT(UVH_VIRTIO_F_VERSION_1));	/* no EVENT_IDX: a call per burst */
 	fe_queue(&f, 0);
 	traffic(&f, 0, 10);
 	cr_assert(eventfd_fired(f.gq[0].call, 0));
@@ -984,10 +984,10 @@ Test(vhost_user_dev, features_fixed_while_rings_run)
 	fe_queue(&f, 0);
 	traffic(&f, 0, 10);
 	acked = atomic_load(&f.dev.acked);
-	cr_assert_neq(uvh_frontend_set_features(f.fe, acked & ~BIT(UVH_VIRTIO_F_RING_EVENT_IDX)),
+	cr_assert_neq(uvh_frontend_set_features(f.fe, acked & ~UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX)),
 		      0);
 	cr_assert_eq(atomic_load(&f.dev.acked), acked);
-	cr_assert_eq(uvh_frontend_set_features(f.fe, acked | BIT(UVH_F_LOG_ALL)), 0);
+	cr_assert_eq(uvh_frontend_set_features(f.fe, acked | UVH_BIT(UVH_F_LOG_ALL)), 0);
 	cr_assert_eq(uvh_frontend_set_features(f.fe, acked), 0);
 	traffic(&f, 0, 10);
 	fx_fini(&f);
@@ -1006,9 +1006,9 @@ Test(vhost_user_dev, dirty_log)
 	int logfd, logev;
 
 	fx_init(&f, 1, UVH_ENGINE_EVENT, 2);
-	fe_connect(&f, FEAT_SPLIT | BIT(UVH_F_LOG_ALL));
+	fe_connect(&f, FEAT_SPLIT | UVH_BIT(UVH_F_LOG_ALL));
 	cr_assert(uvh_frontend_protocol_features(f.fe) & PF(LOG_SHMFD));
-	cr_assert(uvh_vud_features(f.vud) & BIT(UVH_F_LOG_ALL));
+	cr_assert(uvh_vud_features(f.vud) & UVH_BIT(UVH_F_LOG_ALL));
 	logfd = t_memfd("vud-log", log_bytes);
 	lg.mmap_size = log_bytes;
 	bm = mmap(NULL, log_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, logfd, 0);
@@ -1230,7 +1230,7 @@ static void fe_iotlb_update(struct fx *f, uint64_t off, uint64_t size)
 
 static void iommu_case(bool packed)
 {
-	uint64_t feat = (packed ? FEAT_PACKED : FEAT_SPLIT) | BIT(UVH_VIRTIO_F_IOMMU_PLATFORM);
+	uint64_t feat = (packed ? FEAT_PACKED : FEAT_SPLIT) | UVH_BIT(UVH_VIRTIO_F_IOMMU_PLATFORM);
 	static struct fx fxs;
 	struct fx *f = &fxs;
 	struct uvh_frontend_req_ops ops = { .iotlb_msg = fe_on_iotlb };
@@ -1245,7 +1245,7 @@ static void iommu_case(bool packed)
 	int sv[2], t;
 
 	fx_init(f, 1, UVH_ENGINE_EVENT, 1);
-	f->dev.features |= BIT(UVH_VIRTIO_F_IOMMU_PLATFORM);
+	f->dev.features |= UVH_BIT(UVH_VIRTIO_F_IOMMU_PLATFORM);
 	r = guest_region(f);
 	t_socketpair(sv);
 	f->fe = uvh_frontend_from_fd(sv[0]);
