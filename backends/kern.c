@@ -20,8 +20,8 @@
 
 #include <linux/vhost.h>
 
-#include "backend.h"
-#include "backend_internal.h"
+#include "vhost.h"
+#include "vhost_internal.h"
 #include "kern.h"
 #include "log.h"
 #include "message.h"
@@ -61,10 +61,10 @@ _Static_assert(offsetof(struct vhost_msg, iotlb) == 8 && offsetof(struct vhost_m
 #define KERN_F_EVENT_IDX	(1ull << UVH_VIRTIO_F_RING_EVENT_IDX)
 
 struct kern_backend {
-	struct uvh_backend b;		/* first: ops, type, name, fd */
+	struct uvh_vhost b;		/* first: ops, type, name, fd */
 	/* The table the kernel has, sorted by gpa (fd fields not kept:
 	 * the kernel maps by hva, the caller's fds stay theirs). */
-	struct uvh_backend_mem_region *regions;
+	struct uvh_vhost_mem_region *regions;
 	unsigned int nregions;
 	unsigned int max_regions;
 	uint64_t acked_features;
@@ -74,9 +74,9 @@ struct kern_backend {
 	uint32_t vring_num[UVH_KERN_NUM_RINGS];	/* 0 = not set yet */
 };
 
-static const struct uvh_backend_ops kern_ops;
+static const struct uvh_vhost_ops kern_ops;
 
-static struct kern_backend *to_kern(struct uvh_backend *b)
+static struct kern_backend *to_kern(struct uvh_vhost *b)
 {
 	return (struct kern_backend *)b;
 }
@@ -118,7 +118,7 @@ static bool fd_arg_ok(int fd)
 
 /* ---- features, owner --------------------------------------------------- */
 
-static int kern_get_features(struct uvh_backend *b, uint64_t *features)
+static int kern_get_features(struct uvh_vhost *b, uint64_t *features)
 {
 	uint64_t f = 0;
 	int r;
@@ -131,7 +131,7 @@ static int kern_get_features(struct uvh_backend *b, uint64_t *features)
 	return r;
 }
 
-static int kern_set_features(struct uvh_backend *b, uint64_t features)
+static int kern_set_features(struct uvh_vhost *b, uint64_t features)
 {
 	struct kern_backend *k = to_kern(b);
 	int r;
@@ -142,12 +142,12 @@ static int kern_set_features(struct uvh_backend *b, uint64_t features)
 	return r;
 }
 
-static int kern_set_owner(struct uvh_backend *b)
+static int kern_set_owner(struct uvh_vhost *b)
 {
 	return kern_ioctl(to_kern(b), VHOST_SET_OWNER, NULL, "VHOST_SET_OWNER", false);
 }
 
-static int kern_reset_owner(struct uvh_backend *b)
+static int kern_reset_owner(struct uvh_vhost *b)
 {
 	struct kern_backend *k = to_kern(b);
 	int r;
@@ -168,7 +168,7 @@ static int kern_reset_owner(struct uvh_backend *b)
 	return 0;
 }
 
-static int kern_get_backend_features(struct uvh_backend *b, uint64_t *features)
+static int kern_get_backend_features(struct uvh_vhost *b, uint64_t *features)
 {
 	uint64_t f = 0;
 	int r;
@@ -182,7 +182,7 @@ static int kern_get_backend_features(struct uvh_backend *b, uint64_t *features)
 	return r;
 }
 
-static int kern_set_backend_features(struct uvh_backend *b, uint64_t features)
+static int kern_set_backend_features(struct uvh_vhost *b, uint64_t features)
 {
 	struct kern_backend *k = to_kern(b);
 	int r;
@@ -198,7 +198,7 @@ static int kern_set_backend_features(struct uvh_backend *b, uint64_t features)
 
 static int region_cmp(const void *a, const void *b)
 {
-	const struct uvh_backend_mem_region *x = a, *y = b;
+	const struct uvh_vhost_mem_region *x = a, *y = b;
 
 	return x->gpa < y->gpa ? -1 : x->gpa > y->gpa;
 }
@@ -208,7 +208,7 @@ static int region_cmp(const void *a, const void *b)
  * region valid, none overlapping another in gpa, not more than the
  * kernel takes. Before any ioctl, so a refused table changes nothing.
  */
-static int table_check(struct kern_backend *k, struct uvh_backend_mem_region *t, unsigned int n)
+static int table_check(struct kern_backend *k, struct uvh_vhost_mem_region *t, unsigned int n)
 {
 	if (n > k->max_regions) {
 		UVH_ERR("%s: %u memory regions, the kernel takes at most %u", k->b.name, n,
@@ -228,7 +228,7 @@ static int table_check(struct kern_backend *k, struct uvh_backend_mem_region *t,
 
 /* Hand table @t (checked, sorted; ownership passes here) to the kernel and
  * keep it when the kernel took it. */
-static int table_commit(struct kern_backend *k, struct uvh_backend_mem_region *t, unsigned int n)
+static int table_commit(struct kern_backend *k, struct uvh_vhost_mem_region *t, unsigned int n)
 {
 	struct vhost_memory *m;
 	uint64_t last = 0;
@@ -265,11 +265,11 @@ static int table_commit(struct kern_backend *k, struct uvh_backend_mem_region *t
 	return 0;
 }
 
-static int kern_set_mem_table(struct uvh_backend *b, const struct uvh_backend_mem_region *regions,
+static int kern_set_mem_table(struct uvh_vhost *b, const struct uvh_vhost_mem_region *regions,
 			      unsigned int n)
 {
 	struct kern_backend *k = to_kern(b);
-	struct uvh_backend_mem_region *t;
+	struct uvh_vhost_mem_region *t;
 	int r;
 
 	if (n && !regions)
@@ -289,10 +289,10 @@ static int kern_set_mem_table(struct uvh_backend *b, const struct uvh_backend_me
 	return table_commit(k, t, n);
 }
 
-static int kern_add_mem_region(struct uvh_backend *b, const struct uvh_backend_mem_region *region)
+static int kern_add_mem_region(struct uvh_vhost *b, const struct uvh_vhost_mem_region *region)
 {
 	struct kern_backend *k = to_kern(b);
-	struct uvh_backend_mem_region *t;
+	struct uvh_vhost_mem_region *t;
 	unsigned int n = k->nregions + 1;
 	int r;
 
@@ -311,11 +311,11 @@ static int kern_add_mem_region(struct uvh_backend *b, const struct uvh_backend_m
 	return table_commit(k, t, n);
 }
 
-static int kern_remove_mem_region(struct uvh_backend *b,
-				  const struct uvh_backend_mem_region *region)
+static int kern_remove_mem_region(struct uvh_vhost *b,
+				  const struct uvh_vhost_mem_region *region)
 {
 	struct kern_backend *k = to_kern(b);
-	struct uvh_backend_mem_region *t;
+	struct uvh_vhost_mem_region *t;
 	unsigned int n = k->nregions;
 	int i;
 
@@ -334,7 +334,7 @@ static int kern_remove_mem_region(struct uvh_backend *b,
 	return table_commit(k, t, n);
 }
 
-static int kern_get_max_mem_slots(struct uvh_backend *b, uint64_t *slots)
+static int kern_get_max_mem_slots(struct uvh_vhost *b, uint64_t *slots)
 {
 	if (!slots)
 		return -EINVAL;
@@ -372,7 +372,7 @@ static unsigned int read_max_mem_regions(void)
 
 /* ---- dirty log ---------------------------------------------------------- */
 
-static int kern_set_log_base(struct uvh_backend *b, const struct uvh_backend_log *log)
+static int kern_set_log_base(struct uvh_vhost *b, const struct uvh_vhost_log *log)
 {
 	struct kern_backend *k = to_kern(b);
 	uint64_t base, need = 0;
@@ -403,7 +403,7 @@ static int kern_set_log_base(struct uvh_backend *b, const struct uvh_backend_log
 	return r;
 }
 
-static int kern_set_log_fd(struct uvh_backend *b, int fd)
+static int kern_set_log_fd(struct uvh_vhost *b, int fd)
 {
 	if (!fd_arg_ok(fd))
 		return -EBADF;
@@ -413,7 +413,7 @@ static int kern_set_log_fd(struct uvh_backend *b, int fd)
 
 /* ---- rings -------------------------------------------------------------- */
 
-static int kern_set_vring_num(struct uvh_backend *b, uint32_t index, uint32_t num)
+static int kern_set_vring_num(struct uvh_vhost *b, uint32_t index, uint32_t num)
 {
 	struct kern_backend *k = to_kern(b);
 	struct vhost_vring_state s = { .index = index, .num = num };
@@ -430,7 +430,7 @@ static int kern_set_vring_num(struct uvh_backend *b, uint32_t index, uint32_t nu
 	return r;
 }
 
-static int kern_set_vring_addr(struct uvh_backend *b, const struct uvh_backend_vring_addr *addr)
+static int kern_set_vring_addr(struct uvh_vhost *b, const struct uvh_vhost_vring_addr *addr)
 {
 	struct kern_backend *k = to_kern(b);
 	struct vhost_vring_addr a;
@@ -470,7 +470,7 @@ static int kern_set_vring_addr(struct uvh_backend *b, const struct uvh_backend_v
 	return r;
 }
 
-static int kern_set_vring_base(struct uvh_backend *b, uint32_t index, uint32_t base)
+static int kern_set_vring_base(struct uvh_vhost *b, uint32_t index, uint32_t base)
 {
 	struct vhost_vring_state s = { .index = index, .num = base };
 
@@ -480,7 +480,7 @@ static int kern_set_vring_base(struct uvh_backend *b, uint32_t index, uint32_t b
 	return kern_ioctl(to_kern(b), VHOST_SET_VRING_BASE, &s, "VHOST_SET_VRING_BASE", false);
 }
 
-static int kern_get_vring_base(struct uvh_backend *b, uint32_t index, uint32_t *base)
+static int kern_get_vring_base(struct uvh_vhost *b, uint32_t index, uint32_t *base)
 {
 	struct vhost_vring_state s = { .index = index };
 	int r;
@@ -493,7 +493,7 @@ static int kern_get_vring_base(struct uvh_backend *b, uint32_t index, uint32_t *
 	return r;
 }
 
-static int vring_file(struct uvh_backend *b, unsigned long req, const char *what, uint32_t index,
+static int vring_file(struct uvh_vhost *b, unsigned long req, const char *what, uint32_t index,
 		      int fd)
 {
 	struct vhost_vring_file f = { .index = index, .fd = fd };
@@ -507,22 +507,22 @@ static int vring_file(struct uvh_backend *b, unsigned long req, const char *what
 	return kern_ioctl(to_kern(b), req, &f, what, false);
 }
 
-static int kern_set_vring_kick(struct uvh_backend *b, uint32_t index, int fd)
+static int kern_set_vring_kick(struct uvh_vhost *b, uint32_t index, int fd)
 {
 	return vring_file(b, VHOST_SET_VRING_KICK, "VHOST_SET_VRING_KICK", index, fd);
 }
 
-static int kern_set_vring_call(struct uvh_backend *b, uint32_t index, int fd)
+static int kern_set_vring_call(struct uvh_vhost *b, uint32_t index, int fd)
 {
 	return vring_file(b, VHOST_SET_VRING_CALL, "VHOST_SET_VRING_CALL", index, fd);
 }
 
-static int kern_set_vring_err(struct uvh_backend *b, uint32_t index, int fd)
+static int kern_set_vring_err(struct uvh_vhost *b, uint32_t index, int fd)
 {
 	return vring_file(b, VHOST_SET_VRING_ERR, "VHOST_SET_VRING_ERR", index, fd);
 }
 
-static int kern_set_vring_busyloop_timeout(struct uvh_backend *b, uint32_t index,
+static int kern_set_vring_busyloop_timeout(struct uvh_vhost *b, uint32_t index,
 					   uint32_t timeout_us)
 {
 	struct vhost_vring_state s = { .index = index, .num = timeout_us };
@@ -533,7 +533,7 @@ static int kern_set_vring_busyloop_timeout(struct uvh_backend *b, uint32_t index
 			  "VHOST_SET_VRING_BUSYLOOP_TIMEOUT", false);
 }
 
-static int kern_net_set_backend(struct uvh_backend *b, uint32_t index, int fd)
+static int kern_net_set_backend(struct uvh_vhost *b, uint32_t index, int fd)
 {
 	return vring_file(b, VHOST_NET_SET_BACKEND, "VHOST_NET_SET_BACKEND", index, fd);
 }
@@ -545,7 +545,7 @@ static bool perm_ok(uint8_t perm)
 	return perm == UVH_IOTLB_RO || perm == UVH_IOTLB_WO || perm == UVH_IOTLB_RW;
 }
 
-static int kern_iotlb_msg(struct uvh_backend *b, const struct uvh_iotlb *msg)
+static int kern_iotlb_msg(struct uvh_vhost *b, const struct uvh_iotlb *msg)
 {
 	struct kern_backend *k = to_kern(b);
 	union {
@@ -634,7 +634,7 @@ static int iotlb_parse(struct kern_backend *k, const uint8_t *buf, size_t n, str
 	return 0;
 }
 
-static int kern_iotlb_miss(struct uvh_backend *b, struct uvh_iotlb *msg, int timeout_ms)
+static int kern_iotlb_miss(struct uvh_vhost *b, struct uvh_iotlb *msg, int timeout_ms)
 {
 	struct kern_backend *k = to_kern(b);
 	int64_t deadline = timeout_ms >= 0 ? uvh__now_ms() + timeout_ms : -1;
@@ -676,7 +676,7 @@ static int kern_iotlb_miss(struct uvh_backend *b, struct uvh_iotlb *msg, int tim
 
 /* ---- the rest ------------------------------------------------------------ */
 
-static int kern_get_queue_num(struct uvh_backend *b, uint64_t *num)
+static int kern_get_queue_num(struct uvh_vhost *b, uint64_t *num)
 {
 	(void)b;
 	if (!num)
@@ -685,7 +685,7 @@ static int kern_get_queue_num(struct uvh_backend *b, uint64_t *num)
 	return 0;
 }
 
-static void kern_close(struct uvh_backend *b)
+static void kern_close(struct uvh_vhost *b)
 {
 	struct kern_backend *k = to_kern(b);
 
@@ -695,7 +695,7 @@ static void kern_close(struct uvh_backend *b)
 	free(k);
 }
 
-static const struct uvh_backend_ops kern_ops = {
+static const struct uvh_vhost_ops kern_ops = {
 	.get_features = kern_get_features,
 	.set_features = kern_set_features,
 	.set_owner = kern_set_owner,
@@ -724,8 +724,8 @@ static const struct uvh_backend_ops kern_ops = {
 	.close = kern_close,
 };
 
-int uvh_backend_kern_open(const char *path, const struct uvh_backend_open_opts *opts,
-			  struct uvh_backend **out)
+int uvh_vhost_kern_open(const char *path, const struct uvh_vhost_open_opts *opts,
+			  struct uvh_vhost **out)
 {
 	/* Flags that only change how the fd behaves; O_CREAT, O_TRUNC and
 	 * access modes have no business on a device node. */
@@ -764,7 +764,7 @@ int uvh_backend_kern_open(const char *path, const struct uvh_backend_open_opts *
 		return -ENOTTY;
 	}
 	k->b.ops = &kern_ops;
-	k->b.type = UVH_BACKEND_KERN;
+	k->b.type = UVH_VHOST_KERN;
 	k->b.fd = fd;
 	snprintf(k->b.name, sizeof(k->b.name), "kern:%s", path);
 	k->max_regions = read_max_mem_regions();
@@ -774,7 +774,7 @@ int uvh_backend_kern_open(const char *path, const struct uvh_backend_open_opts *
 
 /* ---- kern.h ------------------------------------------------------------- */
 
-static struct kern_backend *kern_of(struct uvh_backend *b)
+static struct kern_backend *kern_of(struct uvh_vhost *b)
 {
 	return b && b->ops == &kern_ops ? to_kern(b) : NULL;
 }
@@ -791,7 +791,7 @@ static int kern_optional(struct kern_backend *k, unsigned long req, void *arg, c
 	return r;
 }
 
-int uvh_backend_kern_new_worker(struct uvh_backend *b, uint32_t *id)
+int uvh_vhost_kern_new_worker(struct uvh_vhost *b, uint32_t *id)
 {
 	struct kern_backend *k = kern_of(b);
 	struct vhost_worker_state w = { 0 };
@@ -807,7 +807,7 @@ int uvh_backend_kern_new_worker(struct uvh_backend *b, uint32_t *id)
 	return r;
 }
 
-int uvh_backend_kern_free_worker(struct uvh_backend *b, uint32_t id)
+int uvh_vhost_kern_free_worker(struct uvh_vhost *b, uint32_t id)
 {
 	struct kern_backend *k = kern_of(b);
 	struct vhost_worker_state w = { .worker_id = id };
@@ -819,7 +819,7 @@ int uvh_backend_kern_free_worker(struct uvh_backend *b, uint32_t id)
 	return kern_optional(k, VHOST_FREE_WORKER, &w, "VHOST_FREE_WORKER");
 }
 
-int uvh_backend_kern_attach_worker(struct uvh_backend *b, uint32_t index, uint32_t id)
+int uvh_vhost_kern_attach_worker(struct uvh_vhost *b, uint32_t index, uint32_t id)
 {
 	struct kern_backend *k = kern_of(b);
 	struct vhost_vring_worker w = { .index = index, .worker_id = id };
@@ -831,7 +831,7 @@ int uvh_backend_kern_attach_worker(struct uvh_backend *b, uint32_t index, uint32
 	return kern_optional(k, VHOST_ATTACH_VRING_WORKER, &w, "VHOST_ATTACH_VRING_WORKER");
 }
 
-int uvh_backend_kern_get_worker(struct uvh_backend *b, uint32_t index, uint32_t *id)
+int uvh_vhost_kern_get_worker(struct uvh_vhost *b, uint32_t index, uint32_t *id)
 {
 	struct kern_backend *k = kern_of(b);
 	struct vhost_vring_worker w = { .index = index };
@@ -847,7 +847,7 @@ int uvh_backend_kern_get_worker(struct uvh_backend *b, uint32_t index, uint32_t 
 	return r;
 }
 
-int uvh_backend_kern_vsock_set_guest_cid(struct uvh_backend *b, uint64_t cid)
+int uvh_vhost_kern_vsock_set_guest_cid(struct uvh_vhost *b, uint64_t cid)
 {
 	struct kern_backend *k = kern_of(b);
 
@@ -859,7 +859,7 @@ int uvh_backend_kern_vsock_set_guest_cid(struct uvh_backend *b, uint64_t cid)
 	return kern_optional(k, VHOST_VSOCK_SET_GUEST_CID, &cid, "VHOST_VSOCK_SET_GUEST_CID");
 }
 
-int uvh_backend_kern_vsock_set_running(struct uvh_backend *b, bool running)
+int uvh_vhost_kern_vsock_set_running(struct uvh_vhost *b, bool running)
 {
 	struct kern_backend *k = kern_of(b);
 	int start = running ? 1 : 0;

@@ -3,7 +3,7 @@
  * uvhost: what only the kern backend (a /dev/vhost-* character device)
  * has, beyond backend.h's ops.
  *
- * Open with uvh_backend_open("kern:/dev/vhost-net", ...) (or
+ * Open with uvh_vhost_open("kern:/dev/vhost-net", ...) (or
  * "kern:/dev/vhost-vsock"); the functions below take that backend. Called
  * with a backend of another type they return -EOPNOTSUPP; on a kernel
  * without the ioctl (ENOTTY) too.
@@ -39,7 +39,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "backend.h"
+#include "vhost.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -57,17 +57,17 @@ extern "C" {
  * and on vhost-net and vhost-vsock up to at least 6.12, which leave the
  * worker ioctls to vhost-scsi (one worker serves both of their rings).
  */
-int uvh_backend_kern_new_worker(struct uvh_backend *b, uint32_t *id);
+int uvh_vhost_kern_new_worker(struct uvh_vhost *b, uint32_t *id);
 /** VHOST_FREE_WORKER: free a worker no ring uses any more. */
-int uvh_backend_kern_free_worker(struct uvh_backend *b, uint32_t id);
+int uvh_vhost_kern_free_worker(struct uvh_vhost *b, uint32_t id);
 /**
  * VHOST_ATTACH_VRING_WORKER: ring @index (0 or 1) is served by worker @id
  * (before the ring is started with net_set_backend). -EOPNOTSUPP on
  * kernels without workers.
  */
-int uvh_backend_kern_attach_worker(struct uvh_backend *b, uint32_t index, uint32_t id);
+int uvh_vhost_kern_attach_worker(struct uvh_vhost *b, uint32_t index, uint32_t id);
 /** VHOST_GET_VRING_WORKER: the worker serving ring @index. */
-int uvh_backend_kern_get_worker(struct uvh_backend *b, uint32_t index, uint32_t *id);
+int uvh_vhost_kern_get_worker(struct uvh_vhost *b, uint32_t index, uint32_t *id);
 
 /**
  * vhost-vsock ("kern:/dev/vhost-vsock"): VHOST_VSOCK_SET_GUEST_CID. @cid
@@ -75,9 +75,9 @@ int uvh_backend_kern_get_worker(struct uvh_backend *b, uint32_t index, uint32_t 
  * -EADDRINUSE when another device has it; -EOPNOTSUPP on a vhost device
  * that is not vsock.
  */
-int uvh_backend_kern_vsock_set_guest_cid(struct uvh_backend *b, uint64_t cid);
+int uvh_vhost_kern_vsock_set_guest_cid(struct uvh_vhost *b, uint64_t cid);
 /** VHOST_VSOCK_SET_RUNNING: start (after the rings are set up) or stop the device. */
-int uvh_backend_kern_vsock_set_running(struct uvh_backend *b, bool running);
+int uvh_vhost_kern_vsock_set_running(struct uvh_vhost *b, bool running);
 
 #ifdef __cplusplus
 }

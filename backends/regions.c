@@ -12,10 +12,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "backend_internal.h"
+#include "vhost_internal.h"
 #include "log.h"
 
-int uvh__region_check(const char *name, const struct uvh_backend_mem_region *r)
+int uvh__region_check(const char *name, const struct uvh_vhost_mem_region *r)
 {
 	if (!r->size || !r->hva || uvh__wraps(r->gpa, r->size) ||
 	    uvh__wraps((uint64_t)(uintptr_t)r->hva, r->size) || r->size - 1 > UINTPTR_MAX) {
@@ -26,8 +26,8 @@ int uvh__region_check(const char *name, const struct uvh_backend_mem_region *r)
 	return 0;
 }
 
-int uvh__region_disjoint(const char *name, const struct uvh_backend_mem_region *t,
-			 unsigned int n, const struct uvh_backend_mem_region *r, unsigned int flags)
+int uvh__region_disjoint(const char *name, const struct uvh_vhost_mem_region *t,
+			 unsigned int n, const struct uvh_vhost_mem_region *r, unsigned int flags)
 {
 	for (unsigned int i = 0; i < n; i++) {
 		if (uvh__overlap(t[i].gpa, t[i].size, r->gpa, r->size)) {
@@ -47,7 +47,7 @@ int uvh__region_disjoint(const char *name, const struct uvh_backend_mem_region *
 	return 0;
 }
 
-int uvh__regions_check(const char *name, const struct uvh_backend_mem_region *t, unsigned int n,
+int uvh__regions_check(const char *name, const struct uvh_vhost_mem_region *t, unsigned int n,
 		       unsigned int flags, uvh__region_check_fn *check, void *ctx)
 {
 	int ret;
@@ -68,8 +68,8 @@ int uvh__regions_check(const char *name, const struct uvh_backend_mem_region *t,
 	return 0;
 }
 
-int uvh__region_find(const char *name, const struct uvh_backend_mem_region *t, unsigned int n,
-		     const struct uvh_backend_mem_region *r)
+int uvh__region_find(const char *name, const struct uvh_vhost_mem_region *t, unsigned int n,
+		     const struct uvh_vhost_mem_region *r)
 {
 	for (unsigned int i = 0; i < n; i++)
 		if (t[i].gpa == r->gpa && t[i].size == r->size)
@@ -79,16 +79,16 @@ int uvh__region_find(const char *name, const struct uvh_backend_mem_region *t, u
 	return -ENOENT;
 }
 
-void uvh__region_remove_at(struct uvh_backend_mem_region *t, unsigned int *n, unsigned int i)
+void uvh__region_remove_at(struct uvh_vhost_mem_region *t, unsigned int *n, unsigned int i)
 {
 	memmove(&t[i], &t[i + 1], (size_t)(*n - i - 1) * sizeof(*t));
 	(*n)--;
 }
 
-int uvh__regions_with(const struct uvh_backend_mem_region *t, unsigned int n,
-		      const struct uvh_backend_mem_region *r, struct uvh_backend_mem_region **out)
+int uvh__regions_with(const struct uvh_vhost_mem_region *t, unsigned int n,
+		      const struct uvh_vhost_mem_region *r, struct uvh_vhost_mem_region **out)
 {
-	struct uvh_backend_mem_region *grown = malloc(((size_t)n + 1) * sizeof(*grown));
+	struct uvh_vhost_mem_region *grown = malloc(((size_t)n + 1) * sizeof(*grown));
 
 	if (!grown)
 		return -ENOMEM;
@@ -99,13 +99,13 @@ int uvh__regions_with(const struct uvh_backend_mem_region *t, unsigned int n,
 	return 0;
 }
 
-int uvh__gpa_to_hva(const struct uvh_backend_mem_region *t, unsigned int n, uint64_t gpa,
+int uvh__gpa_to_hva(const struct uvh_vhost_mem_region *t, unsigned int n, uint64_t gpa,
 		    uint64_t len, uint64_t *hva)
 {
 	if (!len || uvh__wraps(gpa, len))
 		return -EFAULT;
 	for (unsigned int i = 0; i < n; i++) {
-		const struct uvh_backend_mem_region *r = &t[i];
+		const struct uvh_vhost_mem_region *r = &t[i];
 
 		if (gpa >= r->gpa && gpa - r->gpa < r->size &&
 		    len - 1 <= r->size - 1 - (gpa - r->gpa)) {
@@ -116,8 +116,8 @@ int uvh__gpa_to_hva(const struct uvh_backend_mem_region *t, unsigned int n, uint
 	return -EFAULT;
 }
 
-int uvh__vring_to_hva(const char *name, const struct uvh_backend_mem_region *t, unsigned int n,
-		      const struct uvh_backend_vring_addr *addr, const uint64_t len[3],
+int uvh__vring_to_hva(const char *name, const struct uvh_vhost_mem_region *t, unsigned int n,
+		      const struct uvh_vhost_vring_addr *addr, const uint64_t len[3],
 		      uint64_t hva[3])
 {
 	const uint64_t gpa[3] = { addr->desc_gpa, addr->avail_gpa, addr->used_gpa };
@@ -142,7 +142,7 @@ int uvh__features_offered(const char *name, uint64_t features, uint64_t offered)
 	return 0;
 }
 
-int uvh__get_vring_num_max(struct uvh_backend *b, uint32_t *num)
+int uvh__get_vring_num_max(struct uvh_vhost *b, uint32_t *num)
 {
 	(void)b;
 	if (!num)

@@ -2,9 +2,9 @@
 /*
  * uvhost: the soft backend [VhostSoftBackend]. The VMM's own process runs
  * the virtio-net device (engine/net.h) on uvhost engines, through the
- * vhost-user device host (engine/vhost_user_dev.h) in its in-process mode:
- * every op becomes a call of the vud's request handler, under the vud's
- * lock (uvh_vud_local_call), exactly as a socket request would be
+ * vhost-user device host (engine/devhost.h) in its in-process mode:
+ * every op becomes a call of the device host's request handler, under the device host's
+ * lock (uvh_devhost_local_call), exactly as a socket request would be
  * handled, but with guest-physical ring addresses and host-pointer memory.
  *
  * The handlers expect what uvh_backend_req validates for a socket (ring
@@ -12,7 +12,7 @@
  * Handlers take the fds they are given, so the caller's fds are dup()ed:
  * the dup is the same eventfd, kicks and calls flow as the VMM set them up.
  *
- * Feature bits: the vud's offer minus VHOST_USER_F_PROTOCOL_FEATURES (a
+ * Feature bits: the device host's offer minus VHOST_USER_F_PROTOCOL_FEATURES (a
  * wire-protocol bit, meaningless in process). As with a vhost-user front-end
  * that does not ack it, set_features enables every ring (the vhost-net
  * kernel behaviour); set_vring_enable flips the bit afterwards.
@@ -36,21 +36,21 @@
 #include <unistd.h>
 
 #include "util.h"
-#include "backend.h"
-#include "backend_internal.h"
+#include "vhost.h"
+#include "vhost_internal.h"
 #include "backend_req.h"
 #include "engine.h"
 #include "log.h"
 #include "net.h"
-#include "vhost_user_dev.h"
+#include "devhost.h"
 
 #define MAX_ENGINES	64u
 #define DEVICE_ID_NET	1u
 
 struct soft_backend {
-	struct uvh_backend b;		/* first: the ops get a struct uvh_backend * */
+	struct uvh_vhost b;		/* first: the ops get a struct uvh_vhost * */
 	struct uvh_net_dev *net;
-	struct uvh_vud *vud;
+	struct uvh_devhost *dh;
 	struct uvh_engine *engines[MAX_ENGINES];
 	unsigned int nengines;
 	bool own_engines;
@@ -58,16 +58,16 @@ struct soft_backend {
 	bool owner;
 	bool *suspended;		/* per ring: stopped by suspend, to restart */
 	/* The table in force, to check add/remove against it. */
-	struct uvh_backend_mem_region *regions;
+	struct uvh_vhost_mem_region *regions;
 	unsigned int nregions;
 };
 
-static struct soft_backend *to_soft(struct uvh_backend *b)
+static struct soft_backend *to_soft(struct uvh_vhost *b)
 {
 	return (struct soft_backend *)b;
 }
 
-/* ---- calling the vud's handlers ------------------------------------------------ */
+/* ---- calling the device host's handlers ------------------------------------------------ */
 
 enum soft_op {
 	C_SET_OWNER, C_RESET_OWNER, C_GET_FEATURES, C_SET_FEATURES, C_REM_MEM_REG,
@@ -94,13 +94,13 @@ struct soft_call {
 
 #define CALL(s_, op_)	{ .op = (op_), .s = (s_), .fd = -1 }
 
-static int suspend_locked(struct soft_backend *s, struct uvh_vud *v)
+static int suspend_locked(struct soft_backend *s, struct uvh_devhost *v)
 {
-	const struct uvh_backend_handler_ops *h = uvh_vud_handler_ops();
+	const struct uvh_backend_handler_ops *h = uvh_devhost_handler_ops();
 	uint32_t base;
 
 	for (uint32_t i = 0; i < s->nq; i++) {
-		if (!uvh_vud_queue(v, i)->running)
+		if (!uvh_devhost_queue(v, i)->running)
 			continue;
 		h->get_vring_base(v, i, &base);	/* stops it, keeps its base */
 		s->suspended[i] = true;
@@ -108,13 +108,13 @@ static int suspend_locked(struct soft_backend *s, struct uvh_vud *v)
 	return 0;
 }
 
-static int resume_locked(struct soft_backend *s, struct uvh_vud *v)
+static int resume_locked(struct soft_backend *s, struct uvh_devhost *v)
 {
-	const struct uvh_backend_handler_ops *h = uvh_vud_handler_ops();
+	const struct uvh_backend_handler_ops *h = uvh_devhost_handler_ops();
 	int ret, first = 0;
 
 	for (uint32_t i = 0; i < s->nq; i++) {
-		struct uvh_vud_queue *q = uvh_vud_queue(v, i);
+		struct uvh_devhost_queue *q = uvh_devhost_queue(v, i);
 		int fd = -1;
 
 		if (!s->suspended[i])
@@ -140,13 +140,13 @@ fail:
 	return first;
 }
 
-/* Runs under the vud's lock (uvh_vud_local_call). */
+/* Runs under the device host's lock (uvh_devhost_local_call). */
 static int soft_run(void *dev, void *arg)
 {
-	const struct uvh_backend_handler_ops *h = uvh_vud_handler_ops();
+	const struct uvh_backend_handler_ops *h = uvh_devhost_handler_ops();
 	struct soft_call *c = arg;
-	struct uvh_vud *v = dev;
-	struct uvh_vud_queue *q = uvh_vud_queue(v, c->index);
+	struct uvh_devhost *v = dev;
+	struct uvh_devhost_queue *q = uvh_devhost_queue(v, c->index);
 
 	c->ran = true;
 	switch (c->op) {
@@ -227,7 +227,7 @@ static int soft_call(struct soft_call *c)
 	int ret;
 
 	c->ran = false;
-	ret = uvh_vud_local_call(c->s->vud, soft_run, c);
+	ret = uvh_devhost_local_call(c->s->dh, soft_run, c);
 	if (!c->ran && c->fd >= 0)
 		close(c->fd);	/* never reached the handler that would take it */
 	/* A handler the device lacks is an op this backend does not have. */
@@ -245,7 +245,7 @@ static int check_index(struct soft_backend *s, uint32_t index)
 
 /* ---- features, owner ------------------------------------------------------------ */
 
-static int soft_get_features(struct uvh_backend *b, uint64_t *features)
+static int soft_get_features(struct uvh_vhost *b, uint64_t *features)
 {
 	struct soft_call c = CALL(to_soft(b), C_GET_FEATURES);
 	uint64_t f = 0;
@@ -260,7 +260,7 @@ static int soft_get_features(struct uvh_backend *b, uint64_t *features)
 	return ret;
 }
 
-static int soft_set_features(struct uvh_backend *b, uint64_t features)
+static int soft_set_features(struct uvh_vhost *b, uint64_t features)
 {
 	struct soft_backend *s = to_soft(b);
 	struct soft_call c = CALL(s, C_SET_FEATURES);
@@ -276,7 +276,7 @@ static int soft_set_features(struct uvh_backend *b, uint64_t features)
 	return soft_call(&c);
 }
 
-static int soft_set_owner(struct uvh_backend *b)
+static int soft_set_owner(struct uvh_vhost *b)
 {
 	struct soft_backend *s = to_soft(b);
 	struct soft_call c = CALL(s, C_SET_OWNER);
@@ -287,7 +287,7 @@ static int soft_set_owner(struct uvh_backend *b)
 	return ret;
 }
 
-static int soft_reset_owner(struct uvh_backend *b)
+static int soft_reset_owner(struct uvh_vhost *b)
 {
 	struct soft_backend *s = to_soft(b);
 	struct soft_call c = CALL(s, C_RESET_OWNER);
@@ -300,12 +300,12 @@ static int soft_reset_owner(struct uvh_backend *b)
 
 /* ---- memory ------------------------------------------------------------------------ */
 
-static int soft_set_mem_table(struct uvh_backend *b, const struct uvh_backend_mem_region *regions,
+static int soft_set_mem_table(struct uvh_vhost *b, const struct uvh_vhost_mem_region *regions,
 			      unsigned int n)
 {
 	struct soft_backend *s = to_soft(b);
-	struct uvh_backend_mem_region *copy = NULL;
-	struct uvh_vud_host_region *hr = NULL;
+	struct uvh_vhost_mem_region *copy = NULL;
+	struct uvh_devhost_local_region *hr = NULL;
 	int ret = 0;
 
 	if (n && !regions)
@@ -332,7 +332,7 @@ static int soft_set_mem_table(struct uvh_backend *b, const struct uvh_backend_me
 		hr[i].size = regions[i].size;
 		hr[i].hva = regions[i].hva;
 	}
-	ret = uvh_vud_set_mem_host(s->vud, hr, n);
+	ret = uvh_devhost_set_mem_local(s->dh, hr, n);
 	if (ret)
 		goto out;
 	free(s->regions);
@@ -345,11 +345,11 @@ out:
 	return ret;
 }
 
-static int soft_add_mem_region(struct uvh_backend *b, const struct uvh_backend_mem_region *region)
+static int soft_add_mem_region(struct uvh_vhost *b, const struct uvh_vhost_mem_region *region)
 {
 	struct soft_backend *s = to_soft(b);
-	struct uvh_backend_mem_region *grown;
-	struct uvh_vud_host_region hr;
+	struct uvh_vhost_mem_region *grown;
+	struct uvh_devhost_local_region hr;
 	int ret;
 
 	if (!region)
@@ -368,7 +368,7 @@ static int soft_add_mem_region(struct uvh_backend *b, const struct uvh_backend_m
 	hr.gpa = region->gpa;
 	hr.size = region->size;
 	hr.hva = region->hva;
-	ret = uvh_vud_add_mem_host(s->vud, &hr);
+	ret = uvh_devhost_add_mem_local(s->dh, &hr);
 	if (ret) {
 		free(grown);
 		return ret;
@@ -379,8 +379,8 @@ static int soft_add_mem_region(struct uvh_backend *b, const struct uvh_backend_m
 	return 0;
 }
 
-static int soft_remove_mem_region(struct uvh_backend *b,
-				  const struct uvh_backend_mem_region *region)
+static int soft_remove_mem_region(struct uvh_vhost *b,
+				  const struct uvh_vhost_mem_region *region)
 {
 	struct soft_backend *s = to_soft(b);
 	struct soft_call c = CALL(s, C_REM_MEM_REG);
@@ -403,7 +403,7 @@ static int soft_remove_mem_region(struct uvh_backend *b,
 	return 0;
 }
 
-static int soft_get_max_mem_slots(struct uvh_backend *b, uint64_t *slots)
+static int soft_get_max_mem_slots(struct uvh_vhost *b, uint64_t *slots)
 {
 	struct soft_call c = CALL(to_soft(b), C_GET_MAX_MEM_SLOTS);
 
@@ -413,7 +413,7 @@ static int soft_get_max_mem_slots(struct uvh_backend *b, uint64_t *slots)
 	return soft_call(&c);
 }
 
-static int soft_set_log_base(struct uvh_backend *b, const struct uvh_backend_log *log)
+static int soft_set_log_base(struct uvh_vhost *b, const struct uvh_vhost_log *log)
 {
 	struct soft_call c = CALL(to_soft(b), C_SET_LOG_BASE);
 	struct uvh_log l;
@@ -441,7 +441,7 @@ static int soft_set_log_base(struct uvh_backend *b, const struct uvh_backend_log
 	return soft_call(&c);
 }
 
-static int soft_set_log_fd(struct uvh_backend *b, int fd)
+static int soft_set_log_fd(struct uvh_vhost *b, int fd)
 {
 	struct soft_call c = CALL(to_soft(b), C_SET_LOG_FD);
 
@@ -455,10 +455,10 @@ static int soft_set_log_fd(struct uvh_backend *b, int fd)
 
 static bool packed_acked(struct soft_backend *s)
 {
-	return uvh_vud_features(s->vud) & UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
+	return uvh_devhost_features(s->dh) & UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
 }
 
-static int soft_set_vring_num(struct uvh_backend *b, uint32_t index, uint32_t num)
+static int soft_set_vring_num(struct uvh_vhost *b, uint32_t index, uint32_t num)
 {
 	struct soft_backend *s = to_soft(b);
 	struct soft_call c = CALL(s, C_SET_VRING_NUM);
@@ -475,7 +475,7 @@ static int soft_set_vring_num(struct uvh_backend *b, uint32_t index, uint32_t nu
 	return soft_call(&c);
 }
 
-static int soft_set_vring_addr(struct uvh_backend *b, const struct uvh_backend_vring_addr *addr)
+static int soft_set_vring_addr(struct uvh_vhost *b, const struct uvh_vhost_vring_addr *addr)
 {
 	struct soft_backend *s = to_soft(b);
 	struct soft_call c = CALL(s, C_SET_VRING_ADDR);
@@ -505,7 +505,7 @@ static int soft_set_vring_addr(struct uvh_backend *b, const struct uvh_backend_v
 	return soft_call(&c);
 }
 
-static int soft_set_vring_base(struct uvh_backend *b, uint32_t index, uint32_t base)
+static int soft_set_vring_base(struct uvh_vhost *b, uint32_t index, uint32_t base)
 {
 	struct soft_backend *s = to_soft(b);
 	struct soft_call c = CALL(s, C_SET_VRING_BASE);
@@ -522,7 +522,7 @@ static int soft_set_vring_base(struct uvh_backend *b, uint32_t index, uint32_t b
 	return soft_call(&c);
 }
 
-static int soft_get_vring_base(struct uvh_backend *b, uint32_t index, uint32_t *base)
+static int soft_get_vring_base(struct uvh_vhost *b, uint32_t index, uint32_t *base)
 {
 	struct soft_backend *s = to_soft(b);
 	struct soft_call c = CALL(s, C_GET_VRING_BASE);
@@ -537,7 +537,7 @@ static int soft_get_vring_base(struct uvh_backend *b, uint32_t index, uint32_t *
 	return soft_call(&c);
 }
 
-static int vring_fd(struct uvh_backend *b, enum soft_op op, uint32_t index, int fd)
+static int vring_fd(struct uvh_vhost *b, enum soft_op op, uint32_t index, int fd)
 {
 	struct soft_backend *s = to_soft(b);
 	struct soft_call c = CALL(s, op);
@@ -552,22 +552,22 @@ static int vring_fd(struct uvh_backend *b, enum soft_op op, uint32_t index, int 
 	return soft_call(&c);
 }
 
-static int soft_set_vring_kick(struct uvh_backend *b, uint32_t index, int fd)
+static int soft_set_vring_kick(struct uvh_vhost *b, uint32_t index, int fd)
 {
 	return vring_fd(b, C_SET_VRING_KICK, index, fd);
 }
 
-static int soft_set_vring_call(struct uvh_backend *b, uint32_t index, int fd)
+static int soft_set_vring_call(struct uvh_vhost *b, uint32_t index, int fd)
 {
 	return vring_fd(b, C_SET_VRING_CALL, index, fd);
 }
 
-static int soft_set_vring_err(struct uvh_backend *b, uint32_t index, int fd)
+static int soft_set_vring_err(struct uvh_vhost *b, uint32_t index, int fd)
 {
 	return vring_fd(b, C_SET_VRING_ERR, index, fd);
 }
 
-static int soft_set_vring_enable(struct uvh_backend *b, uint32_t index, bool enable)
+static int soft_set_vring_enable(struct uvh_vhost *b, uint32_t index, bool enable)
 {
 	struct soft_backend *s = to_soft(b);
 	struct soft_call c = CALL(s, C_SET_VRING_ENABLE);
@@ -582,7 +582,7 @@ static int soft_set_vring_enable(struct uvh_backend *b, uint32_t index, bool ena
 
 /* ---- status, config, IOTLB, queues ----------------------------------------------- */
 
-static int soft_get_status(struct uvh_backend *b, uint8_t *status)
+static int soft_get_status(struct uvh_vhost *b, uint8_t *status)
 {
 	struct soft_call c = CALL(to_soft(b), C_GET_STATUS);
 
@@ -592,7 +592,7 @@ static int soft_get_status(struct uvh_backend *b, uint8_t *status)
 	return soft_call(&c);
 }
 
-static int soft_set_status(struct uvh_backend *b, uint8_t status)
+static int soft_set_status(struct uvh_vhost *b, uint8_t status)
 {
 	struct soft_call c = CALL(to_soft(b), C_SET_STATUS);
 
@@ -600,7 +600,7 @@ static int soft_set_status(struct uvh_backend *b, uint8_t status)
 	return soft_call(&c);
 }
 
-static int check_config(struct uvh_backend *b, uint32_t offset, uint32_t size, const void *buf)
+static int check_config(struct uvh_vhost *b, uint32_t offset, uint32_t size, const void *buf)
 {
 	if (!uvh__config_range_ok(offset, size, buf)) {
 		UVH_ERR("%s: config range %u+%u is invalid", b->name, offset, size);
@@ -609,7 +609,7 @@ static int check_config(struct uvh_backend *b, uint32_t offset, uint32_t size, c
 	return 0;
 }
 
-static int soft_get_config(struct uvh_backend *b, uint32_t offset, uint32_t size, uint8_t *buf)
+static int soft_get_config(struct uvh_vhost *b, uint32_t offset, uint32_t size, uint8_t *buf)
 {
 	struct soft_call c = CALL(to_soft(b), C_GET_CONFIG);
 	int ret = check_config(b, offset, size, buf);
@@ -623,7 +623,7 @@ static int soft_get_config(struct uvh_backend *b, uint32_t offset, uint32_t size
 	return soft_call(&c);
 }
 
-static int soft_set_config(struct uvh_backend *b, uint32_t offset, uint32_t size,
+static int soft_set_config(struct uvh_vhost *b, uint32_t offset, uint32_t size,
 			   const uint8_t *buf)
 {
 	struct soft_call c = CALL(to_soft(b), C_SET_CONFIG);
@@ -637,7 +637,7 @@ static int soft_set_config(struct uvh_backend *b, uint32_t offset, uint32_t size
 	return soft_call(&c);
 }
 
-static int soft_iotlb_msg(struct uvh_backend *b, const struct uvh_iotlb *msg)
+static int soft_iotlb_msg(struct uvh_vhost *b, const struct uvh_iotlb *msg)
 {
 	struct soft_call c = CALL(to_soft(b), C_IOTLB_MSG);
 
@@ -655,7 +655,7 @@ static int soft_iotlb_msg(struct uvh_backend *b, const struct uvh_iotlb *msg)
 	return soft_call(&c);
 }
 
-static int soft_get_queue_num(struct uvh_backend *b, uint64_t *num)
+static int soft_get_queue_num(struct uvh_vhost *b, uint64_t *num)
 {
 	struct soft_call c = CALL(to_soft(b), C_GET_QUEUE_NUM);
 
@@ -665,7 +665,7 @@ static int soft_get_queue_num(struct uvh_backend *b, uint64_t *num)
 	return soft_call(&c);
 }
 
-static int soft_get_device_id(struct uvh_backend *b, uint32_t *id)
+static int soft_get_device_id(struct uvh_vhost *b, uint32_t *id)
 {
 	(void)b;
 	if (!id)
@@ -674,14 +674,14 @@ static int soft_get_device_id(struct uvh_backend *b, uint32_t *id)
 	return 0;
 }
 
-static int soft_suspend(struct uvh_backend *b)
+static int soft_suspend(struct uvh_vhost *b)
 {
 	struct soft_call c = CALL(to_soft(b), C_SUSPEND);
 
 	return soft_call(&c);
 }
 
-static int soft_resume(struct uvh_backend *b)
+static int soft_resume(struct uvh_vhost *b)
 {
 	struct soft_call c = CALL(to_soft(b), C_RESUME);
 
@@ -698,7 +698,7 @@ static int check_inflight(struct soft_backend *s, uint16_t num_queues, uint16_t 
 	return 0;
 }
 
-static int soft_get_inflight_fd(struct uvh_backend *b, uint16_t num_queues, uint16_t queue_size,
+static int soft_get_inflight_fd(struct uvh_vhost *b, uint16_t num_queues, uint16_t queue_size,
 				int *fd, uint64_t *mmap_size)
 {
 	struct soft_backend *s = to_soft(b);
@@ -718,12 +718,12 @@ static int soft_get_inflight_fd(struct uvh_backend *b, uint16_t num_queues, uint
 	ret = soft_call(&c);
 	if (ret)
 		return ret;
-	*fd = out;	/* the handler's fd: the caller's now (the vud keeps its mapping) */
+	*fd = out;	/* the handler's fd: the caller's now (the device host keeps its mapping) */
 	*mmap_size = size;
 	return 0;
 }
 
-static int soft_set_inflight_fd(struct uvh_backend *b, uint16_t num_queues, uint16_t queue_size,
+static int soft_set_inflight_fd(struct uvh_vhost *b, uint16_t num_queues, uint16_t queue_size,
 				int fd, uint64_t mmap_size)
 {
 	struct soft_backend *s = to_soft(b);
@@ -751,7 +751,7 @@ static int soft_set_inflight_fd(struct uvh_backend *b, uint16_t num_queues, uint
 static void soft_free(struct soft_backend *s)
 {
 	/* Rings stop (engines waited for) before their engines and device go. */
-	uvh_vud_free(s->vud);
+	uvh_devhost_free(s->dh);
 	if (s->own_engines)
 		for (unsigned int i = 0; i < s->nengines; i++)
 			uvh_engine_destroy(s->engines[i]);
@@ -761,12 +761,12 @@ static void soft_free(struct soft_backend *s)
 	free(s);
 }
 
-static void soft_close(struct uvh_backend *b)
+static void soft_close(struct uvh_vhost *b)
 {
 	soft_free(to_soft(b));
 }
 
-static const struct uvh_backend_ops soft_ops = {
+static const struct uvh_vhost_ops soft_ops = {
 	.get_features = soft_get_features,
 	.set_features = soft_set_features,
 	.set_owner = soft_set_owner,
@@ -800,7 +800,7 @@ static const struct uvh_backend_ops soft_ops = {
 	.close = soft_close,
 };
 
-static int make_engines(struct soft_backend *s, const struct uvh_backend_open_opts *opts)
+static int make_engines(struct soft_backend *s, const struct uvh_vhost_open_opts *opts)
 {
 	unsigned int n = opts->soft_engines ? opts->soft_engines : 1;
 	int ret;
@@ -840,12 +840,12 @@ static int make_engines(struct soft_backend *s, const struct uvh_backend_open_op
 	return 0;
 }
 
-int uvh_backend_soft_open(const char *arg, const struct uvh_backend_open_opts *opts,
-			  struct uvh_backend **out)
+int uvh_vhost_soft_open(const char *arg, const struct uvh_vhost_open_opts *opts,
+			  struct uvh_vhost **out)
 {
-	static const struct uvh_backend_open_opts defaults;
+	static const struct uvh_vhost_open_opts defaults;
 	struct uvh_net_opts loopback = { .type = UVH_NET_PORT_LOOPBACK, .name = "soft" };
-	struct uvh_vud_opts vo = { .name = "soft", .ops = &uvh_net_vud_ops };
+	struct uvh_devhost_opts vo = { .name = "soft", .ops = &uvh_net_devhost_ops };
 	struct soft_backend *s;
 	int ret;
 
@@ -861,7 +861,7 @@ int uvh_backend_soft_open(const char *arg, const struct uvh_backend_open_opts *o
 	if (!s)
 		return -ENOMEM;
 	s->b.ops = &soft_ops;
-	s->b.type = UVH_BACKEND_SOFT;
+	s->b.type = UVH_VHOST_SOFT;
 	s->b.fd = -1;
 	snprintf(s->b.name, sizeof(s->b.name), "soft:%s", arg);
 	s->net = uvh_net_create(opts->soft_net ? opts->soft_net : &loopback);
@@ -881,12 +881,12 @@ int uvh_backend_soft_open(const char *arg, const struct uvh_backend_open_opts *o
 	vo.dev = s->net;
 	vo.engines = s->engines;
 	vo.nengines = s->nengines;
-	s->vud = uvh_vud_new(&vo);
-	if (!s->vud) {
+	s->dh = uvh_devhost_new(&vo);
+	if (!s->dh) {
 		ret = -errno;
 		goto fail;
 	}
-	ret = uvh_vud_connect_local(s->vud);
+	ret = uvh_devhost_connect_local(s->dh);
 	if (ret)
 		goto fail;
 	*out = &s->b;
@@ -898,7 +898,7 @@ fail:
 	return ret;
 }
 
-struct uvh_net_dev *uvh_backend_soft_net(struct uvh_backend *b)
+struct uvh_net_dev *uvh_vhost_soft_net(struct uvh_vhost *b)
 {
 	return b && b->ops == &soft_ops ? to_soft(b)->net : NULL;
 }

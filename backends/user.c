@@ -24,7 +24,7 @@
  *     when BACKEND_REQ is among them. Its requests are served while any op
  *     waits for a reply, and by iotlb_miss (which waits on it): a VMM that
  *     wants config changes promptly calls iotlb_miss(b, &m, 0) from its
- *     poll loop (uvh_backend_fd is the main socket, not the channel).
+ *     poll loop (uvh_vhost_fd is the main socket, not the channel).
  *     CONFIG_CHANGE_MSG writes the set_config_call eventfd; IOTLB misses
  *     and access failures are queued for iotlb_miss.
  *   - suspend: GET_VRING_BASE of every started ring (the back-end stops
@@ -36,7 +36,7 @@
  *     takes); get_queue_num without MQ: 1; get_inflight_fd when the
  *     back-end has no inflight area: -EOPNOTSUPP.
  *   - Restart (opened with user_reconnect): the front-end records the
- *     session from the open on; uvh_backend_user_reconnect() replays it
+ *     session from the open on; uvh_vhost_user_reconnect() replays it
  *     on the new process (uvh_frontend_reconnect), asking the VMM for
  *     each ring's base (rings the VMM had stopped are set up but not
  *     started: the journal dropped their kick at GET_VRING_BASE).
@@ -57,8 +57,8 @@
 #include <unistd.h>
 
 #include "util.h"
-#include "backend.h"
-#include "backend_internal.h"
+#include "vhost.h"
+#include "vhost_internal.h"
 #include "frontend.h"
 #include "listener.h"
 #include "log.h"
@@ -73,7 +73,7 @@ struct user_ring {
 	uint32_t num;
 	uint32_t base;			/* SET_VRING_BASE sent, or GET_VRING_BASE's */
 	bool have_addr;
-	struct uvh_backend_vring_addr addr;	/* as the VMM gave it (GPAs) */
+	struct uvh_vhost_vring_addr addr;	/* as the VMM gave it (GPAs) */
 	int kick, call, err;		/* dups of the VMM's fds, or -1 */
 	bool started;			/* between SET_VRING_KICK and GET_VRING_BASE */
 	bool enabled;
@@ -81,26 +81,26 @@ struct user_ring {
 };
 
 struct user_backend {
-	struct uvh_backend b;		/* first: the ops get a struct uvh_backend * */
+	struct uvh_vhost b;		/* first: the ops get a struct uvh_vhost * */
 	struct uvh_frontend *fe;
 	bool have_offered, have_pf_offered;
 	uint64_t offered;		/* GET_FEATURES */
 	uint64_t pf_offered;		/* GET_PROTOCOL_FEATURES */
 	/* The table the back-end has, with a dup of each fd. */
-	struct uvh_backend_mem_region *regions;
+	struct uvh_vhost_mem_region *regions;
 	unsigned int nregions;
 	int config_fd;			/* set_config_call's eventfd (dup), or -1 */
 	bool chan;			/* the back-end channel is open */
 	struct uvh_iotlb misses[MISS_QUEUE];
 	unsigned int miss_head, miss_count;
-	/* uvh_backend_user_reconnect(): the session is recorded */
+	/* uvh_vhost_user_reconnect(): the session is recorded */
 	bool reconnect;
 	int (*vring_base)(void *opaque, uint32_t index, uint32_t *base);
 	void *vring_opaque;
 	struct user_ring rings[MAX_RINGS];
 };
 
-static struct user_backend *to_user(struct uvh_backend *b)
+static struct user_backend *to_user(struct uvh_vhost *b)
 {
 	return (struct user_backend *)b;
 }
@@ -136,7 +136,7 @@ static int offered_features(struct user_backend *u, uint64_t *f)
 	return 0;
 }
 
-static int user_get_features(struct uvh_backend *b, uint64_t *features)
+static int user_get_features(struct uvh_vhost *b, uint64_t *features)
 {
 	struct user_backend *u = to_user(b);
 	int ret;
@@ -152,7 +152,7 @@ static int user_get_features(struct uvh_backend *b, uint64_t *features)
 	return 0;
 }
 
-static int user_set_features(struct uvh_backend *b, uint64_t features)
+static int user_set_features(struct uvh_vhost *b, uint64_t features)
 {
 	struct user_backend *u = to_user(b);
 	uint64_t offered;
@@ -169,7 +169,7 @@ static int user_set_features(struct uvh_backend *b, uint64_t features)
 	return uvh_frontend_set_features(u->fe, features);
 }
 
-static int user_set_owner(struct uvh_backend *b)
+static int user_set_owner(struct uvh_vhost *b)
 {
 	return uvh_frontend_set_owner(to_user(b)->fe);
 }
@@ -187,7 +187,7 @@ static void forget_rings(struct user_backend *u)
 	}
 }
 
-static int user_reset_owner(struct uvh_backend *b)
+static int user_reset_owner(struct uvh_vhost *b)
 {
 	struct user_backend *u = to_user(b);
 	int ret;
@@ -222,7 +222,7 @@ static int pf_offered(struct user_backend *u, uint64_t *pf)
 	return 0;
 }
 
-static int user_get_protocol_features(struct uvh_backend *b, uint64_t *features)
+static int user_get_protocol_features(struct uvh_vhost *b, uint64_t *features)
 {
 	struct user_backend *u = to_user(b);
 
@@ -240,7 +240,7 @@ static const struct uvh_frontend_req_ops chan_ops = {
 	.config_change = chan_config_change,
 };
 
-static int user_set_protocol_features(struct uvh_backend *b, uint64_t features)
+static int user_set_protocol_features(struct uvh_vhost *b, uint64_t features)
 {
 	struct user_backend *u = to_user(b);
 	const uint64_t inband_needs = PF(BACKEND_REQ) | PF(REPLY_ACK);
@@ -274,7 +274,7 @@ static int user_set_protocol_features(struct uvh_backend *b, uint64_t features)
 /* ---- memory ---------------------------------------------------------------------- */
 
 /* On top of uvh__region_check: the back-end maps each region's fd. */
-static int check_region(void *ctx, const struct uvh_backend_mem_region *r)
+static int check_region(void *ctx, const struct uvh_vhost_mem_region *r)
 {
 	struct user_backend *u = ctx;
 	int ret;
@@ -292,7 +292,7 @@ static int check_region(void *ctx, const struct uvh_backend_mem_region *r)
 	return ret;
 }
 
-static void to_wire(const struct uvh_backend_mem_region *r, struct uvh_mem_region *w)
+static void to_wire(const struct uvh_vhost_mem_region *r, struct uvh_mem_region *w)
 {
 	w->guest_phys_addr = r->gpa;
 	w->memory_size = r->size;
@@ -300,7 +300,7 @@ static void to_wire(const struct uvh_backend_mem_region *r, struct uvh_mem_regio
 	w->mmap_offset = r->fd_offset;
 }
 
-static void drop_table(struct uvh_backend_mem_region *t, unsigned int n)
+static void drop_table(struct uvh_vhost_mem_region *t, unsigned int n)
 {
 	for (unsigned int i = 0; i < n; i++)
 		uvh_close_fd(&t[i].fd);
@@ -308,10 +308,10 @@ static void drop_table(struct uvh_backend_mem_region *t, unsigned int n)
 }
 
 /* A copy of @n regions with their own fds (dups). */
-static int copy_table(const struct uvh_backend_mem_region *regions, unsigned int n,
-		      unsigned int room, struct uvh_backend_mem_region **out)
+static int copy_table(const struct uvh_vhost_mem_region *regions, unsigned int n,
+		      unsigned int room, struct uvh_vhost_mem_region **out)
 {
-	struct uvh_backend_mem_region *t = calloc(room ? room : 1, sizeof(*t));
+	struct uvh_vhost_mem_region *t = calloc(room ? room : 1, sizeof(*t));
 
 	if (!t)
 		return -ENOMEM;
@@ -331,7 +331,7 @@ static int copy_table(const struct uvh_backend_mem_region *regions, unsigned int
 }
 
 /* SET_MEM_TABLE with the first (at most 8) of @t's @n regions. */
-static int send_table(struct user_backend *u, const struct uvh_backend_mem_region *t,
+static int send_table(struct user_backend *u, const struct uvh_vhost_mem_region *t,
 		      unsigned int n)
 {
 	struct uvh_mem_region w[UVH_MEMORY_MAX_NREGIONS];
@@ -346,7 +346,7 @@ static int send_table(struct user_backend *u, const struct uvh_backend_mem_regio
 	return uvh_frontend_set_mem_table(u->fe, w, fds, n);
 }
 
-static int add_region(struct user_backend *u, const struct uvh_backend_mem_region *r)
+static int add_region(struct user_backend *u, const struct uvh_vhost_mem_region *r)
 {
 	struct uvh_mem_region w;
 
@@ -354,7 +354,7 @@ static int add_region(struct user_backend *u, const struct uvh_backend_mem_regio
 	return uvh_frontend_add_mem_reg(u->fe, &w, r->fd);
 }
 
-static int user_get_max_mem_slots(struct uvh_backend *b, uint64_t *slots)
+static int user_get_max_mem_slots(struct uvh_vhost *b, uint64_t *slots)
 {
 	struct user_backend *u = to_user(b);
 
@@ -367,11 +367,11 @@ static int user_get_max_mem_slots(struct uvh_backend *b, uint64_t *slots)
 	return uvh_frontend_get_max_mem_slots(u->fe, slots);
 }
 
-static int user_set_mem_table(struct uvh_backend *b, const struct uvh_backend_mem_region *regions,
+static int user_set_mem_table(struct uvh_vhost *b, const struct uvh_vhost_mem_region *regions,
 			      unsigned int n)
 {
 	struct user_backend *u = to_user(b);
-	struct uvh_backend_mem_region *t;
+	struct uvh_vhost_mem_region *t;
 	unsigned int sent;
 	uint64_t slots;
 	int ret;
@@ -418,10 +418,10 @@ static int user_set_mem_table(struct uvh_backend *b, const struct uvh_backend_me
 	return ret;
 }
 
-static int user_add_mem_region(struct uvh_backend *b, const struct uvh_backend_mem_region *region)
+static int user_add_mem_region(struct uvh_vhost *b, const struct uvh_vhost_mem_region *region)
 {
 	struct user_backend *u = to_user(b);
-	struct uvh_backend_mem_region *t;
+	struct uvh_vhost_mem_region *t;
 	unsigned int n = u->nregions;
 	int ret;
 
@@ -462,11 +462,11 @@ static int user_add_mem_region(struct uvh_backend *b, const struct uvh_backend_m
 	return 0;
 }
 
-static int user_remove_mem_region(struct uvh_backend *b,
-				  const struct uvh_backend_mem_region *region)
+static int user_remove_mem_region(struct uvh_vhost *b,
+				  const struct uvh_vhost_mem_region *region)
 {
 	struct user_backend *u = to_user(b);
-	struct uvh_backend_mem_region gone;
+	struct uvh_vhost_mem_region gone;
 	struct uvh_mem_region w;
 	unsigned int n = u->nregions, left = n;
 	int i, ret;
@@ -498,7 +498,7 @@ static int user_remove_mem_region(struct uvh_backend *b,
 	return 0;
 }
 
-static int user_set_log_base(struct uvh_backend *b, const struct uvh_backend_log *log)
+static int user_set_log_base(struct uvh_vhost *b, const struct uvh_vhost_log *log)
 {
 	struct user_backend *u = to_user(b);
 	struct uvh_log l;
@@ -519,7 +519,7 @@ static int user_set_log_base(struct uvh_backend *b, const struct uvh_backend_log
 	return uvh_frontend_set_log_base(u->fe, &l, log->fd);
 }
 
-static int user_set_log_fd(struct uvh_backend *b, int fd)
+static int user_set_log_fd(struct uvh_vhost *b, int fd)
 {
 	return uvh_frontend_set_log_fd(to_user(b)->fe, fd);
 }
@@ -531,7 +531,7 @@ static bool acked(struct user_backend *u, unsigned int bit)
 	return uvh_frontend_features(u->fe) & UVH_BIT(bit);
 }
 
-static int send_vring_addr(struct user_backend *u, const struct uvh_backend_vring_addr *a)
+static int send_vring_addr(struct user_backend *u, const struct uvh_vhost_vring_addr *a)
 {
 	const struct user_ring *r = &u->rings[a->index];
 	bool packed = acked(u, UVH_VIRTIO_F_RING_PACKED);
@@ -567,7 +567,7 @@ static int send_vring_addr(struct user_backend *u, const struct uvh_backend_vrin
 	return uvh_frontend_set_vring_addr(u->fe, &w);
 }
 
-static int user_set_vring_num(struct uvh_backend *b, uint32_t index, uint32_t num)
+static int user_set_vring_num(struct uvh_vhost *b, uint32_t index, uint32_t num)
 {
 	struct user_backend *u = to_user(b);
 	int ret = check_index(u, index);
@@ -580,7 +580,7 @@ static int user_set_vring_num(struct uvh_backend *b, uint32_t index, uint32_t nu
 	return ret;
 }
 
-static int user_set_vring_addr(struct uvh_backend *b, const struct uvh_backend_vring_addr *addr)
+static int user_set_vring_addr(struct uvh_vhost *b, const struct uvh_vhost_vring_addr *addr)
 {
 	struct user_backend *u = to_user(b);
 	int ret;
@@ -598,7 +598,7 @@ static int user_set_vring_addr(struct uvh_backend *b, const struct uvh_backend_v
 	return ret;
 }
 
-static int user_set_vring_base(struct uvh_backend *b, uint32_t index, uint32_t base)
+static int user_set_vring_base(struct uvh_vhost *b, uint32_t index, uint32_t base)
 {
 	struct user_backend *u = to_user(b);
 	int ret = check_index(u, index);
@@ -611,7 +611,7 @@ static int user_set_vring_base(struct uvh_backend *b, uint32_t index, uint32_t b
 	return ret;
 }
 
-static int user_get_vring_base(struct uvh_backend *b, uint32_t index, uint32_t *base)
+static int user_get_vring_base(struct uvh_vhost *b, uint32_t index, uint32_t *base)
 {
 	struct user_backend *u = to_user(b);
 	struct user_ring *r;
@@ -652,7 +652,7 @@ static int vring_fd(struct user_backend *u, int (*send)(struct uvh_frontend *, u
 	return 0;
 }
 
-static int user_set_vring_kick(struct uvh_backend *b, uint32_t index, int fd)
+static int user_set_vring_kick(struct uvh_vhost *b, uint32_t index, int fd)
 {
 	struct user_backend *u = to_user(b);
 	int ret;
@@ -667,7 +667,7 @@ static int user_set_vring_kick(struct uvh_backend *b, uint32_t index, int fd)
 	return ret;
 }
 
-static int user_set_vring_call(struct uvh_backend *b, uint32_t index, int fd)
+static int user_set_vring_call(struct uvh_vhost *b, uint32_t index, int fd)
 {
 	struct user_backend *u = to_user(b);
 
@@ -676,7 +676,7 @@ static int user_set_vring_call(struct uvh_backend *b, uint32_t index, int fd)
 	return vring_fd(u, uvh_frontend_set_vring_call, index, fd, &u->rings[index].call);
 }
 
-static int user_set_vring_err(struct uvh_backend *b, uint32_t index, int fd)
+static int user_set_vring_err(struct uvh_vhost *b, uint32_t index, int fd)
 {
 	struct user_backend *u = to_user(b);
 
@@ -685,7 +685,7 @@ static int user_set_vring_err(struct uvh_backend *b, uint32_t index, int fd)
 	return vring_fd(u, uvh_frontend_set_vring_err, index, fd, &u->rings[index].err);
 }
 
-static int user_set_vring_enable(struct uvh_backend *b, uint32_t index, bool enable)
+static int user_set_vring_enable(struct uvh_vhost *b, uint32_t index, bool enable)
 {
 	struct user_backend *u = to_user(b);
 	int ret = check_index(u, index);
@@ -700,24 +700,24 @@ static int user_set_vring_enable(struct uvh_backend *b, uint32_t index, bool ena
 
 /* ---- status, config, IOTLB ------------------------------------------------------------ */
 
-static int user_get_status(struct uvh_backend *b, uint8_t *status)
+static int user_get_status(struct uvh_vhost *b, uint8_t *status)
 {
 	return uvh_frontend_get_status(to_user(b)->fe, status);
 }
 
-static int user_set_status(struct uvh_backend *b, uint8_t status)
+static int user_set_status(struct uvh_vhost *b, uint8_t status)
 {
 	return uvh_frontend_set_status(to_user(b)->fe, status);
 }
 
-static int user_get_config(struct uvh_backend *b, uint32_t offset, uint32_t size, uint8_t *buf)
+static int user_get_config(struct uvh_vhost *b, uint32_t offset, uint32_t size, uint8_t *buf)
 {
 	if (!uvh__config_range_ok(offset, size, buf))
 		return -EINVAL;
 	return uvh_frontend_get_config(to_user(b)->fe, offset, size, 0, buf);
 }
 
-static int user_set_config(struct uvh_backend *b, uint32_t offset, uint32_t size,
+static int user_set_config(struct uvh_vhost *b, uint32_t offset, uint32_t size,
 			   const uint8_t *buf)
 {
 	if (!uvh__config_range_ok(offset, size, buf))
@@ -756,7 +756,7 @@ static int chan_iotlb_msg(void *opaque, const struct uvh_iotlb *msg)
 	return 0;
 }
 
-static int user_set_config_call(struct uvh_backend *b, int fd)
+static int user_set_config_call(struct uvh_vhost *b, int fd)
 {
 	struct user_backend *u = to_user(b);
 	int kept;
@@ -774,12 +774,12 @@ static int user_set_config_call(struct uvh_backend *b, int fd)
 	return 0;
 }
 
-static int user_iotlb_msg(struct uvh_backend *b, const struct uvh_iotlb *msg)
+static int user_iotlb_msg(struct uvh_vhost *b, const struct uvh_iotlb *msg)
 {
 	return uvh_frontend_iotlb_msg(to_user(b)->fe, msg);
 }
 
-static int user_iotlb_miss(struct uvh_backend *b, struct uvh_iotlb *msg, int timeout_ms)
+static int user_iotlb_miss(struct uvh_vhost *b, struct uvh_iotlb *msg, int timeout_ms)
 {
 	struct user_backend *u = to_user(b);
 	int64_t deadline = timeout_ms >= 0 ? uvh__now_ms() + timeout_ms : -1;
@@ -818,7 +818,7 @@ static int user_iotlb_miss(struct uvh_backend *b, struct uvh_iotlb *msg, int tim
 
 /* ---- queues, suspend, inflight --------------------------------------------------------- */
 
-static int user_get_queue_num(struct uvh_backend *b, uint64_t *num)
+static int user_get_queue_num(struct uvh_vhost *b, uint64_t *num)
 {
 	struct user_backend *u = to_user(b);
 
@@ -831,7 +831,7 @@ static int user_get_queue_num(struct uvh_backend *b, uint64_t *num)
 	return uvh_frontend_get_queue_num(u->fe, num);
 }
 
-static int user_suspend(struct uvh_backend *b)
+static int user_suspend(struct uvh_vhost *b)
 {
 	struct user_backend *u = to_user(b);
 	uint32_t base;
@@ -878,7 +878,7 @@ static int resume_ring(struct user_backend *u, uint32_t i)
 	return ret;
 }
 
-static int user_resume(struct uvh_backend *b)
+static int user_resume(struct uvh_vhost *b)
 {
 	struct user_backend *u = to_user(b);
 	int ret;
@@ -896,7 +896,7 @@ static int user_resume(struct uvh_backend *b)
 	return 0;
 }
 
-static int user_get_inflight_fd(struct uvh_backend *b, uint16_t num_queues, uint16_t queue_size,
+static int user_get_inflight_fd(struct uvh_vhost *b, uint16_t num_queues, uint16_t queue_size,
 				int *fd, uint64_t *mmap_size)
 {
 	struct uvh_inflight in = { .num_queues = num_queues, .queue_size = queue_size };
@@ -924,7 +924,7 @@ static int user_get_inflight_fd(struct uvh_backend *b, uint16_t num_queues, uint
 	return 0;
 }
 
-static int user_set_inflight_fd(struct uvh_backend *b, uint16_t num_queues, uint16_t queue_size,
+static int user_set_inflight_fd(struct uvh_vhost *b, uint16_t num_queues, uint16_t queue_size,
 				int fd, uint64_t mmap_size)
 {
 	struct uvh_inflight in = {
@@ -938,7 +938,7 @@ static int user_set_inflight_fd(struct uvh_backend *b, uint16_t num_queues, uint
 
 /* ---- life cycle -------------------------------------------------------------------------- */
 
-static void user_close(struct uvh_backend *b)
+static void user_close(struct uvh_vhost *b)
 {
 	struct user_backend *u = to_user(b);
 
@@ -949,7 +949,7 @@ static void user_close(struct uvh_backend *b)
 	free(u);
 }
 
-static const struct uvh_backend_ops user_ops = {
+static const struct uvh_vhost_ops user_ops = {
 	.get_features = user_get_features,
 	.set_features = user_set_features,
 	.set_owner = user_set_owner,
@@ -986,11 +986,11 @@ static const struct uvh_backend_ops user_ops = {
 	.close = user_close,
 };
 
-int uvh_backend_user_open(const char *path, const struct uvh_backend_open_opts *opts,
-			  struct uvh_backend **out)
+int uvh_vhost_user_open(const char *path, const struct uvh_vhost_open_opts *opts,
+			  struct uvh_vhost **out)
 {
 	struct uvh_connect_opts co = { 0 };
-	struct uvh_backend_open_opts none = { 0 };
+	struct uvh_vhost_open_opts none = { 0 };
 	struct user_backend *u;
 	int timeout, ret;
 
@@ -1033,7 +1033,7 @@ int uvh_backend_user_open(const char *path, const struct uvh_backend_open_opts *
 		u->vring_opaque = opts->user_opaque;
 	}
 	u->b.ops = &user_ops;
-	u->b.type = UVH_BACKEND_USER;
+	u->b.type = UVH_VHOST_USER;
 	u->b.fd = uvh_frontend_fd(u->fe);
 	snprintf(u->b.name, sizeof(u->b.name), "user:%s", path);
 	u->config_fd = -1;
@@ -1045,12 +1045,12 @@ int uvh_backend_user_open(const char *path, const struct uvh_backend_open_opts *
 
 /* ---- surviving a back-end restart ------------------------------------------------------ */
 
-static struct user_backend *as_user(struct uvh_backend *b)
+static struct user_backend *as_user(struct uvh_vhost *b)
 {
-	return b && b->type == UVH_BACKEND_USER && b->ops == &user_ops ? to_user(b) : NULL;
+	return b && b->type == UVH_VHOST_USER && b->ops == &user_ops ? to_user(b) : NULL;
 }
 
-int uvh_backend_user_check(struct uvh_backend *b, int timeout_ms)
+int uvh_vhost_user_check(struct uvh_vhost *b, int timeout_ms)
 {
 	struct user_backend *u = as_user(b);
 
@@ -1082,7 +1082,7 @@ static int replay_base(void *opaque, uint32_t index, uint32_t *base)
 	return 0;
 }
 
-int uvh_backend_user_reconnect(struct uvh_backend *b, int timeout_ms)
+int uvh_vhost_user_reconnect(struct uvh_vhost *b, int timeout_ms)
 {
 	struct user_backend *u = as_user(b);
 	struct uvh_frontend_reconnect_opts o = {

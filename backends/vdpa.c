@@ -21,8 +21,8 @@
 
 #include <linux/vhost.h>
 
-#include "backend.h"
-#include "backend_internal.h"
+#include "vhost.h"
+#include "vhost_internal.h"
 #include "log.h"
 #include "vdpa.h"
 
@@ -80,7 +80,7 @@ _Static_assert(sizeof(struct vhost_msg_v2) == 72, "vhost_msg_v2");
 #define VDPA_NVQS_UNKNOWN_MAX	0x10000u
 
 struct vdpa {
-	struct uvh_backend b;		/* first: the ops get &b */
+	struct uvh_vhost b;		/* first: the ops get &b */
 	struct uvh_vdpa_info info;
 	uint64_t acked_features;
 	bool suspended;
@@ -88,13 +88,13 @@ struct vdpa {
 	bool noted_anon;
 	/* The memory table as mapped (fds not kept: the device maps by
 	 * hva through vhost-vdpa, the caller's fds stay theirs). */
-	struct uvh_backend_mem_region *regions;
+	struct uvh_vhost_mem_region *regions;
 	unsigned int nregions;
 };
 
-static const struct uvh_backend_ops vdpa_ops;
+static const struct uvh_vhost_ops vdpa_ops;
 
-static struct vdpa *to_vdpa(struct uvh_backend *b)
+static struct vdpa *to_vdpa(struct uvh_vhost *b)
 {
 	return (struct vdpa *)b;
 }
@@ -149,13 +149,13 @@ static bool batching(const struct vdpa *v)
 	return v->info.backend_features & BIT64(VHOST_BACKEND_F_IOTLB_BATCH);
 }
 
-static int map_region(struct vdpa *v, const struct uvh_backend_mem_region *r)
+static int map_region(struct vdpa *v, const struct uvh_vhost_mem_region *r)
 {
 	return iotlb_write(v, VHOST_IOTLB_UPDATE, r->gpa, r->size, (uint64_t)(uintptr_t)r->hva,
 			   VHOST_ACCESS_RW);
 }
 
-static int unmap_region(struct vdpa *v, const struct uvh_backend_mem_region *r)
+static int unmap_region(struct vdpa *v, const struct uvh_vhost_mem_region *r)
 {
 	return iotlb_write(v, VHOST_IOTLB_INVALIDATE, r->gpa, r->size, 0, 0);
 }
@@ -168,7 +168,7 @@ static bool in_iova_range(const struct vdpa *v, uint64_t iova, uint64_t size)
 
 /* On top of uvh__region_check: whole pages, ending below 2^64, and inside
  * the device's IOVA range (-ERANGE). */
-static int check_region(void *ctx, const struct uvh_backend_mem_region *r)
+static int check_region(void *ctx, const struct uvh_vhost_mem_region *r)
 {
 	const struct vdpa *v = ctx;
 	uint64_t hva = (uint64_t)(uintptr_t)r->hva;
@@ -185,8 +185,8 @@ static int check_region(void *ctx, const struct uvh_backend_mem_region *r)
 	return 0;
 }
 
-static bool same_region(const struct uvh_backend_mem_region *a,
-			const struct uvh_backend_mem_region *b)
+static bool same_region(const struct uvh_vhost_mem_region *a,
+			const struct uvh_vhost_mem_region *b)
 {
 	return a->gpa == b->gpa && a->size == b->size && a->hva == b->hva;
 }
@@ -194,7 +194,7 @@ static bool same_region(const struct uvh_backend_mem_region *a,
 /* Devices that map by virtual address (VDUSE, vdpa_sim with use_va, the
  * default since 6.3) map only shared file mappings and skip the rest
  * without an error: say so once when a region comes without its fd. */
-static void note_anon(struct vdpa *v, const struct uvh_backend_mem_region *r)
+static void note_anon(struct vdpa *v, const struct uvh_vhost_mem_region *r)
 {
 	if (r->fd >= 0 || v->noted_anon)
 		return;
@@ -217,11 +217,11 @@ static void unmap_all(struct vdpa *v)
 	v->nregions = 0;
 }
 
-static int vdpa_set_mem_table(struct uvh_backend *b, const struct uvh_backend_mem_region *regions,
+static int vdpa_set_mem_table(struct uvh_vhost *b, const struct uvh_vhost_mem_region *regions,
 			      unsigned int n)
 {
 	struct vdpa *v = to_vdpa(b);
-	struct uvh_backend_mem_region *res;
+	struct uvh_vhost_mem_region *res;
 	bool *keep = NULL, *have = NULL, batch = false;
 	unsigned int nres = 0, first_new, i, j;
 	int err = 0, r;
@@ -317,10 +317,10 @@ out_free:
 	return err;
 }
 
-static int vdpa_add_mem_region(struct uvh_backend *b, const struct uvh_backend_mem_region *region)
+static int vdpa_add_mem_region(struct uvh_vhost *b, const struct uvh_vhost_mem_region *region)
 {
 	struct vdpa *v = to_vdpa(b);
-	struct uvh_backend_mem_region *grown;
+	struct uvh_vhost_mem_region *grown;
 	int err;
 
 	if (!region)
@@ -348,8 +348,8 @@ static int vdpa_add_mem_region(struct uvh_backend *b, const struct uvh_backend_m
 	return 0;
 }
 
-static int vdpa_remove_mem_region(struct uvh_backend *b,
-				  const struct uvh_backend_mem_region *region)
+static int vdpa_remove_mem_region(struct uvh_vhost *b,
+				  const struct uvh_vhost_mem_region *region)
 {
 	struct vdpa *v = to_vdpa(b);
 	int i, err;
@@ -366,7 +366,7 @@ static int vdpa_remove_mem_region(struct uvh_backend *b,
 	return 0;
 }
 
-static int vdpa_iotlb_msg(struct uvh_backend *b, const struct uvh_iotlb *msg)
+static int vdpa_iotlb_msg(struct uvh_vhost *b, const struct uvh_iotlb *msg)
 {
 	struct vdpa *v = to_vdpa(b);
 
@@ -390,7 +390,7 @@ static int vdpa_iotlb_msg(struct uvh_backend *b, const struct uvh_iotlb *msg)
 			   msg->type == UVH_IOTLB_UPDATE ? msg->perm : 0);
 }
 
-static int vdpa_iotlb_miss(struct uvh_backend *b, struct uvh_iotlb *msg, int timeout_ms)
+static int vdpa_iotlb_miss(struct uvh_vhost *b, struct uvh_iotlb *msg, int timeout_ms)
 {
 	struct pollfd p = { .fd = b->fd, .events = POLLIN };
 	struct vhost_msg_v2 m;
@@ -429,14 +429,14 @@ static int vdpa_iotlb_miss(struct uvh_backend *b, struct uvh_iotlb *msg, int tim
 
 /* ---- features, owner, status ------------------------------------------- */
 
-static int vdpa_get_features(struct uvh_backend *b, uint64_t *features)
+static int vdpa_get_features(struct uvh_vhost *b, uint64_t *features)
 {
 	if (!features)
 		return -EINVAL;
 	return xioctl(b->fd, VHOST_GET_FEATURES, features);
 }
 
-static int vdpa_set_features(struct uvh_backend *b, uint64_t features)
+static int vdpa_set_features(struct uvh_vhost *b, uint64_t features)
 {
 	struct vdpa *v = to_vdpa(b);
 	int err;
@@ -450,12 +450,12 @@ static int vdpa_set_features(struct uvh_backend *b, uint64_t features)
 	return 0;
 }
 
-static int vdpa_set_owner(struct uvh_backend *b)
+static int vdpa_set_owner(struct uvh_vhost *b)
 {
 	return xioctl(b->fd, VHOST_SET_OWNER, NULL);
 }
 
-static int vdpa_get_backend_features(struct uvh_backend *b, uint64_t *features)
+static int vdpa_get_backend_features(struct uvh_vhost *b, uint64_t *features)
 {
 	if (!features)
 		return -EINVAL;
@@ -463,7 +463,7 @@ static int vdpa_get_backend_features(struct uvh_backend *b, uint64_t *features)
 	return 0;
 }
 
-static int vdpa_set_backend_features(struct uvh_backend *b, uint64_t features)
+static int vdpa_set_backend_features(struct uvh_vhost *b, uint64_t features)
 {
 	struct vdpa *v = to_vdpa(b);
 	int err;
@@ -479,7 +479,7 @@ static int vdpa_set_backend_features(struct uvh_backend *b, uint64_t features)
 	return 0;
 }
 
-static int vdpa_get_status(struct uvh_backend *b, uint8_t *status)
+static int vdpa_get_status(struct uvh_vhost *b, uint8_t *status)
 {
 	if (!status)
 		return -EINVAL;
@@ -507,7 +507,7 @@ static int vdpa_reset(struct vdpa *v)
 	return 0;
 }
 
-static int vdpa_set_status(struct uvh_backend *b, uint8_t status)
+static int vdpa_set_status(struct uvh_vhost *b, uint8_t status)
 {
 	static const uint8_t steps[] = {
 		UVH_VDPA_S_ACKNOWLEDGE, UVH_VDPA_S_DRIVER, UVH_VDPA_S_FEATURES_OK,
@@ -554,7 +554,7 @@ static int vdpa_set_status(struct uvh_backend *b, uint8_t status)
 	return err;
 }
 
-static int vdpa_reset_owner(struct uvh_backend *b)
+static int vdpa_reset_owner(struct uvh_vhost *b)
 {
 	return vdpa_reset(to_vdpa(b));
 }
@@ -578,7 +578,7 @@ static int config_arg(struct vdpa *v, uint32_t offset, uint32_t size, const uint
 	return 0;
 }
 
-static int vdpa_get_config(struct uvh_backend *b, uint32_t offset, uint32_t size, uint8_t *buf)
+static int vdpa_get_config(struct uvh_vhost *b, uint32_t offset, uint32_t size, uint8_t *buf)
 {
 	struct vhost_vdpa_config *c;
 	int err = config_arg(to_vdpa(b), offset, size, buf, &c);
@@ -592,7 +592,7 @@ static int vdpa_get_config(struct uvh_backend *b, uint32_t offset, uint32_t size
 	return err;
 }
 
-static int vdpa_set_config(struct uvh_backend *b, uint32_t offset, uint32_t size,
+static int vdpa_set_config(struct uvh_vhost *b, uint32_t offset, uint32_t size,
 			   const uint8_t *buf)
 {
 	struct vhost_vdpa_config *c;
@@ -606,14 +606,14 @@ static int vdpa_set_config(struct uvh_backend *b, uint32_t offset, uint32_t size
 	return err;
 }
 
-static int vdpa_set_config_call(struct uvh_backend *b, int fd)
+static int vdpa_set_config_call(struct uvh_vhost *b, int fd)
 {
 	if (fd < -1)
 		return -EBADF;
 	return xioctl(b->fd, VHOST_VDPA_SET_CONFIG_CALL, &fd);
 }
 
-static int vdpa_suspend(struct uvh_backend *b)
+static int vdpa_suspend(struct uvh_vhost *b)
 {
 	struct vdpa *v = to_vdpa(b);
 	int err;
@@ -626,7 +626,7 @@ static int vdpa_suspend(struct uvh_backend *b)
 	return err;
 }
 
-static int vdpa_resume(struct uvh_backend *b)
+static int vdpa_resume(struct uvh_vhost *b)
 {
 	struct vdpa *v = to_vdpa(b);
 	int err;
@@ -648,7 +648,7 @@ static int check_index(const struct vdpa *v, uint32_t index)
 	return index < n ? 0 : -EINVAL;
 }
 
-static int vdpa_set_vring_num(struct uvh_backend *b, uint32_t index, uint32_t num)
+static int vdpa_set_vring_num(struct uvh_vhost *b, uint32_t index, uint32_t num)
 {
 	struct vdpa *v = to_vdpa(b);
 	struct vhost_vring_state s = { .index = index, .num = num };
@@ -660,7 +660,7 @@ static int vdpa_set_vring_num(struct uvh_backend *b, uint32_t index, uint32_t nu
 	return xioctl(b->fd, VHOST_SET_VRING_NUM, &s);
 }
 
-static int vdpa_get_vring_num_max(struct uvh_backend *b, uint32_t *num)
+static int vdpa_get_vring_num_max(struct uvh_vhost *b, uint32_t *num)
 {
 	if (!num)
 		return -EINVAL;
@@ -668,7 +668,7 @@ static int vdpa_get_vring_num_max(struct uvh_backend *b, uint32_t *num)
 	return 0;
 }
 
-static int vdpa_set_vring_addr(struct uvh_backend *b, const struct uvh_backend_vring_addr *addr)
+static int vdpa_set_vring_addr(struct uvh_vhost *b, const struct uvh_vhost_vring_addr *addr)
 {
 	struct vdpa *v = to_vdpa(b);
 	struct vhost_vring_addr a;
@@ -694,7 +694,7 @@ static int vdpa_set_vring_addr(struct uvh_backend *b, const struct uvh_backend_v
 	return xioctl(b->fd, VHOST_SET_VRING_ADDR, &a);
 }
 
-static int vdpa_set_vring_base(struct uvh_backend *b, uint32_t index, uint32_t base)
+static int vdpa_set_vring_base(struct uvh_vhost *b, uint32_t index, uint32_t base)
 {
 	struct vdpa *v = to_vdpa(b);
 	struct vhost_vring_state s = { .index = index, .num = base };
@@ -704,7 +704,7 @@ static int vdpa_set_vring_base(struct uvh_backend *b, uint32_t index, uint32_t b
 	return xioctl(b->fd, VHOST_SET_VRING_BASE, &s);
 }
 
-static int vdpa_get_vring_base(struct uvh_backend *b, uint32_t index, uint32_t *base)
+static int vdpa_get_vring_base(struct uvh_vhost *b, uint32_t index, uint32_t *base)
 {
 	struct vdpa *v = to_vdpa(b);
 	struct vhost_vring_state s = { .index = index, .num = 0 };
@@ -736,7 +736,7 @@ static int vdpa_get_vring_base(struct uvh_backend *b, uint32_t index, uint32_t *
 	return 0;
 }
 
-static int vring_file(struct uvh_backend *b, unsigned long req, uint32_t index, int fd)
+static int vring_file(struct uvh_vhost *b, unsigned long req, uint32_t index, int fd)
 {
 	struct vhost_vring_file f = { .index = index, .fd = fd };
 
@@ -747,22 +747,22 @@ static int vring_file(struct uvh_backend *b, unsigned long req, uint32_t index, 
 	return xioctl(b->fd, req, &f);
 }
 
-static int vdpa_set_vring_kick(struct uvh_backend *b, uint32_t index, int fd)
+static int vdpa_set_vring_kick(struct uvh_vhost *b, uint32_t index, int fd)
 {
 	return vring_file(b, VHOST_SET_VRING_KICK, index, fd);
 }
 
-static int vdpa_set_vring_call(struct uvh_backend *b, uint32_t index, int fd)
+static int vdpa_set_vring_call(struct uvh_vhost *b, uint32_t index, int fd)
 {
 	return vring_file(b, VHOST_SET_VRING_CALL, index, fd);
 }
 
-static int vdpa_set_vring_err(struct uvh_backend *b, uint32_t index, int fd)
+static int vdpa_set_vring_err(struct uvh_vhost *b, uint32_t index, int fd)
 {
 	return vring_file(b, VHOST_SET_VRING_ERR, index, fd);
 }
 
-static int vdpa_set_vring_enable(struct uvh_backend *b, uint32_t index, bool enable)
+static int vdpa_set_vring_enable(struct uvh_vhost *b, uint32_t index, bool enable)
 {
 	struct vhost_vring_state s = { .index = index, .num = enable ? 1 : 0 };
 
@@ -773,7 +773,7 @@ static int vdpa_set_vring_enable(struct uvh_backend *b, uint32_t index, bool ena
 
 /* ---- device facts ---------------------------------------------------------- */
 
-static int vdpa_get_queue_num(struct uvh_backend *b, uint64_t *num)
+static int vdpa_get_queue_num(struct uvh_vhost *b, uint64_t *num)
 {
 	struct vdpa *v = to_vdpa(b);
 
@@ -785,7 +785,7 @@ static int vdpa_get_queue_num(struct uvh_backend *b, uint64_t *num)
 	return 0;
 }
 
-static int vdpa_get_device_id(struct uvh_backend *b, uint32_t *id)
+static int vdpa_get_device_id(struct uvh_vhost *b, uint32_t *id)
 {
 	if (!id)
 		return -EINVAL;
@@ -793,7 +793,7 @@ static int vdpa_get_device_id(struct uvh_backend *b, uint32_t *id)
 	return 0;
 }
 
-static int vdpa_get_iova_range(struct uvh_backend *b, struct uvh_backend_iova_range *range)
+static int vdpa_get_iova_range(struct uvh_vhost *b, struct uvh_vhost_iova_range *range)
 {
 	if (!range)
 		return -EINVAL;
@@ -801,7 +801,7 @@ static int vdpa_get_iova_range(struct uvh_backend *b, struct uvh_backend_iova_ra
 	return 0;
 }
 
-static void vdpa_close(struct uvh_backend *b)
+static void vdpa_close(struct uvh_vhost *b)
 {
 	struct vdpa *v = to_vdpa(b);
 
@@ -812,7 +812,7 @@ static void vdpa_close(struct uvh_backend *b)
 	free(v);
 }
 
-static const struct uvh_backend_ops vdpa_ops = {
+static const struct uvh_vhost_ops vdpa_ops = {
 	.get_features = vdpa_get_features,
 	.set_features = vdpa_set_features,
 	.set_owner = vdpa_set_owner,
@@ -909,7 +909,7 @@ static int query_device(int fd, const char *name, struct uvh_vdpa_info *info)
 }
 
 static int adopt(int fd, const struct uvh_vdpa_info *known, const char *name,
-		 struct uvh_backend **out)
+		 struct uvh_vhost **out)
 {
 	struct vdpa *v;
 	int err;
@@ -918,7 +918,7 @@ static int adopt(int fd, const struct uvh_vdpa_info *known, const char *name,
 	if (!v)
 		return -ENOMEM;
 	v->b.ops = &vdpa_ops;
-	v->b.type = UVH_BACKEND_VDPA;
+	v->b.type = UVH_VHOST_VDPA;
 	v->b.fd = fd;
 	snprintf(v->b.name, sizeof(v->b.name), "%s", name);
 	if (known) {
@@ -942,10 +942,10 @@ static int adopt(int fd, const struct uvh_vdpa_info *known, const char *name,
 	return 0;
 }
 
-int uvh_backend_vdpa_open(const char *path, const struct uvh_backend_open_opts *opts,
-			  struct uvh_backend **out)
+int uvh_vhost_vdpa_open(const char *path, const struct uvh_vhost_open_opts *opts,
+			  struct uvh_vhost **out)
 {
-	char name[sizeof(((struct uvh_backend *)0)->name)];
+	char name[sizeof(((struct uvh_vhost *)0)->name)];
 	struct stat st;
 	int fd, err;
 
@@ -969,8 +969,8 @@ int uvh_backend_vdpa_open(const char *path, const struct uvh_backend_open_opts *
 	return err;
 }
 
-int uvh_backend_vdpa_open_fd(int fd, const struct uvh_vdpa_info *known,
-			     struct uvh_backend **out)
+int uvh_vhost_vdpa_open_fd(int fd, const struct uvh_vdpa_info *known,
+			     struct uvh_vhost **out)
 {
 	char name[32];
 	int own, err;
@@ -997,7 +997,7 @@ int uvh_backend_vdpa_open_fd(int fd, const struct uvh_vdpa_info *known,
 	return err;
 }
 
-int uvh_backend_vdpa_info(const struct uvh_backend *b, struct uvh_vdpa_info *info)
+int uvh_vhost_vdpa_info(const struct uvh_vhost *b, struct uvh_vdpa_info *info)
 {
 	if (!b || !info)
 		return -EINVAL;
@@ -1007,7 +1007,7 @@ int uvh_backend_vdpa_info(const struct uvh_backend *b, struct uvh_vdpa_info *inf
 	return 0;
 }
 
-int uvh_backend_vdpa_mapped_regions(const struct uvh_backend *b, unsigned int *n)
+int uvh_vhost_vdpa_mapped_regions(const struct uvh_vhost *b, unsigned int *n)
 {
 	if (!b || !n)
 		return -EINVAL;

@@ -3,15 +3,15 @@
  * uvhost: what only the vdpa backend (/dev/vhost-vdpa-N) has, beyond
  * backend.h's ops.
  *
- * Open with uvh_backend_open("vdpa:/dev/vhost-vdpa-0", ...), or adopt an fd
+ * Open with uvh_vhost_open("vdpa:/dev/vhost-vdpa-0", ...), or adopt an fd
  * opened elsewhere (a privileged helper, as libvirt does for QEMU) with
- * uvh_backend_vdpa_open_fd().
+ * uvh_vhost_vdpa_open_fd().
  *
  * At open the backend asks the kernel, once, for the device's facts (device
  * id, ring count, ring size limit, config size, IOVA range, features,
  * backend features) and acks the backend features it speaks that the
  * kernel offers: IOTLB_MSG_V2 (required), IOTLB_BATCH, SUSPEND, RESUME.
- * uvh_backend_vdpa_info() returns what the kernel answered. A device that
+ * uvh_vhost_vdpa_info() returns what the kernel answered. A device that
  * does not answer VHOST_VDPA_GET_DEVICE_ID (e.g. /dev/null) is refused
  * with -ENOTTY and its fd closed.
  *
@@ -75,7 +75,7 @@
 
 #include <stdint.h>
 
-#include "backend.h"
+#include "vhost.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -112,7 +112,7 @@ struct uvh_vdpa_info {
 	uint64_t features;		/**< device features (VHOST_GET_FEATURES) */
 	uint64_t backend_features_offered;	/**< 1 << UVH_VDPA_BACKEND_F_* */
 	uint64_t backend_features;	/**< acked (set at open or by set_backend_features) */
-	struct uvh_backend_iova_range iova_range;
+	struct uvh_vhost_iova_range iova_range;
 };
 
 /**
@@ -124,16 +124,16 @@ struct uvh_vdpa_info {
  * and for tests). 0 with *out set, or -EBADF, -ENOTTY (not vhost-vdpa),
  * -EOPNOTSUPP (no IOTLB_MSG_V2), -EINVAL (bad @known), -ENOMEM.
  */
-int uvh_backend_vdpa_open_fd(int fd, const struct uvh_vdpa_info *known,
-			     struct uvh_backend **out);
+int uvh_vhost_vdpa_open_fd(int fd, const struct uvh_vdpa_info *known,
+			     struct uvh_vhost **out);
 
 /** What the kernel answered at open (backend features: as acked now).
  *  -EOPNOTSUPP for a backend of another type. */
-int uvh_backend_vdpa_info(const struct uvh_backend *b, struct uvh_vdpa_info *info);
+int uvh_vhost_vdpa_info(const struct uvh_vhost *b, struct uvh_vdpa_info *info);
 
 /** Regions of the memory table as mapped now (0 after a reset);
  *  -EOPNOTSUPP for a backend of another type. */
-int uvh_backend_vdpa_mapped_regions(const struct uvh_backend *b, unsigned int *n);
+int uvh_vhost_vdpa_mapped_regions(const struct uvh_vhost *b, unsigned int *n);
 
 #ifdef __cplusplus
 }

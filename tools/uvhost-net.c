@@ -3,7 +3,7 @@
  * uvhost-net: the vhost-user-net back-end daemon.
  *
  * One port per --socket-path (or --fd): each is a virtio-net device
- * (engine/net.h) hosted by a vhost-user device host (engine/vhost_user_dev.h)
+ * (engine/net.h) hosted by a vhost-user device host (engine/devhost.h)
  * whose rings run on the engines given by --cores. Each port has a control
  * thread that accepts (or connects), handles the front-end's requests and,
  * when the front-end goes, tears the session down and waits for the next.
@@ -35,7 +35,7 @@
 #include "listener.h"
 #include "log.h"
 #include "net.h"
-#include "vhost_user_dev.h"
+#include "devhost.h"
 
 #define PROG		"uvhost-net"
 #define MAX_PORTS	UVH_NET_SWITCH_MAX_PORTS
@@ -54,7 +54,7 @@ struct port {
 	int fd;				/* --fd, else -1 */
 	struct uvh_listener *listener;
 	struct uvh_net_dev *net;
-	struct uvh_vud *vud;
+	struct uvh_devhost *dh;
 	pthread_t thread;
 	bool thread_on;
 	_Atomic bool done;		/* --fd: the one connection ended */
@@ -306,7 +306,7 @@ static void on_signal(int sig)
 static int serve_one(struct port *p)
 {
 	struct pollfd pfd[2] = {
-		{ .fd = uvh_vud_fd(p->vud), .events = POLLIN },
+		{ .fd = uvh_devhost_fd(p->dh), .events = POLLIN },
 		{ .fd = p->listener ? uvh_listener_fd(p->listener) : -1, .events = POLLIN },
 	};
 	int ret;
@@ -317,7 +317,7 @@ static int serve_one(struct port *p)
 	/* The session's own traffic first: a front-end that closed and at
 	 * once reconnects must find its old session over, not "busy". */
 	if (pfd[0].revents)
-		return uvh_vud_handle(p->vud, 0);
+		return uvh_devhost_handle(p->dh, 0);
 	if (p->listener && (pfd[1].revents & POLLIN))
 		uvh_listener_refuse_pending(p->listener,
 					    "port busy: it serves one front-end at a time");
@@ -329,7 +329,7 @@ static void serve(struct port *p, int fd)
 {
 	int ret;
 
-	ret = uvh_vud_connect(p->vud, fd);
+	ret = uvh_devhost_connect(p->dh, fd);
 	if (ret) {
 		UVH_ERR("port %u: cannot serve the connection: %s", p->id, strerror(-ret));
 		return;
@@ -339,7 +339,7 @@ static void serve(struct port *p, int fd)
 		if (ret < 0)
 			break;
 	}
-	uvh_vud_disconnect(p->vud);
+	uvh_devhost_disconnect(p->dh);
 	if (!STOPPING())
 		UVH_INFO("port %u: front-end gone (%s); ready for the next one", p->id,
 			 strerror(-ret));
@@ -434,7 +434,7 @@ static void print_stats(double secs, bool final)
 		       " drops rx %" PRIu64 " tx %" PRIu64 ", %s, rss %lu KiB\n",
 		       p->id, uvh_net_name(p->net), rx_pps / 1e6, rx_bps / 1e9, tx_pps / 1e6,
 		       tx_bps / 1e9, st.rx_drops - p->last.rx_drops, st.tx_drops - p->last.tx_drops,
-		       uvh_vud_connected(p->vud) ? "connected" : "waiting", rss);
+		       uvh_devhost_connected(p->dh) ? "connected" : "waiting", rss);
 		p->last = st;
 	}
 	if (final)
@@ -479,8 +479,8 @@ static int make_port(struct port *p, unsigned int id, const char *path, int fd)
 		.type = cfg.mode, .name = name, .queue_pairs = cfg.queues,
 		.frame_size = cfg.frame_size, .tap_name = cfg.tap, .sw = sw,
 	};
-	struct uvh_vud_opts vo = {
-		.name = name, .ops = &uvh_net_vud_ops, .engines = engines,
+	struct uvh_devhost_opts vo = {
+		.name = name, .ops = &uvh_net_devhost_ops, .engines = engines,
 		.nengines = nengines,
 	};
 	struct uvh_listener_opts lo = {
@@ -503,8 +503,8 @@ static int make_port(struct port *p, unsigned int id, const char *path, int fd)
 		return ret;
 	}
 	vo.dev = p->net;
-	p->vud = uvh_vud_new(&vo);
-	if (!p->vud)
+	p->dh = uvh_devhost_new(&vo);
+	if (!p->dh)
 		return -errno;
 	if (path && !cfg.client) {
 		ret = uvh_listener_open(path, &lo, &p->listener);
@@ -534,8 +534,8 @@ static void teardown(void)
 {
 	stop_ports();
 	for (unsigned int i = 0; i < nports; i++) {
-		uvh_vud_free(ports[i].vud);
-		ports[i].vud = NULL;
+		uvh_devhost_free(ports[i].dh);
+		ports[i].dh = NULL;
 	}
 	/* no ring runs any more: the devices and the switch may go */
 	for (unsigned int i = 0; i < nports; i++) {

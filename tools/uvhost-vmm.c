@@ -40,7 +40,7 @@
 #include <unistd.h>
 
 #include "util.h"
-#include "backend.h"
+#include "vhost.h"
 #include "log.h"
 #include "message.h"
 #include "net.h"
@@ -96,8 +96,8 @@ struct ring {
 
 struct vmm {
 	struct opts o;
-	struct uvh_backend *b;
-	enum uvh_backend_type type;
+	struct uvh_vhost *b;
+	enum uvh_vhost_type type;
 	const char *label;	/* "kern/split" */
 	int memfd;
 	uint8_t *mem;
@@ -678,49 +678,49 @@ static uint64_t driver_features(const struct vmm *v)
 		f |= UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF);
 	/* vdpa: ring and buffer addresses are IOVAs (= gpa) the backend maps
 	 * with IOTLB messages; vdpa_sim refuses a driver without it */
-	if (v->type == UVH_BACKEND_VDPA)
+	if (v->type == UVH_VHOST_VDPA)
 		f |= UVH_BIT(UVH_VIRTIO_F_IOMMU_PLATFORM);
 	/* user: the vhost-user protocol features (rings start disabled) */
-	if (v->type == UVH_BACKEND_USER)
+	if (v->type == UVH_VHOST_USER)
 		f |= UVH_BIT(UVH_F_PROTOCOL_FEATURES);
 	return f;
 }
 
 static void print_facts(struct vmm *v)
 {
-	struct uvh_backend_iova_range range;
+	struct uvh_vhost_iova_range range;
 	uint8_t cfg[10];
 	uint32_t id, num;
 	uint64_t q;
 	int ret;
 
-	ret = uvh_backend_call(v->b, get_device_id, &id);
+	ret = uvh_vhost_call(v->b, get_device_id, &id);
 	if (!ret)
 		fact(v, "device_id", "%u%s", id, id == 1 ? " (net)" : "");
 	else
 		fact(v, "device_id", "%s", err_str(ret));
-	ret = uvh_backend_call(v->b, get_vring_num_max, &num);
+	ret = uvh_vhost_call(v->b, get_vring_num_max, &num);
 	if (!ret)
 		fact(v, "vring_num_max", "%u", num);
 	else
 		fact(v, "vring_num_max", "%s", err_str(ret));
-	ret = uvh_backend_call(v->b, get_queue_num, &q);
+	ret = uvh_vhost_call(v->b, get_queue_num, &q);
 	if (!ret)
 		fact(v, "queue_num", "%" PRIu64, q);
 	else
 		fact(v, "queue_num", "%s", err_str(ret));
-	ret = uvh_backend_call(v->b, get_max_mem_slots, &q);
+	ret = uvh_vhost_call(v->b, get_max_mem_slots, &q);
 	if (!ret)
 		fact(v, "max_mem_slots", "%" PRIu64, q);
 	else
 		fact(v, "max_mem_slots", "%s", err_str(ret));
-	ret = uvh_backend_call(v->b, get_iova_range, &range);
+	ret = uvh_vhost_call(v->b, get_iova_range, &range);
 	if (!ret)
 		fact(v, "iova_range", "0x%" PRIx64 "-0x%" PRIx64, range.first, range.last);
 	else
 		fact(v, "iova_range", "%s", err_str(ret));
 	memset(cfg, 0, sizeof(cfg));
-	ret = uvh_backend_call(v->b, get_config, 0, 8, cfg);
+	ret = uvh_vhost_call(v->b, get_config, 0, 8, cfg);
 	if (!ret)
 		fact(v, "config", "mac %02x:%02x:%02x:%02x:%02x:%02x status 0x%x", cfg[0], cfg[1],
 		     cfg[2], cfg[3], cfg[4], cfg[5], (unsigned int)(cfg[6] | cfg[7] << 8));
@@ -735,12 +735,12 @@ static int negotiate(struct vmm *v)
 	uint8_t st = 0;
 	int ret;
 
-	CALL(v, "set_owner", uvh_backend_call(v->b, set_owner));
-	CALL(v, "get_features", uvh_backend_call(v->b, get_features, &v->offered));
+	CALL(v, "set_owner", uvh_vhost_call(v->b, set_owner));
+	CALL(v, "get_features", uvh_vhost_call(v->b, get_features, &v->offered));
 	feature_list(v->offered, names, sizeof(names));
 	fact(v, "features_offered", "0x%016" PRIx64 " %s", v->offered, names);
 
-	ret = uvh_backend_call(v->b, get_backend_features, &v->backend_features);
+	ret = uvh_vhost_call(v->b, get_backend_features, &v->backend_features);
 	if (!ret) {
 		uint64_t bf = v->backend_features &
 			      (UVH_BIT(VHOST_BF_IOTLB_MSG_V2) | UVH_BIT(VHOST_BF_IOTLB_BATCH) |
@@ -752,7 +752,7 @@ static int negotiate(struct vmm *v)
 		     v->backend_features & UVH_BIT(VHOST_BF_IOTLB_ASID) ? " IOTLB_ASID" : "",
 		     v->backend_features & UVH_BIT(VHOST_BF_SUSPEND) ? " SUSPEND" : "",
 		     v->backend_features & UVH_BIT(VHOST_BF_RESUME) ? " RESUME" : "");
-		CALL(v, "set_backend_features", uvh_backend_call(v->b, set_backend_features, bf));
+		CALL(v, "set_backend_features", uvh_vhost_call(v->b, set_backend_features, bf));
 		v->backend_features = bf;
 	} else if (ret != -EOPNOTSUPP) {
 		say(v, "FAIL: get_backend_features: %s", strerror(-ret));
@@ -769,34 +769,34 @@ static int negotiate(struct vmm *v)
 		say(v, "FAIL: the backend does not offer VIRTIO_F_VERSION_1");
 		return -EPROTO;
 	}
-	if (v->type == UVH_BACKEND_VDPA && !(v->acked & UVH_BIT(UVH_VIRTIO_F_IOMMU_PLATFORM)))
+	if (v->type == UVH_VHOST_VDPA && !(v->acked & UVH_BIT(UVH_VIRTIO_F_IOMMU_PLATFORM)))
 		say(v, "note: no ACCESS_PLATFORM offered: ring addresses are still gpa = IOVA");
 
 	if (v->acked & UVH_BIT(UVH_F_PROTOCOL_FEATURES)) {
 		uint64_t pf;
 
-		CALL(v, "get_protocol_features", uvh_backend_call(v->b, get_protocol_features, &pf));
+		CALL(v, "get_protocol_features", uvh_vhost_call(v->b, get_protocol_features, &pf));
 		fact(v, "protocol_features_offered", "0x%" PRIx64, pf);
 		pf &= UVH_BIT(UVH_PROTOCOL_F_MQ) | UVH_BIT(UVH_PROTOCOL_F_REPLY_ACK) |
 		      UVH_BIT(UVH_PROTOCOL_F_CONFIG);
-		CALL(v, "set_protocol_features", uvh_backend_call(v->b, set_protocol_features, pf));
+		CALL(v, "set_protocol_features", uvh_vhost_call(v->b, set_protocol_features, pf));
 		v->protocol_features = pf;
 	}
 
-	if (v->type == UVH_BACKEND_VDPA) {
+	if (v->type == UVH_VHOST_VDPA) {
 		/* a device that someone used before starts from reset */
-		CALL(v, "set_status(0)", uvh_backend_call(v->b, set_status, 0));
-		CALL(v, "set_status(ACKNOWLEDGE)", uvh_backend_call(v->b, set_status, ST_ACKNOWLEDGE));
+		CALL(v, "set_status(0)", uvh_vhost_call(v->b, set_status, 0));
+		CALL(v, "set_status(ACKNOWLEDGE)", uvh_vhost_call(v->b, set_status, ST_ACKNOWLEDGE));
 		CALL(v, "set_status(DRIVER)",
-		     uvh_backend_call(v->b, set_status, ST_ACKNOWLEDGE | ST_DRIVER));
+		     uvh_vhost_call(v->b, set_status, ST_ACKNOWLEDGE | ST_DRIVER));
 	}
-	CALL(v, "set_features", uvh_backend_call(v->b, set_features, v->acked));
+	CALL(v, "set_features", uvh_vhost_call(v->b, set_features, v->acked));
 	feature_list(v->acked, names, sizeof(names));
 	fact(v, "features_acked", "0x%016" PRIx64 " %s", v->acked, names);
-	if (v->type == UVH_BACKEND_VDPA) {
+	if (v->type == UVH_VHOST_VDPA) {
 		CALL(v, "set_status(FEATURES_OK)",
-		     uvh_backend_call(v->b, set_status, ST_ACKNOWLEDGE | ST_DRIVER | ST_FEATURES_OK));
-		CALL(v, "get_status", uvh_backend_call(v->b, get_status, &st));
+		     uvh_vhost_call(v->b, set_status, ST_ACKNOWLEDGE | ST_DRIVER | ST_FEATURES_OK));
+		CALL(v, "get_status", uvh_vhost_call(v->b, get_status, &st));
 		fact(v, "status_after_features_ok", "0x%02x", st);
 		/* the device may refuse the features by clearing the bit */
 		if (!(st & ST_FEATURES_OK)) {
@@ -811,7 +811,7 @@ static int setup_ring(struct vmm *v, uint32_t index)
 {
 	struct ring *r = &v->r[index];
 	struct uvh_vq_config cfg;
-	struct uvh_backend_vring_addr addr = { .index = index };
+	struct uvh_vhost_vring_addr addr = { .index = index };
 	uint32_t base;
 	int ret;
 
@@ -826,12 +826,12 @@ static int setup_ring(struct vmm *v, uint32_t index)
 	addr.used_gpa = cfg.device_gpa;
 	/* split: next avail; packed: next avail, wrap counter in bit 15 */
 	base = cfg.next_avail | (v->o.packed && cfg.avail_wrap ? 0x8000u : 0);
-	CALL(v, "set_vring_num", uvh_backend_call(v->b, set_vring_num, index, v->o.qsize));
-	CALL(v, "set_vring_addr", uvh_backend_call(v->b, set_vring_addr, &addr));
-	CALL(v, "set_vring_base", uvh_backend_call(v->b, set_vring_base, index, base));
-	CALL(v, "set_vring_call", uvh_backend_call(v->b, set_vring_call, index, r->call_fd));
-	CALL(v, "set_vring_kick", uvh_backend_call(v->b, set_vring_kick, index, r->kick_fd));
-	ret = uvh_backend_call(v->b, set_vring_err, index, r->err_fd);
+	CALL(v, "set_vring_num", uvh_vhost_call(v->b, set_vring_num, index, v->o.qsize));
+	CALL(v, "set_vring_addr", uvh_vhost_call(v->b, set_vring_addr, &addr));
+	CALL(v, "set_vring_base", uvh_vhost_call(v->b, set_vring_base, index, base));
+	CALL(v, "set_vring_call", uvh_vhost_call(v->b, set_vring_call, index, r->call_fd));
+	CALL(v, "set_vring_kick", uvh_vhost_call(v->b, set_vring_kick, index, r->kick_fd));
+	ret = uvh_vhost_call(v->b, set_vring_err, index, r->err_fd);
 	if (ret && ret != -EOPNOTSUPP) {
 		say(v, "FAIL: set_vring_err: %s", strerror(-ret));
 		return ret;
@@ -841,7 +841,7 @@ static int setup_ring(struct vmm *v, uint32_t index)
 
 static int start_device(struct vmm *v)
 {
-	struct uvh_backend_mem_region reg = {
+	struct uvh_vhost_mem_region reg = {
 		.gpa = GPA_BASE,
 		.size = v->mem_len,
 		.hva = v->mem,
@@ -851,12 +851,12 @@ static int start_device(struct vmm *v)
 	uint32_t max;
 	int ret;
 
-	ret = uvh_backend_call(v->b, get_vring_num_max, &max);
+	ret = uvh_vhost_call(v->b, get_vring_num_max, &max);
 	if (!ret && max < v->o.qsize) {
 		say(v, "FAIL: --queue-size %u is over the device's maximum %u", v->o.qsize, max);
 		return -EINVAL;
 	}
-	CALL(v, "set_mem_table", uvh_backend_call(v->b, set_mem_table, &reg, 1));
+	CALL(v, "set_mem_table", uvh_vhost_call(v->b, set_mem_table, &reg, 1));
 	for (uint32_t i = 0; i < 2; i++) {
 		ret = setup_ring(v, i);
 		if (ret)
@@ -867,24 +867,24 @@ static int start_device(struct vmm *v)
 	for (unsigned int i = 0; i < v->o.qsize; i++)
 		CALL(v, "posting RX buffers", post_rx(v, i));
 	uvh_vq_driver_publish(&v->r[0].drv);
-	if (v->type == UVH_BACKEND_KERN) {
+	if (v->type == UVH_VHOST_KERN) {
 		for (uint32_t i = 0; i < 2; i++)
-			CALL(v, "net_set_backend", uvh_backend_call(v->b, net_set_backend, i, v->tap_fd));
+			CALL(v, "net_set_backend", uvh_vhost_call(v->b, net_set_backend, i, v->tap_fd));
 	}
 	for (uint32_t i = 0; i < 2; i++) {
-		ret = uvh_backend_call(v->b, set_vring_enable, i, true);
+		ret = uvh_vhost_call(v->b, set_vring_enable, i, true);
 		if (ret && ret != -EOPNOTSUPP) {
 			say(v, "FAIL: set_vring_enable(%u): %s", i, strerror(-ret));
 			return ret;
 		}
 	}
-	if (v->type == UVH_BACKEND_VDPA || v->type == UVH_BACKEND_SOFT) {
+	if (v->type == UVH_VHOST_VDPA || v->type == UVH_VHOST_SOFT) {
 		uint8_t st = 0;
 
 		CALL(v, "set_status(DRIVER_OK)",
-		     uvh_backend_call(v->b, set_status,
+		     uvh_vhost_call(v->b, set_status,
 				      ST_ACKNOWLEDGE | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK));
-		ret = uvh_backend_call(v->b, get_status, &st);
+		ret = uvh_vhost_call(v->b, get_status, &st);
 		if (!ret)
 			fact(v, "status_after_driver_ok", "0x%02x", st);
 		if (!ret && (st & (ST_FAILED | ST_DRIVER_OK)) != ST_DRIVER_OK) {
@@ -914,15 +914,15 @@ static void check_bases(struct vmm *v)
 	const unsigned long done[2] = { v->received + v->unexpected, v->sent };
 
 	/* vdpa: a running device's state is only stable once suspended */
-	if (v->type == UVH_BACKEND_VDPA && (v->backend_features & UVH_BIT(VHOST_BF_SUSPEND))) {
-		int ret = uvh_backend_call(v->b, suspend);
+	if (v->type == UVH_VHOST_VDPA && (v->backend_features & UVH_BIT(VHOST_BF_SUSPEND))) {
+		int ret = uvh_vhost_call(v->b, suspend);
 
 		if (ret)
 			say(v, "suspend: %s", strerror(-ret));
 	}
 	for (uint32_t i = 0; i < 2; i++) {
 		uint32_t base = 0, lo, hi;
-		int ret = uvh_backend_call(v->b, get_vring_base, i, &base);
+		int ret = uvh_vhost_call(v->b, get_vring_base, i, &base);
 
 		v->base_want[i] = expected_base(v, done[i]);
 		if (ret) {
@@ -942,13 +942,13 @@ static void check_bases(struct vmm *v)
 static void teardown(struct vmm *v)
 {
 	if (v->b) {
-		if (v->type == UVH_BACKEND_KERN && v->tap_fd >= 0) {
-			uvh_backend_call(v->b, net_set_backend, 0, -1);
-			uvh_backend_call(v->b, net_set_backend, 1, -1);
+		if (v->type == UVH_VHOST_KERN && v->tap_fd >= 0) {
+			uvh_vhost_call(v->b, net_set_backend, 0, -1);
+			uvh_vhost_call(v->b, net_set_backend, 1, -1);
 		}
-		if (v->type == UVH_BACKEND_VDPA)
-			uvh_backend_call(v->b, set_status, 0);
-		uvh_backend_close(v->b);
+		if (v->type == UVH_VHOST_VDPA)
+			uvh_vhost_call(v->b, set_status, 0);
+		uvh_vhost_close(v->b);
 		v->b = NULL;
 	}
 	vmm_echo_stop(&v->echo);
@@ -981,18 +981,18 @@ static void teardown(struct vmm *v)
 
 static int run(struct vmm *v)
 {
-	struct uvh_backend_open_opts bo = { .user_timeout_ms = v->o.timeout_ms };
+	struct uvh_vhost_open_opts bo = { .user_timeout_ms = v->o.timeout_ms };
 	int ret;
 
-	ret = uvh_backend_open(v->o.spec, &bo, &v->b);
+	ret = uvh_vhost_open(v->o.spec, &bo, &v->b);
 	if (ret) {
 		v->b = NULL;
-		say(v, "FAIL: uvh_backend_open(\"%s\"): %s", v->o.spec, strerror(-ret));
+		say(v, "FAIL: uvh_vhost_open(\"%s\"): %s", v->o.spec, strerror(-ret));
 		return ret;
 	}
 	v->type = v->b->type;
-	fact(v, "backend", "%s (%s)", uvh_backend_type_name(v->type), v->b->name);
-	if (v->type == UVH_BACKEND_KERN && !v->o.tap) {
+	fact(v, "backend", "%s (%s)", uvh_vhost_type_name(v->type), v->b->name);
+	if (v->type == UVH_VHOST_KERN && !v->o.tap) {
 		say(v, "FAIL: kern needs --tap NAME (the frames leave through it)");
 		return -EINVAL;
 	}

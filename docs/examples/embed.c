@@ -11,47 +11,47 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#include <uvhost/backend.h>
+#include <uvhost/vhost.h>
 
 #define RAM (64u << 20)
 #define QSZ 256u
 
 int main(int argc, char **argv)
 {
-	struct uvh_backend *b;
+	struct uvh_vhost *b;
 	uint64_t features;
 	int ram = memfd_create("guest-ram", MFD_CLOEXEC), err, ret = 1;
 
 	if (argc < 2 || ram < 0 || ftruncate(ram, RAM))
 		return 2;
-	struct uvh_backend_mem_region region = {
+	struct uvh_vhost_mem_region region = {
 		.gpa = 0, .size = RAM, .fd = ram, .fd_offset = 0,
 		.hva = mmap(NULL, RAM, PROT_READ | PROT_WRITE, MAP_SHARED, ram, 0),
 	};
-	if (region.hva == MAP_FAILED || (err = uvh_backend_open(argv[1], NULL, &b)))
+	if (region.hva == MAP_FAILED || (err = uvh_vhost_open(argv[1], NULL, &b)))
 		return 2;
 	/* the life cycle: owner, features (what the guest acked), memory, rings */
-	if ((err = uvh_backend_call(b, set_owner)) ||
-	    (err = uvh_backend_call(b, get_features, &features)) ||
-	    (err = uvh_backend_call(b, set_features, features & (1ull << 32 | 1ull << 28))) ||
-	    (err = uvh_backend_call(b, set_mem_table, &region, 1)))
+	if ((err = uvh_vhost_call(b, set_owner)) ||
+	    (err = uvh_vhost_call(b, get_features, &features)) ||
+	    (err = uvh_vhost_call(b, set_features, features & (1ull << 32 | 1ull << 28))) ||
+	    (err = uvh_vhost_call(b, set_mem_table, &region, 1)))
 		goto out;
 	for (uint32_t q = 0; q < 2; q++) {	/* RX ring 0, TX ring 1 (split, 256) */
 		uint64_t base = 0x100000 + q * 0x4000;	/* where the guest put them */
-		struct uvh_backend_vring_addr addr = { .index = q, .desc_gpa = base,
+		struct uvh_vhost_vring_addr addr = { .index = q, .desc_gpa = base,
 			.avail_gpa = base + 0x1000, .used_gpa = base + 0x2000 };
 		int kick = eventfd(0, EFD_CLOEXEC), call = eventfd(0, EFD_CLOEXEC);
 
-		if ((err = uvh_backend_call(b, set_vring_num, q, QSZ)) ||
-		    (err = uvh_backend_call(b, set_vring_addr, &addr)) ||
-		    (err = uvh_backend_call(b, set_vring_base, q, 0)) ||
-		    (err = uvh_backend_call(b, set_vring_call, q, call)) ||
-		    (err = uvh_backend_call(b, set_vring_kick, q, kick)))
+		if ((err = uvh_vhost_call(b, set_vring_num, q, QSZ)) ||
+		    (err = uvh_vhost_call(b, set_vring_addr, &addr)) ||
+		    (err = uvh_vhost_call(b, set_vring_base, q, 0)) ||
+		    (err = uvh_vhost_call(b, set_vring_call, q, call)) ||
+		    (err = uvh_vhost_call(b, set_vring_kick, q, kick)))
 			goto out;
 		/* the backend kept dups: these stay the VMM's (its ioeventfd/irqfd) */
 		close(kick);
 		close(call);
-		err = uvh_backend_call(b, set_vring_enable, q, true);
+		err = uvh_vhost_call(b, set_vring_enable, q, true);
 		if (err && err != -EOPNOTSUPP)	/* kern has no enable: rings run once kicked */
 			goto out;
 	}
@@ -60,6 +60,6 @@ int main(int argc, char **argv)
 out:
 	if (ret)
 		fprintf(stderr, "%s: %s\n", argv[1], strerror(-err));
-	uvh_backend_close(b);
+	uvh_vhost_close(b);
 	return ret;
 }

@@ -10,7 +10,7 @@
  *
  * Serves front-ends on SOCKET_PATH one after another (printing what each
  * got) until one second passes with none, then exits 0. Built on the
- * vhost-user device host (engine/vhost_user_dev.h) with a device of its
+ * vhost-user device host (engine/devhost.h) with a device of its
  * own: one engine, event mode.
  */
 #include <errno.h>
@@ -22,13 +22,13 @@
 #include "listener.h"
 #include "log.h"
 #include "message.h"
-#include "vhost_user_dev.h"
+#include "devhost.h"
 
 #define BURST		32u
 #define HDR_LEN		12u	/* virtio-net header with VERSION_1 */
 
 struct flip {
-	struct uvh_vud *vud;
+	struct uvh_devhost *dh;
 	struct uvh_vq_chain tx[BURST], rx[BURST];
 	struct iovec tx_iov[BURST * 8], rx_iov[BURST * 8];
 	struct uvh_vq_used tx_used[BURST], rx_used[BURST];
@@ -48,7 +48,7 @@ static uint32_t f_num_queues(void *dev)
 	return 2;	/* RX 0, TX 1 */
 }
 
-static int f_queue_start(void *dev, struct uvh_vud_queue *q)
+static int f_queue_start(void *dev, struct uvh_devhost_queue *q)
 {
 	q->priv = dev;
 	q->eq.passive = q->index == 0;	/* RX: filled by TX bursts */
@@ -89,14 +89,14 @@ static uint32_t copy_frame(const struct uvh_vq_chain *src, const struct uvh_vq_c
 
 static unsigned int f_process(struct uvh_engine_queue *eq)
 {
-	struct uvh_vud_queue *q = uvh_vud_queue_of(eq), *rxq;
+	struct uvh_devhost_queue *q = uvh_devhost_queue_of(eq), *rxq;
 	struct flip *f = q->priv;
 	int n, m;
 
 	if (q->index != 1)
 		return 0;
-	rxq = uvh_vud_queue(f->vud, 0);
-	if (!uvh_vud_queue_running(rxq) || !rxq->enabled)
+	rxq = uvh_devhost_queue(f->dh, 0);
+	if (!uvh_devhost_queue_running(rxq) || !rxq->enabled)
 		return 0;
 	m = uvh_vq_pop(&rxq->vq, f->rx, BURST, f->rx_iov, BURST * 8);
 	if (m <= 0)
@@ -120,7 +120,7 @@ static unsigned int f_process(struct uvh_engine_queue *eq)
 	return (unsigned int)n;
 }
 
-static const struct uvh_vud_device_ops flip_ops = {
+static const struct uvh_devhost_device_ops flip_ops = {
 	.features = f_features,
 	.num_queues = f_num_queues,
 	.queue_start = f_queue_start,
@@ -135,7 +135,7 @@ int main(int argc, char **argv)
 	struct uvh_listener *l;
 	struct uvh_engine *e;
 	struct flip f = { 0 };
-	struct uvh_vud_opts vo = { .name = "flip", .ops = &flip_ops, .dev = &f,
+	struct uvh_devhost_opts vo = { .name = "flip", .ops = &flip_ops, .dev = &f,
 				   .nengines = 1 };
 	int fd, ret;
 
@@ -147,24 +147,24 @@ int main(int argc, char **argv)
 	if (!e || uvh_engine_start(e))
 		return 1;
 	vo.engines = &e;
-	f.vud = uvh_vud_new(&vo);
-	if (!f.vud || uvh_listener_open(argv[1], &lo, &l))
+	f.dh = uvh_devhost_new(&vo);
+	if (!f.dh || uvh_listener_open(argv[1], &lo, &l))
 		return 1;
 	printf("flip_backend: listening on %s\n", argv[1]);
 	fflush(stdout);
 	for (int wait_ms = 30000; (fd = uvh_listener_accept(l, wait_ms)) >= 0; wait_ms = 1000) {
-		if (uvh_vud_connect(f.vud, fd))
+		if (uvh_devhost_connect(f.dh, fd))
 			return 1;
 		f.frames = 0;
-		while ((ret = uvh_vud_handle(f.vud, 1000)) >= 0)
+		while ((ret = uvh_devhost_handle(f.dh, 1000)) >= 0)
 			;
-		uvh_vud_disconnect(f.vud);
+		uvh_devhost_disconnect(f.dh);
 		printf("flip_backend: %lu frames looped back with one byte flipped (%s)\n",
 		       f.frames, strerror(-ret));
 		fflush(stdout);
 	}
 	uvh_listener_close(l);
-	uvh_vud_free(f.vud);
+	uvh_devhost_free(f.dh);
 	uvh_engine_destroy(e);
 	return 0;
 }

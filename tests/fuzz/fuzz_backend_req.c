@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * fuzz_backend_req: a series of front-end requests, with real fds, fed to
- * a real back-end: uvh_backend_req inside a vud (engine/vhost_user_dev.h)
+ * a real back-end: uvh_backend_req inside a device host (engine/devhost.h)
  * hosting the virtio-net device in loopback (engine/net.h), as
- * uvhost-net runs it, in the vud's control style (uvh_vud_handle). The
+ * uvhost-net runs it, in the device host's control style (uvh_devhost_handle). The
  * engine is created but not started, so every ring change runs inline
  * and the harness itself runs the rings' bursts between requests: one
  * thread, deterministic.
@@ -33,7 +33,7 @@
 #include "fuzz_common.h"
 #include "message.h"
 #include "net.h"
-#include "vhost_user_dev.h"
+#include "devhost.h"
 
 #define MAX_MEMFDS	16u
 #define MEMFD_CAP	(16ull << 20)	/* bigger regions get a short file (-ENXIO) */
@@ -41,7 +41,7 @@
 
 static struct uvh_engine *engine;
 static struct uvh_net_dev *net;
-static struct uvh_vud *vud;
+static struct uvh_devhost *dh;
 
 struct session {
 	int fe;				/* our end of the socket, -1 when none */
@@ -56,7 +56,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 				      .mode = UVH_ENGINE_POLL };
 	struct uvh_net_opts no = { .type = UVH_NET_PORT_LOOPBACK, .name = "fuzz-net",
 				   .queue_pairs = 2 };
-	struct uvh_vud_opts vo = { .name = "fuzz-vud", .ops = &uvh_net_vud_ops,
+	struct uvh_devhost_opts vo = { .name = "fuzz-dh", .ops = &uvh_net_devhost_ops,
 				   .nengines = 1 };
 
 	(void)argc;
@@ -68,8 +68,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		abort();
 	vo.dev = net;
 	vo.engines = &engine;
-	vud = uvh_vud_new(&vo);
-	if (!vud)
+	dh = uvh_devhost_new(&vo);
+	if (!dh)
 		abort();
 	return 0;
 }
@@ -79,14 +79,14 @@ static void session_open(struct session *s)
 	int sv[2];
 
 	fz_socketpair(sv);
-	if (uvh_vud_connect(vud, sv[1]))
+	if (uvh_devhost_connect(dh, sv[1]))
 		abort();
 	s->fe = sv[0];
 }
 
 static void session_close(struct session *s)
 {
-	uvh_vud_disconnect(vud);
+	uvh_devhost_disconnect(dh);
 	if (s->fe >= 0) {
 		fz_drain(s->fe, NULL);
 		close(s->fe);
@@ -178,11 +178,11 @@ static unsigned int make_fds(struct session *s, uint32_t id, const union uvh_msg
 /* Every started ring's burst, as its engine would run it. */
 static void run_rings(unsigned int times)
 {
-	uint32_t nq = uvh_vud_num_queues(vud);
+	uint32_t nq = uvh_devhost_num_queues(dh);
 
 	for (unsigned int t = 0; t < times; t++)
 		for (uint32_t i = 0; i < nq; i++) {
-			struct uvh_vud_queue *q = uvh_vud_queue(vud, i);
+			struct uvh_devhost_queue *q = uvh_devhost_queue(dh, i);
 
 			if (q && q->running && q->eq.process)
 				q->eq.process(&q->eq);
@@ -223,7 +223,7 @@ static void do_request(struct session *s, struct fz *in, uint8_t op)
 	if (!ok)
 		abort();	/* our socket buffer is far bigger than any message */
 
-	r = uvh_vud_handle(vud, 0);
+	r = uvh_devhost_handle(dh, 0);
 	if (r == 0) {
 		/* Never: the whole message is there. */
 		fprintf(stderr, "fuzz_backend_req: request %u not handled\n", hdr.request);
@@ -263,7 +263,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct session s = { .fe = -1 };
 	int fds_before;
 
-	if (!vud)
+	if (!dh)
 		LLVMFuzzerInitialize(NULL, NULL);
 	fds_before = t_fds_open_count();
 	session_open(&s);

@@ -42,6 +42,6 @@ check "split-mrg: MRG_RXBUF acked" has "$LOG" 'features_acked: .*MRG_RXBUF'
 "$UVHOST_VMM" --backend nonsense:x --frames 1 > "$T_WORK/bad.out" 2>&1
 rc=$?
 check "an unknown backend type fails with exit 1 (got $rc)" test "$rc" = 1
-check "an unknown backend type is reported" has "$T_WORK/bad.out" 'FAIL: uvh_backend_open'
+check "an unknown backend type is reported" has "$T_WORK/bad.out" 'FAIL: uvh_vhost_open'
 
 t_finish

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 # The user backend (backends/user.c, the vhost-user front-end behind
-# uvh_backend_ops) driven by uvhost-vmm, the tiny VMM of tools/uvhost-vmm.c,
+# uvh_vhost_ops) driven by uvhost-vmm, the tiny VMM of tools/uvhost-vmm.c,
 # against uvhost-net --mode loopback: split ring, then packed ring, one
 # after the other on the same uvhost-net. Each uvhost-vmm run sends frames
 # of 60..1514 bytes that must all come back intact and in order, with each

@@ -38,7 +38,7 @@
 #include "log.h"
 #include "message.h"
 #include "net.h"
-#include "vhost_user_dev.h"
+#include "devhost.h"
 #include "virtq.h"
 
 #define PF(x)		UVH_BIT(UVH_PROTOCOL_F_##x)
@@ -76,7 +76,7 @@ struct port {
 	/* in-process */
 	struct uvh_engine *e;
 	struct uvh_net_dev *dev;
-	struct uvh_vud *vud;
+	struct uvh_devhost *dh;
 	pthread_t thr;
 	atomic_bool stop;
 };
@@ -93,12 +93,12 @@ static void *ctl_thread(void *arg)
 	struct port *pt = arg;
 
 	while (!atomic_load(&pt->stop)) {
-		int r = uvh_vud_handle(pt->vud, 20);
+		int r = uvh_devhost_handle(pt->dh, 20);
 
 		if (r == -ENOTCONN)
 			usleep(1000);
 		else if (r < 0)
-			uvh_vud_disconnect(pt->vud);
+			uvh_devhost_disconnect(pt->dh);
 	}
 	return NULL;
 }
@@ -118,7 +118,7 @@ static int session_try(struct port *pt)
 	} else {
 		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
 			return -errno;
-		r = uvh_vud_connect(pt->vud, sv[1]);	/* takes sv[1] */
+		r = uvh_devhost_connect(pt->dh, sv[1]);	/* takes sv[1] */
 		if (r < 0) {
 			close(sv[0]);
 			return r;
@@ -235,7 +235,7 @@ static int port_init(struct port *pt, const char *path)
 					      .mode = UVH_ENGINE_ADAPTIVE };
 		struct uvh_net_opts no = { .type = UVH_NET_PORT_LOOPBACK, .queue_pairs = PAIRS,
 					   .name = "inproc" };
-		struct uvh_vud_opts vo = { .name = "inproc", .ops = &uvh_net_vud_ops };
+		struct uvh_devhost_opts vo = { .name = "inproc", .ops = &uvh_net_devhost_ops };
 
 		pt->e = uvh_engine_create(&eo);
 		if (!pt->e || uvh_engine_start(pt->e))
@@ -246,8 +246,8 @@ static int port_init(struct port *pt, const char *path)
 		vo.dev = pt->dev;
 		vo.engines = &pt->e;
 		vo.nengines = 1;
-		pt->vud = uvh_vud_new(&vo);
-		if (!pt->vud || pthread_create(&pt->thr, NULL, ctl_thread, pt))
+		pt->dh = uvh_devhost_new(&vo);
+		if (!pt->dh || pthread_create(&pt->thr, NULL, ctl_thread, pt))
 			return -EIO;
 	}
 	return session_open(pt);
@@ -257,10 +257,10 @@ static void port_fini(struct port *pt)
 {
 	uvh_frontend_free(pt->fe);
 	pt->fe = NULL;
-	if (pt->vud) {
+	if (pt->dh) {
 		atomic_store(&pt->stop, true);
 		pthread_join(pt->thr, NULL);
-		uvh_vud_free(pt->vud);
+		uvh_devhost_free(pt->dh);
 		uvh_net_destroy(pt->dev);
 		uvh_engine_destroy(pt->e);
 	}

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Live migration support, through uvhost's own front-end and the
- * virtio-net device behind a uvh_vud on an engine (loopback port):
+ * virtio-net device behind a uvh_devhost on an engine (loopback port):
  *
  * - dirty log: LOG_ALL turned on while the rings run (as QEMU does at
  *   migration start), then traffic both ways with syncs in between, each
@@ -42,7 +42,7 @@
 #include "message.h"
 #include "net.h"
 #include "t_helpers.h"
-#include "vhost_user_dev.h"
+#include "devhost.h"
 #include "virtq.h"
 
 #define PF(x)		UVH_BIT(UVH_PROTOCOL_F_##x)
@@ -58,12 +58,12 @@
 		       UVH_BIT(UVH_VIRTIO_F_RING_INDIRECT_DESC) | UVH_BIT(UVH_VIRTIO_NET_F_MAC) | \
 		       UVH_BIT(UVH_VIRTIO_NET_F_MTU) | UVH_BIT(UVH_VIRTIO_NET_F_CTRL_VQ))
 
-/* ---- a front-end, a net device behind a vud, guest memory, a log ----------- */
+/* ---- a front-end, a net device behind a device host, guest memory, a log ----------- */
 
 struct mig {
 	struct uvh_engine *e;
 	struct uvh_net_dev *dev;
-	struct uvh_vud *vud;
+	struct uvh_devhost *dh;
 	atomic_bool stop;
 	pthread_t thr;
 	struct uvh_frontend *fe;
@@ -83,10 +83,10 @@ static void *ctl_thread(void *arg)
 	struct mig *m = arg;
 
 	while (!atomic_load(&m->stop)) {
-		int ret = uvh_vud_handle(m->vud, 20);
+		int ret = uvh_devhost_handle(m->dh, 20);
 
 		if (ret < 0 && ret != -ENOTCONN) {
-			uvh_vud_disconnect(m->vud);
+			uvh_devhost_disconnect(m->dh);
 			break;
 		}
 	}
@@ -109,12 +109,12 @@ static void mig_open(struct mig *m, const struct uvh_net_opts *no, uint64_t feat
 	m->dev = uvh_net_create(no);
 	cr_assert_not_null(m->dev);
 	{
-		struct uvh_vud_opts vo = { .name = "mig", .ops = &uvh_net_vud_ops, .dev = m->dev,
+		struct uvh_devhost_opts vo = { .name = "mig", .ops = &uvh_net_devhost_ops, .dev = m->dev,
 					   .engines = &m->e, .nengines = 1 };
 
-		m->vud = uvh_vud_new(&vo);
+		m->dh = uvh_devhost_new(&vo);
 	}
-	cr_assert_not_null(m->vud);
+	cr_assert_not_null(m->dh);
 	m->memfd = t_memfd("mig-guest", MEM_SIZE);
 	m->map = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, m->memfd, 0);
 	cr_assert_neq(m->map, MAP_FAILED);
@@ -122,7 +122,7 @@ static void mig_open(struct mig *m, const struct uvh_net_opts *no, uint64_t feat
 	m->fe = uvh_frontend_from_fd(sv[0]);
 	cr_assert_not_null(m->fe);
 	uvh_frontend_set_timeout(m->fe, 10000);
-	cr_assert_eq(uvh_vud_connect(m->vud, sv[1]), 0);
+	cr_assert_eq(uvh_devhost_connect(m->dh, sv[1]), 0);
 	cr_assert_eq(pthread_create(&m->thr, NULL, ctl_thread, m), 0);
 	cr_assert_eq(uvh_frontend_negotiate(m->fe, features, pf, &m->features, NULL), 0);
 	m->packed = m->features & UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
@@ -176,7 +176,7 @@ static void mig_close(struct mig *m, unsigned int nrings)
 	uvh_frontend_free(m->fe);
 	atomic_store(&m->stop, true);
 	pthread_join(m->thr, NULL);
-	uvh_vud_free(m->vud);
+	uvh_devhost_free(m->dh);
 	uvh_net_destroy(m->dev);
 	uvh_engine_destroy(m->e);
 	for (unsigned int i = 0; i < nrings; i++) {

@@ -29,7 +29,7 @@
 #include "message.h"
 #include "net.h"
 #include "t_helpers.h"
-#include "vhost_user_dev.h"
+#include "devhost.h"
 #include "virtq.h"
 
 #define GPA_BASE	0x100000ull
@@ -808,11 +808,11 @@ Test(net, stop_gives_held_chains_back_unused)
 	guest_fini(&g);
 }
 
-Test(net, vud_ops_table)
+Test(net, dh_ops_table)
 {
 	struct uvh_net_opts o = { .type = UVH_NET_PORT_LOOPBACK, .queue_pairs = 3 };
 	struct uvh_net_dev *dev = uvh_net_create(&o);
-	const struct uvh_vud_device_ops *ops = &uvh_net_vud_ops;
+	const struct uvh_devhost_device_ops *ops = &uvh_net_devhost_ops;
 
 	cr_assert_not_null(dev);
 	cr_assert_eq(ops->num_queues(dev), 7);
@@ -1274,7 +1274,7 @@ Test(net, loopback_through_engine, .timeout = 30)
 #define PF(x) UVH_BIT(UVH_PROTOCOL_F_##x)
 
 struct vctl {
-	struct uvh_vud *vud;
+	struct uvh_devhost *dh;
 	atomic_bool stop;
 };
 
@@ -1283,10 +1283,10 @@ static void *vctl_thread(void *arg)
 	struct vctl *c = arg;
 
 	while (!atomic_load(&c->stop)) {
-		int ret = uvh_vud_handle(c->vud, 50);
+		int ret = uvh_devhost_handle(c->dh, 50);
 
 		if (ret < 0 && ret != -ENOTCONN) {
-			uvh_vud_disconnect(c->vud);
+			uvh_devhost_disconnect(c->dh);
 			break;
 		}
 	}
@@ -1294,14 +1294,14 @@ static void *vctl_thread(void *arg)
 }
 
 /*
- * Loopback through uvh_net_vud_ops: negotiation, config space, MTU, two
+ * Loopback through uvh_net_devhost_ops: negotiation, config space, MTU, two
  * rings started by SET_VRING_KICK, frames back byte for byte, SEND_RARP,
  * GET_VRING_BASE, disconnect. Nothing leaks.
  */
 Test(net, loopback_behind_vhost_user, .timeout = 60)
 {
 	struct uvh_net_opts no = { .type = UVH_NET_PORT_LOOPBACK, .mac = { 2, 1, 2, 3, 4, 5 } };
-	struct uvh_engine_opts eo = { .name = "net-vud", .cpu = -1, .numa_node = -1,
+	struct uvh_engine_opts eo = { .name = "net-dh", .cpu = -1, .numa_node = -1,
 				      .mode = UVH_ENGINE_EVENT };
 	const size_t mem_size = 16u << 20;
 	const uint8_t rarp_mac[6] = { 0x52, 0x54, 0, 1, 2, 3 };
@@ -1324,20 +1324,20 @@ Test(net, loopback_behind_vhost_user, .timeout = 60)
 	dev = uvh_net_create(&no);
 	cr_assert_not_null(dev);
 	{
-		struct uvh_vud_opts vo = { .name = "net-vud", .ops = &uvh_net_vud_ops, .dev = dev,
+		struct uvh_devhost_opts vo = { .name = "net-dh", .ops = &uvh_net_devhost_ops, .dev = dev,
 					   .engines = &e, .nengines = 1 };
 
-		ctl.vud = uvh_vud_new(&vo);
+		ctl.dh = uvh_devhost_new(&vo);
 	}
-	cr_assert_not_null(ctl.vud);
-	memfd = t_memfd("net-vud", mem_size);
+	cr_assert_not_null(ctl.dh);
+	memfd = t_memfd("net-dh", mem_size);
 	map = mmap(NULL, mem_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
 	cr_assert_neq(map, MAP_FAILED);
 	t_socketpair(sv);
 	fe = uvh_frontend_from_fd(sv[0]);
 	cr_assert_not_null(fe);
 	uvh_frontend_set_timeout(fe, 5000);
-	cr_assert_eq(uvh_vud_connect(ctl.vud, sv[1]), 0);
+	cr_assert_eq(uvh_devhost_connect(ctl.dh, sv[1]), 0);
 	cr_assert_eq(pthread_create(&thr, NULL, vctl_thread, &ctl), 0);
 
 	cr_assert_eq(uvh_frontend_negotiate(fe, BASE_FEATURES | UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF) |
@@ -1437,7 +1437,7 @@ Test(net, loopback_behind_vhost_user, .timeout = 60)
 	uvh_frontend_free(fe);
 	atomic_store(&ctl.stop, true);
 	pthread_join(thr, NULL);
-	uvh_vud_free(ctl.vud);
+	uvh_devhost_free(ctl.dh);
 	uvh_net_destroy(dev);
 	uvh_engine_destroy(e);
 	for (i = 0; i < 2; i++) {

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* A tiny VMM on any struct uvh_backend: see t_vmm.h. */
+/* A tiny VMM on any struct uvh_vhost: see t_vmm.h. */
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
@@ -80,7 +80,7 @@ void *t_vmm_ptr(struct t_vmm *v, uint64_t gpa, uint64_t len)
 	return NULL;
 }
 
-void t_vmm_region(const struct t_vmm *v, unsigned int idx, struct uvh_backend_mem_region *r)
+void t_vmm_region(const struct t_vmm *v, unsigned int idx, struct uvh_vhost_mem_region *r)
 {
 	const struct t_vmm_mem *m = &v->mem[idx];
 
@@ -93,7 +93,7 @@ void t_vmm_region(const struct t_vmm *v, unsigned int idx, struct uvh_backend_me
 
 /* ---- set-up ------------------------------------------------------------------------ */
 
-int t_vmm_init(struct t_vmm *v, struct uvh_backend *b, const struct t_vmm_opts *o)
+int t_vmm_init(struct t_vmm *v, struct uvh_vhost *b, const struct t_vmm_opts *o)
 {
 	static const struct t_vmm_opts defaults;
 	int ret;
@@ -149,14 +149,14 @@ void t_vmm_fini(struct t_vmm *v)
 
 int t_vmm_negotiate(struct t_vmm *v)
 {
-	struct uvh_backend *b = v->b;
+	struct uvh_vhost *b = v->b;
 	uint64_t offered = 0, want, pf;
 	int ret;
 
-	ret = uvh_backend_call(b, set_owner);
+	ret = uvh_vhost_call(b, set_owner);
 	if (ret)
 		return FAIL(ret, "set_owner: %s", strerror(-ret));
-	ret = uvh_backend_call(b, get_features, &offered);
+	ret = uvh_vhost_call(b, get_features, &offered);
 	if (ret)
 		return FAIL(ret, "get_features: %s", strerror(-ret));
 	want = UVH_BIT(UVH_VIRTIO_F_VERSION_1);
@@ -169,20 +169,20 @@ int t_vmm_negotiate(struct t_vmm *v)
 		return FAIL(-EOPNOTSUPP, "features 0x%llx not offered (0x%llx)",
 			    (unsigned long long)(want & ~offered), (unsigned long long)offered);
 	/* Protocol features first, as QEMU does. */
-	if (uvh_backend_has(b, set_protocol_features)) {
-		ret = uvh_backend_call(b, get_protocol_features, &pf);
+	if (uvh_vhost_has(b, set_protocol_features)) {
+		ret = uvh_vhost_call(b, get_protocol_features, &pf);
 		if (ret && ret != -EOPNOTSUPP)
 			return FAIL(ret, "get_protocol_features: %s", strerror(-ret));
 		if (!ret) {
 			pf &= v->o.protocol_features;
-			ret = uvh_backend_call(b, set_protocol_features, pf);
+			ret = uvh_vhost_call(b, set_protocol_features, pf);
 			if (ret)
 				return FAIL(ret, "set_protocol_features: %s", strerror(-ret));
 			v->protocol_features = pf;
 		}
 	}
 	v->features = want & offered;
-	ret = uvh_backend_call(b, set_features, v->features);
+	ret = uvh_vhost_call(b, set_features, v->features);
 	if (ret)
 		return FAIL(ret, "set_features: %s", strerror(-ret));
 	return 0;
@@ -190,14 +190,14 @@ int t_vmm_negotiate(struct t_vmm *v)
 
 int t_vmm_set_mem(struct t_vmm *v)
 {
-	struct uvh_backend_mem_region r[T_VMM_MAX_MEM];
+	struct uvh_vhost_mem_region r[T_VMM_MAX_MEM];
 	unsigned int n = 0;
 	int ret;
 
 	for (unsigned int i = 0; i < T_VMM_MAX_MEM; i++)
 		if (v->mem[i].in_table)
 			t_vmm_region(v, i, &r[n++]);
-	ret = uvh_backend_call(v->b, set_mem_table, r, n);
+	ret = uvh_vhost_call(v->b, set_mem_table, r, n);
 	if (ret)
 		return FAIL(ret, "set_mem_table: %s", strerror(-ret));
 	return 0;
@@ -210,7 +210,7 @@ int t_vmm_start_ring(struct t_vmm *v, unsigned int idx)
 	bool event_idx = v->features & UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX);
 	size_t bytes = uvh_vq_driver_area_bytes(v->ring_size, packed);
 	uint64_t gpa = mem_alloc(&v->mem[0], bytes);
-	struct uvh_backend_vring_addr addr = { .index = idx };
+	struct uvh_vhost_vring_addr addr = { .index = idx };
 	struct uvh_vq_config cfg;
 	uint32_t base;
 	int ret;
@@ -229,23 +229,23 @@ int t_vmm_start_ring(struct t_vmm *v, unsigned int idx)
 	addr.avail_gpa = cfg.driver_gpa;
 	addr.used_gpa = cfg.device_gpa;
 
-	ret = uvh_backend_call(v->b, set_vring_num, idx, v->ring_size);
+	ret = uvh_vhost_call(v->b, set_vring_num, idx, v->ring_size);
 	if (ret)
 		return FAIL(ret, "set_vring_num %u: %s", idx, strerror(-ret));
-	ret = uvh_backend_call(v->b, set_vring_addr, &addr);
+	ret = uvh_vhost_call(v->b, set_vring_addr, &addr);
 	if (ret)
 		return FAIL(ret, "set_vring_addr %u: %s", idx, strerror(-ret));
-	ret = uvh_backend_call(v->b, set_vring_base, idx, base);
+	ret = uvh_vhost_call(v->b, set_vring_base, idx, base);
 	if (ret)
 		return FAIL(ret, "set_vring_base %u: %s", idx, strerror(-ret));
-	ret = uvh_backend_call(v->b, set_vring_call, idx, r->call);
+	ret = uvh_vhost_call(v->b, set_vring_call, idx, r->call);
 	if (ret)
 		return FAIL(ret, "set_vring_call %u: %s", idx, strerror(-ret));
-	ret = uvh_backend_call(v->b, set_vring_kick, idx, r->kick);
+	ret = uvh_vhost_call(v->b, set_vring_kick, idx, r->kick);
 	if (ret)
 		return FAIL(ret, "set_vring_kick %u: %s", idx, strerror(-ret));
 	/* Where the backend has it (kern runs rings once kicked). */
-	ret = uvh_backend_call(v->b, set_vring_enable, idx, true);
+	ret = uvh_vhost_call(v->b, set_vring_enable, idx, true);
 	if (ret && ret != -EOPNOTSUPP)
 		return FAIL(ret, "set_vring_enable %u: %s", idx, strerror(-ret));
 	r->started = true;
@@ -489,7 +489,7 @@ int t_vmm_stop(struct t_vmm *v, uint32_t base[2])
 
 		if (!r->started)
 			continue;
-		err = uvh_backend_call(v->b, get_vring_base, idx, &got);
+		err = uvh_vhost_call(v->b, get_vring_base, idx, &got);
 		if (err && !ret)
 			ret = FAIL(err, "get_vring_base %u: %s", idx, strerror(-err));
 		if (base)
@@ -508,7 +508,7 @@ int t_vmm_stop(struct t_vmm *v, uint32_t base[2])
 int t_vmm_add_region(struct t_vmm *v, unsigned int idx, uint64_t gpa, uint64_t size)
 {
 	struct t_vmm_mem *m = &v->mem[idx];
-	struct uvh_backend_mem_region r;
+	struct uvh_vhost_mem_region r;
 	int ret;
 
 	if (!idx || idx >= T_VMM_MAX_MEM || m->hva)
@@ -522,7 +522,7 @@ int t_vmm_add_region(struct t_vmm *v, unsigned int idx, uint64_t gpa, uint64_t s
 		return FAIL(-ENOMEM, "region %u too small for a TX pool", idx);
 	}
 	t_vmm_region(v, idx, &r);
-	ret = uvh_backend_call(v->b, add_mem_region, &r);
+	ret = uvh_vhost_call(v->b, add_mem_region, &r);
 	if (ret) {
 		mem_fini(m);
 		return FAIL(ret, "add_mem_region %u: %s", idx, strerror(-ret));
@@ -533,13 +533,13 @@ int t_vmm_add_region(struct t_vmm *v, unsigned int idx, uint64_t gpa, uint64_t s
 
 int t_vmm_remove_region(struct t_vmm *v, unsigned int idx)
 {
-	struct uvh_backend_mem_region r;
+	struct uvh_vhost_mem_region r;
 	int ret;
 
 	if (!idx || idx >= T_VMM_MAX_MEM || !v->mem[idx].hva)
 		return -EINVAL;
 	t_vmm_region(v, idx, &r);
-	ret = uvh_backend_call(v->b, remove_mem_region, &r);
+	ret = uvh_vhost_call(v->b, remove_mem_region, &r);
 	if (ret)
 		return FAIL(ret, "remove_mem_region %u: %s", idx, strerror(-ret));
 	mem_fini(&v->mem[idx]);

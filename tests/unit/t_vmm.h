@@ -3,7 +3,7 @@
  * A tiny VMM for the backend tests (and for whoever writes one): guest
  * memory in memfds, the driver side of a virtio-net device's first queue
  * pair (RX ring 0, TX ring 1) built with uvhost's driver-side virtqueues,
- * handed to any struct uvh_backend, and frames sent and received through
+ * handed to any struct uvh_vhost, and frames sent and received through
  * them. No test framework in here: every call returns 0 or a negative
  * errno (with a line on stderr saying what went wrong).
  *
@@ -26,7 +26,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "backend.h"
+#include "vhost.h"
 #include "virtq.h"
 
 #define T_VMM_MAX_MEM		4u
@@ -70,7 +70,7 @@ struct t_vmm_opts {
 };
 
 struct t_vmm {
-	struct uvh_backend *b;
+	struct uvh_vhost *b;
 	struct t_vmm_opts o;
 	uint16_t ring_size;
 	uint64_t features;		/**< acked */
@@ -82,7 +82,7 @@ struct t_vmm {
 };
 
 /** Memory, eventfds; nothing asked of @b yet. */
-int t_vmm_init(struct t_vmm *v, struct uvh_backend *b, const struct t_vmm_opts *o);
+int t_vmm_init(struct t_vmm *v, struct uvh_vhost *b, const struct t_vmm_opts *o);
 /** Everything made by this VMM goes (rings stopped or not; @b is not closed). */
 void t_vmm_fini(struct t_vmm *v);
 
@@ -139,7 +139,7 @@ int t_vmm_add_region(struct t_vmm *v, unsigned int idx, uint64_t gpa, uint64_t s
 /** remove_mem_region of region @idx, then unmapped and closed. */
 int t_vmm_remove_region(struct t_vmm *v, unsigned int idx);
 /** Region @idx as the backend takes it. */
-void t_vmm_region(const struct t_vmm *v, unsigned int idx, struct uvh_backend_mem_region *r);
+void t_vmm_region(const struct t_vmm *v, unsigned int idx, struct uvh_vhost_mem_region *r);
 /** Our pointer to guest-physical @gpa (NULL when not in a region). */
 void *t_vmm_ptr(struct t_vmm *v, uint64_t gpa, uint64_t len);
 

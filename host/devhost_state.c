@@ -14,22 +14,22 @@
 #include "util.h"
 #include "inflight.h"
 #include "state_xfer.h"
-#include "vhost_user_dev_internal.h"
+#include "devhost_internal.h"
 
 /* ---- device state (migration) ----------------------------------------------------- */
 
 #define STATE_TIMEOUT_MS	10000
 
-void uvh__vud_xfer_drop(struct uvh_vud *v)
+void uvh__devhost_xfer_drop(struct uvh_devhost *v)
 {
 	uvh_state_xfer_free(v->xfer);
 	v->xfer = NULL;
 }
 
-int uvh__vud_h_set_device_state_fd(void *dev, uint32_t direction, uint32_t phase, int fd,
+int uvh__devhost_h_set_device_state_fd(void *dev, uint32_t direction, uint32_t phase, int fd,
 				   int *out_fd)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 	uint8_t buf[4096];
 	int ret;
 
@@ -38,12 +38,12 @@ int uvh__vud_h_set_device_state_fd(void *dev, uint32_t direction, uint32_t phase
 		uvh_close_fd(&fd);
 		return -ENOSYS;
 	}
-	if (uvh__vud_any_running(v)) {
+	if (uvh__devhost_any_running(v)) {
 		UVH_ERR("%s: device state transfer with rings running", v->name);
 		uvh_close_fd(&fd);
 		return -EBUSY;
 	}
-	uvh__vud_xfer_drop(v);	/* a transfer the front-end gave up on */
+	uvh__devhost_xfer_drop(v);	/* a transfer the front-end gave up on */
 	v->xfer_result = -EINPROGRESS;
 	v->xfer_dir = direction;
 	if (direction == UVH_DEVICE_STATE_SAVE) {
@@ -62,9 +62,9 @@ int uvh__vud_h_set_device_state_fd(void *dev, uint32_t direction, uint32_t phase
 	return ret;
 }
 
-int uvh__vud_h_check_device_state(void *dev)
+int uvh__devhost_h_check_device_state(void *dev)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 	const void *buf;
 	size_t len;
 	int ret;
@@ -73,7 +73,7 @@ int uvh__vud_h_check_device_state(void *dev)
 		return v->xfer_result ? v->xfer_result : -ENODATA;
 	ret = uvh_state_xfer_finish(v->xfer, &buf, &len);
 	if (!ret && v->xfer_dir == UVH_DEVICE_STATE_LOAD) {
-		if (uvh__vud_any_running(v))
+		if (uvh__devhost_any_running(v))
 			ret = -EBUSY;
 		else
 			ret = v->ops->load_state(v->dev, buf, len);
@@ -84,14 +84,14 @@ int uvh__vud_h_check_device_state(void *dev)
 	else
 		UVH_INFO("%s: device state %s", v->name,
 			 v->xfer_dir == UVH_DEVICE_STATE_SAVE ? "saved" : "loaded");
-	uvh__vud_xfer_drop(v);
+	uvh__devhost_xfer_drop(v);
 	v->xfer_result = ret;
 	return ret;
 }
 
 /* ---- inflight ---------------------------------------------------------------------- */
 
-void uvh__vud_drop_inflight(struct uvh_vud *v)
+void uvh__devhost_drop_inflight(struct uvh_devhost *v)
 {
 	if (v->inflight_base)
 		munmap(v->inflight_base, v->inflight_size);
@@ -100,16 +100,16 @@ void uvh__vud_drop_inflight(struct uvh_vud *v)
 	v->inflight_nq = v->inflight_qs = 0;
 }
 
-int uvh__vud_h_get_inflight_fd(void *dev, const struct uvh_inflight *in,
+int uvh__devhost_h_get_inflight_fd(void *dev, const struct uvh_inflight *in,
 			       struct uvh_inflight *out, int *fdp)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 	bool packed = v->features & UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
 	size_t size;
 	void *base;
 	int fd;
 
-	if (uvh__vud_any_running(v))
+	if (uvh__devhost_any_running(v))
 		return -EBUSY;
 	size = uvh_inflight_region_size(in->num_queues, in->queue_size, packed);
 	if (!size)
@@ -131,7 +131,7 @@ int uvh__vud_h_get_inflight_fd(void *dev, const struct uvh_inflight *in,
 		return ret;
 	}
 	uvh_inflight_area_format(base, in->num_queues, in->queue_size, packed);
-	uvh__vud_drop_inflight(v);
+	uvh__devhost_drop_inflight(v);
 	v->inflight_base = base;
 	v->inflight_size = size;
 	v->inflight_nq = in->num_queues;
@@ -146,9 +146,9 @@ int uvh__vud_h_get_inflight_fd(void *dev, const struct uvh_inflight *in,
 	return 0;
 }
 
-int uvh__vud_h_set_inflight_fd(void *dev, const struct uvh_inflight *in, int fd)
+int uvh__devhost_h_set_inflight_fd(void *dev, const struct uvh_inflight *in, int fd)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 	bool packed = v->features & UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
 	size_t need = uvh_inflight_region_size(in->num_queues, in->queue_size, packed);
 	long page = sysconf(_SC_PAGESIZE);
@@ -156,7 +156,7 @@ int uvh__vud_h_set_inflight_fd(void *dev, const struct uvh_inflight *in, int fd)
 	void *base;
 	int ret = 0;
 
-	if (uvh__vud_any_running(v))
+	if (uvh__devhost_any_running(v))
 		ret = -EBUSY;
 	else if (fd < 0)
 		ret = -EBADF;
@@ -182,7 +182,7 @@ int uvh__vud_h_set_inflight_fd(void *dev, const struct uvh_inflight *in, int fd)
 	close(fd);
 	if (ret)
 		return ret;
-	uvh__vud_drop_inflight(v);
+	uvh__devhost_drop_inflight(v);
 	v->inflight_base = base;
 	v->inflight_size = in->mmap_size;
 	v->inflight_nq = in->num_queues;

@@ -14,7 +14,7 @@
 #include "util.h"
 #include "backend_chan.h"
 #include "inflight.h"
-#include "vhost_user_dev_internal.h"
+#include "devhost_internal.h"
 
 /* ---- running things on the engines ------------------------------------------ */
 
@@ -31,9 +31,9 @@ static int engine_call(struct uvh_engine *e, uvh_dispatch_call_fn fn, void *arg)
 }
 
 struct apply_ctx {
-	struct uvh_vud *v;
+	struct uvh_devhost *v;
 	struct uvh_engine *e;
-	void (*fn)(struct uvh_vud_queue *q, void *arg);
+	void (*fn)(struct uvh_devhost_queue *q, void *arg);
 	void *arg;
 };
 
@@ -43,7 +43,7 @@ static int apply_on_engine(void *engine_ctx, void *arg)
 
 	(void)engine_ctx;
 	for (uint32_t i = 0; i < a->v->nq; i++) {
-		struct uvh_vud_queue *q = &a->v->qs[i];
+		struct uvh_devhost_queue *q = &a->v->qs[i];
 
 		if (q->engine == a->e && q->running)
 			a->fn(q, a->arg);
@@ -53,8 +53,8 @@ static int apply_on_engine(void *engine_ctx, void *arg)
 
 /* Run @fn on every running ring, on the thread of the engine serving it;
  * when this returns every engine has done so. */
-void uvh__vud_for_each_running(struct uvh_vud *v,
-			       void (*fn)(struct uvh_vud_queue *q, void *arg), void *arg)
+void uvh__devhost_for_each_running(struct uvh_devhost *v,
+			       void (*fn)(struct uvh_devhost_queue *q, void *arg), void *arg)
 {
 	for (unsigned int k = 0; k < v->nengines; k++) {
 		struct apply_ctx a = { .v = v, .e = v->engines[k], .fn = fn, .arg = arg };
@@ -69,18 +69,18 @@ void uvh__vud_for_each_running(struct uvh_vud *v,
 	}
 }
 
-static void no_op_on_queue(struct uvh_vud_queue *q, void *arg)
+static void no_op_on_queue(struct uvh_devhost_queue *q, void *arg)
 {
 	(void)q;
 	(void)arg;
 }
 
-void uvh__vud_quiesce(struct uvh_vud *v)
+void uvh__devhost_quiesce(struct uvh_devhost *v)
 {
-	uvh__vud_for_each_running(v, no_op_on_queue, NULL);
+	uvh__devhost_for_each_running(v, no_op_on_queue, NULL);
 }
 
-bool uvh__vud_any_running(const struct uvh_vud *v)
+bool uvh__devhost_any_running(const struct uvh_devhost *v)
 {
 	for (uint32_t i = 0; i < v->nq; i++)
 		if (v->qs[i].running)
@@ -91,16 +91,16 @@ bool uvh__vud_any_running(const struct uvh_vud *v)
 /* ---- rings -------------------------------------------------------------------- */
 
 /* [engine] Inside the hand-over (uvh_engine_call) that the control thread
- * waits for; relaxed atomic for uvh_vud_queue_running() from elsewhere. */
-static void set_running(struct uvh_vud_queue *q, bool on)
+ * waits for; relaxed atomic for uvh_devhost_queue_running() from elsewhere. */
+static void set_running(struct uvh_devhost_queue *q, bool on)
 {
 	__atomic_store_n(&q->running, on, __ATOMIC_RELAXED);
 }
 
 static void on_queue_error(struct uvh_engine_queue *eq, enum uvh_vq_error err)
 {
-	struct uvh_vud_queue *q = uvh_vud_queue_of(eq);
-	struct uvh_vud *v = q->vud;
+	struct uvh_devhost_queue *q = uvh_devhost_queue_of(eq);
+	struct uvh_devhost *v = q->dh;
 
 	stat_add(&v->queue_errors, 1);
 	UVH_ERR("%s: vring %u broken: %s", v->name, q->index, uvh_vq_strerror(err));
@@ -110,8 +110,8 @@ static void on_queue_error(struct uvh_engine_queue *eq, enum uvh_vq_error err)
 
 static int start_on_engine(void *engine_ctx, void *arg)
 {
-	struct uvh_vud_queue *q = arg;
-	struct uvh_vud *v = q->vud;
+	struct uvh_devhost_queue *q = arg;
+	struct uvh_devhost *v = q->dh;
 	int ret;
 
 	(void)engine_ctx;
@@ -130,8 +130,8 @@ static int start_on_engine(void *engine_ctx, void *arg)
 
 static int stop_on_engine(void *engine_ctx, void *arg)
 {
-	struct uvh_vud_queue *q = arg;
-	struct uvh_vud *v = q->vud;
+	struct uvh_devhost_queue *q = arg;
+	struct uvh_devhost *v = q->dh;
 	int ret;
 
 	(void)engine_ctx;
@@ -144,7 +144,7 @@ static int stop_on_engine(void *engine_ctx, void *arg)
 	return 0;
 }
 
-static void inflight_drop(struct uvh_vud_queue *q)
+static void inflight_drop(struct uvh_devhost_queue *q)
 {
 	struct uvh_inflight_vq *ifq = q->inflight;
 
@@ -182,11 +182,11 @@ static void base_to_cfg(uint32_t base, bool packed, struct uvh_vq_config *cfg)
  * nobody can answer a miss: the ring then idles until an update comes
  * on its own.
  */
-static void vud_iotlb_event(void *opaque, struct uvh_vq *vq, uint64_t iova, uint8_t perm,
+static void dh_iotlb_event(void *opaque, struct uvh_vq *vq, uint64_t iova, uint8_t perm,
 			    uint8_t type)
 {
-	struct uvh_vud_queue *q = opaque;
-	struct uvh_vud *v = q->vud;
+	struct uvh_devhost_queue *q = opaque;
+	struct uvh_devhost *v = q->dh;
 	struct uvh_iotlb msg = { .iova = iova, .perm = perm, .type = type };
 	/* pairs with the release store in h_set_backend_req_fd: the channel
 	 * is whole; it is not freed before this burst ends (quiesce) */
@@ -207,7 +207,7 @@ static void vud_iotlb_event(void *opaque, struct uvh_vq *vq, uint64_t iova, uint
 			 v->name, q->index, iova, strerror(-ret));
 }
 
-static int queue_start(struct uvh_vud *v, struct uvh_vud_queue *q)
+static int queue_start(struct uvh_devhost *v, struct uvh_devhost_queue *q)
 {
 	bool packed = v->features & UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
 	struct uvh_vq_config cfg = { 0 };
@@ -248,7 +248,7 @@ static int queue_start(struct uvh_vud *v, struct uvh_vud_queue *q)
 		cfg.driver_gpa = q->addr.avail_user_addr;
 		cfg.device_gpa = q->addr.used_user_addr;
 		cfg.iotlb = v->iotlb;
-		cfg.iotlb_miss = vud_iotlb_event;
+		cfg.iotlb_miss = dh_iotlb_event;
 		cfg.iotlb_opaque = q;
 	} else if (v->local) {
 		/* in-process: the VMM gave guest-physical addresses */
@@ -308,7 +308,7 @@ static int queue_start(struct uvh_vud *v, struct uvh_vud_queue *q)
 	q->eq.on_error = on_queue_error;
 	q->eq.opaque = q;
 	/* a started ring that is not enabled waits, untouched (see
-	 * uvh__vud_set_enabled_on_queue) */
+	 * uvh__devhost_set_enabled_on_queue) */
 	q->eq.paused = q->enabled ? 0 : UVH_ENGINE_PAUSE_HOST;
 	q->eq.kick_slot = -1;
 	ret = engine_call(q->engine, start_on_engine, q);
@@ -325,7 +325,7 @@ static int queue_start(struct uvh_vud *v, struct uvh_vud_queue *q)
 }
 
 /* Stop a running ring and remember where it stopped. */
-static void queue_stop(struct uvh_vud *v, struct uvh_vud_queue *q)
+static void queue_stop(struct uvh_devhost *v, struct uvh_devhost_queue *q)
 {
 	if (!q->running)
 		return;
@@ -335,14 +335,14 @@ static void queue_stop(struct uvh_vud *v, struct uvh_vud_queue *q)
 	UVH_DEBUG("%s: vring %u stopped at 0x%x", v->name, q->index, q->base);
 }
 
-void uvh__vud_stop_all(struct uvh_vud *v)
+void uvh__devhost_stop_all(struct uvh_devhost *v)
 {
 	for (uint32_t i = 0; i < v->nq; i++)
 		queue_stop(v, &v->qs[i]);
 }
 
 /* Forget a ring's session state (closing its fds). */
-void uvh__vud_queue_clear(struct uvh_vud_queue *q)
+void uvh__devhost_queue_clear(struct uvh_devhost_queue *q)
 {
 	uvh_close_fd(&q->kick_fd);
 	uvh_close_fd(&q->call_fd);
@@ -370,40 +370,40 @@ void uvh__vud_queue_clear(struct uvh_vud_queue *q)
  * read the message. Leaving them alone has no side effect either, and is
  * what DPDK's vhost library does.
  */
-void uvh__vud_set_enabled_on_queue(struct uvh_vud_queue *q, void *arg)
+void uvh__devhost_set_enabled_on_queue(struct uvh_devhost_queue *q, void *arg)
 {
 	bool on = arg != NULL;
 
 	if (q->enabled == on)
 		return;
 	q->enabled = on;
-	if (q->vud->ops->queue_enable)
-		q->vud->ops->queue_enable(q->vud->dev, q, on);
+	if (q->dh->ops->queue_enable)
+		q->dh->ops->queue_enable(q->dh->dev, q, on);
 	uvh_engine_queue_pause(&q->eq, UVH_ENGINE_PAUSE_HOST, !on);
 }
 
 /* ---- vrings ------------------------------------------------------------------------ */
 
-int uvh__vud_h_set_vring_num(void *dev, uint32_t index, uint32_t num)
+int uvh__devhost_h_set_vring_num(void *dev, uint32_t index, uint32_t num)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 
 	v->qs[index].num = num;
 	return 0;
 }
 
 /* [engine] The ring's used-ring log address follows its SET_VRING_ADDR. */
-static void set_log_used_on_queue(struct uvh_vud_queue *q, void *arg)
+static void set_log_used_on_queue(struct uvh_devhost_queue *q, void *arg)
 {
 	(void)arg;
 	q->vq.cfg.log_used = q->addr.flags & UVH_VRING_F_LOG;
 	q->vq.cfg.log_used_gpa = q->addr.log_guest_addr;
 }
 
-int uvh__vud_h_set_vring_addr(void *dev, const struct uvh_vring_addr *addr)
+int uvh__devhost_h_set_vring_addr(void *dev, const struct uvh_vring_addr *addr)
 {
-	struct uvh_vud *v = dev;
-	struct uvh_vud_queue *q = &v->qs[addr->index];
+	struct uvh_devhost *v = dev;
+	struct uvh_devhost_queue *q = &v->qs[addr->index];
 
 	if (q->running) {
 		/* QEMU turns used-ring logging on and off this way while the
@@ -418,7 +418,7 @@ int uvh__vud_h_set_vring_addr(void *dev, const struct uvh_vring_addr *addr)
 		}
 		q->addr = *addr;
 		/* applied between two bursts, on each serving engine */
-		uvh__vud_for_each_running(v, set_log_used_on_queue, NULL);
+		uvh__devhost_for_each_running(v, set_log_used_on_queue, NULL);
 		return 0;
 	}
 	q->addr = *addr;
@@ -426,30 +426,30 @@ int uvh__vud_h_set_vring_addr(void *dev, const struct uvh_vring_addr *addr)
 	return 0;
 }
 
-int uvh__vud_h_set_vring_base(void *dev, uint32_t index, uint32_t base)
+int uvh__devhost_h_set_vring_base(void *dev, uint32_t index, uint32_t base)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 
 	v->qs[index].base = base;
 	return 0;
 }
 
-int uvh__vud_h_get_vring_base(void *dev, uint32_t index, uint32_t *base)
+int uvh__devhost_h_get_vring_base(void *dev, uint32_t index, uint32_t *base)
 {
-	struct uvh_vud *v = dev;
-	struct uvh_vud_queue *q = &v->qs[index];
+	struct uvh_devhost *v = dev;
+	struct uvh_devhost_queue *q = &v->qs[index];
 
 	queue_stop(v, q);
 	*base = q->base;
 	/* The spec: the back-end must not signal or read this ring any more;
 	 * tell the front-end the log (used ring included) is up to date. */
-	uvh__vud_log_kick(v);
+	uvh__devhost_log_kick(v);
 	return 0;
 }
 
 static int swap_kick_on_engine(void *engine_ctx, void *arg)
 {
-	struct uvh_vud_queue *q = arg;
+	struct uvh_devhost_queue *q = arg;
 	int ret;
 
 	(void)engine_ctx;
@@ -460,16 +460,16 @@ static int swap_kick_on_engine(void *engine_ctx, void *arg)
 	ret = uvh_engine_add_queue(q->engine, &q->eq);
 	if (ret) {
 		set_running(q, false);
-		if (q->vud->ops->queue_stop)
-			q->vud->ops->queue_stop(q->vud->dev, q);
+		if (q->dh->ops->queue_stop)
+			q->dh->ops->queue_stop(q->dh->dev, q);
 	}
 	return ret;
 }
 
-int uvh__vud_h_set_vring_kick(void *dev, uint32_t index, int fd)
+int uvh__devhost_h_set_vring_kick(void *dev, uint32_t index, int fd)
 {
-	struct uvh_vud *v = dev;
-	struct uvh_vud_queue *q = &v->qs[index];
+	struct uvh_devhost *v = dev;
+	struct uvh_devhost_queue *q = &v->qs[index];
 	int old = q->kick_fd, ret;
 
 	q->kick_fd = fd;
@@ -493,7 +493,7 @@ int uvh__vud_h_set_vring_kick(void *dev, uint32_t index, int fd)
 }
 
 struct fd_swap {
-	struct uvh_vud_queue *q;
+	struct uvh_devhost_queue *q;
 	int fd;
 	bool err;
 };
@@ -519,9 +519,9 @@ static int swap_fd_on_engine(void *engine_ctx, void *arg)
 	return 0;
 }
 
-static int set_notify_fd(struct uvh_vud *v, uint32_t index, int fd, bool err)
+static int set_notify_fd(struct uvh_devhost *v, uint32_t index, int fd, bool err)
 {
-	struct uvh_vud_queue *q = &v->qs[index];
+	struct uvh_devhost_queue *q = &v->qs[index];
 	int *slot = err ? &q->err_fd : &q->call_fd;
 	int old = *slot;
 	struct fd_swap s = { .q = q, .fd = fd, .err = err };
@@ -535,12 +535,12 @@ static int set_notify_fd(struct uvh_vud *v, uint32_t index, int fd, bool err)
 	return 0;
 }
 
-int uvh__vud_h_set_vring_call(void *dev, uint32_t index, int fd)
+int uvh__devhost_h_set_vring_call(void *dev, uint32_t index, int fd)
 {
 	return set_notify_fd(dev, index, fd, false);
 }
 
-int uvh__vud_h_set_vring_err(void *dev, uint32_t index, int fd)
+int uvh__devhost_h_set_vring_err(void *dev, uint32_t index, int fd)
 {
 	return set_notify_fd(dev, index, fd, true);
 }
@@ -550,14 +550,14 @@ static int enable_on_engine(void *engine_ctx, void *arg)
 	struct fd_swap *s = arg;	/* fd carries the enable bit */
 
 	(void)engine_ctx;
-	uvh__vud_set_enabled_on_queue(s->q, s->fd ? (void *)1 : NULL);
+	uvh__devhost_set_enabled_on_queue(s->q, s->fd ? (void *)1 : NULL);
 	return 0;
 }
 
-int uvh__vud_h_set_vring_enable(void *dev, uint32_t index, bool enable)
+int uvh__devhost_h_set_vring_enable(void *dev, uint32_t index, bool enable)
 {
-	struct uvh_vud *v = dev;
-	struct uvh_vud_queue *q = &v->qs[index];
+	struct uvh_devhost *v = dev;
+	struct uvh_devhost_queue *q = &v->qs[index];
 	struct fd_swap s = { .q = q, .fd = enable };
 
 	if (q->running)

@@ -2,13 +2,13 @@
 /*
  * uvhost: the vhost-user device host (device-agnostic).
  *
- * A struct uvh_vud serves one vhost-user connection at a time for one
+ * A struct uvh_devhost serves one vhost-user connection at a time for one
  * device (a virtio-net port, a test device...). It implements struct
  * uvh_backend_handler_ops (proto/backend_req.h) and maps the protocol onto
  * uvhost's engines: guest memory (engine/memory.h), device-side rings
  * (engine/virtq.h) attached to engines (engine/engine.h), dirty log,
  * inflight area, IOTLB cache, back-end channel. The device itself only
- * sees the small struct uvh_vud_device_ops below.
+ * sees the small struct uvh_devhost_device_ops below.
  *
  * Ring life cycle, as the device sees it:
  *   SET_VRING_NUM/ADDR/BASE   recorded (ADDR's front-end virtual
@@ -32,7 +32,7 @@
  *                             for), ops->queue_stop runs on its thread, the
  *                             ring's base (uvh_vq_base) is returned.
  *   disconnect/RESET_DEVICE   every started ring is stopped as above, then
- *                             ops->reset(); the vud is ready for the next
+ *                             ops->reset(); the device host is ready for the next
  *                             connection.
  *
  * Memory: SET_MEM_TABLE / ADD_MEM_REG / REM_MEM_REG build a new table
@@ -42,8 +42,8 @@
  * data path ever reads an unmapped region. GET_MAX_MEM_SLOTS: 509.
  *
  * Threads: the device ops marked "control" run on the thread that handles
- * the connection's requests (uvh_vud_handle()'s caller, or the watching
- * engine's thread, see uvh_vud_watch()); those marked "engine" run on the
+ * the connection's requests (uvh_devhost_handle()'s caller, or the watching
+ * engine's thread, see uvh_devhost_watch()); those marked "engine" run on the
  * thread of the engine serving the queue (q->engine), so a device's
  * per-engine state needs no lock as long as the queues that share it are
  * served by the same engine (the default policy keeps both queues of a
@@ -78,8 +78,8 @@
  * Not done: postcopy, shared objects and crypto sessions are refused
  * (-ENOSYS).
  */
-#ifndef UVHOST_VHOST_USER_DEV_H
-#define UVHOST_VHOST_USER_DEV_H
+#ifndef UVHOST_DEVHOST_H
+#define UVHOST_DEVHOST_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -94,19 +94,19 @@
 extern "C" {
 #endif
 
-struct uvh_vud;
+struct uvh_devhost;
 
 /** Most rings one device may declare (vring indexes are 8-bit on the wire). */
-#define UVH_VUD_MAX_QUEUES	256u
+#define UVH_DEVHOST_MAX_QUEUES	256u
 
 /**
- * One ring of the device. The vud owns these (an array allocated by
- * uvh_vud_new(), so a pointer to one stays valid for the vud's lifetime:
+ * One ring of the device. The device host owns these (an array allocated by
+ * uvh_devhost_new(), so a pointer to one stays valid for the device host's lifetime:
  * a device may keep pointers to them, e.g. to reach the RX ring of a pair
  * from the TX ring's process()).
  *
  * q->eq is the struct uvh_engine_queue attached to the engine; its opaque
- * field points back to this struct (uvh_vud_queue_of()).
+ * field points back to this struct (uvh_devhost_queue_of()).
  *
  * Ownership: "control" fields belong to the thread handling the
  * connection's requests. The ring's running state (eq, vq, enabled,
@@ -116,17 +116,17 @@ struct uvh_vud;
  * everything after it on the other; while the ring is stopped it is the
  * control thread's again.
  */
-struct uvh_vud_queue {
+struct uvh_devhost_queue {
 	/** The engine's view: vq = &this->vq, process = ops->process (the
 	 *  device may change process in queue_start), opaque = this. */
 	struct uvh_engine_queue eq;
 	/** The device-side ring; valid between queue_start and queue_stop
 	 *  (set up by the control thread before the hand-over). */
 	struct uvh_vq vq;
-	/** The vud this ring belongs to. */
-	struct uvh_vud *vud;
+	/** The device host this ring belongs to. */
+	struct uvh_devhost *dh;
 	/** The engine serving this ring (from the engine_for_queue policy),
-	 *  fixed at uvh_vud_new(). */
+	 *  fixed at uvh_devhost_new(). */
 	struct uvh_engine *engine;
 	/** Ring index (0 .. num_queues - 1). */
 	uint32_t index;
@@ -136,13 +136,13 @@ struct uvh_vud_queue {
 	bool enabled;
 	/** Between queue_start and queue_stop (written on the engine's thread
 	 *  inside the hand-over; read by control ops; from other threads
-	 *  through uvh_vud_queue_running()). */
+	 *  through uvh_devhost_queue_running()). */
 	bool running;
-	/** The device's own per-ring pointer (set in queue_start; the vud
+	/** The device's own per-ring pointer (set in queue_start; the device host
 	 *  never touches it). */
 	void *priv;
 
-	/* -- internal: owned by the vud's control thread -- */
+	/* -- internal: owned by the device host's control thread -- */
 	uint32_t num;			/**< SET_VRING_NUM */
 	uint32_t base;			/**< SET_VRING_BASE; where the ring stopped */
 	bool have_addr;
@@ -155,26 +155,26 @@ struct uvh_vud_queue {
 };
 
 /** The ring that @eq is (from a process()/on_error callback). */
-static inline struct uvh_vud_queue *uvh_vud_queue_of(struct uvh_engine_queue *eq)
+static inline struct uvh_devhost_queue *uvh_devhost_queue_of(struct uvh_engine_queue *eq)
 {
-	return (struct uvh_vud_queue *)eq->opaque;
+	return (struct uvh_devhost_queue *)eq->opaque;
 }
 
 /**
  * What a device implements. @dev is opts->dev. Required: features,
  * num_queues, queue_start, process. Every other op may be NULL.
  */
-struct uvh_vud_device_ops {
+struct uvh_devhost_device_ops {
 	/**
 	 * [control] Virtio feature bits the device offers, ring features
 	 * included (VERSION_1, RING_EVENT_IDX, RING_INDIRECT_DESC,
 	 * RING_PACKED, IN_ORDER: only those the device's process() copes
-	 * with). The vud adds F_PROTOCOL_FEATURES and F_LOG_ALL.
+	 * with). The device host adds F_PROTOCOL_FEATURES and F_LOG_ALL.
 	 */
 	uint64_t (*features)(void *dev);
 	/**
 	 * [control] Device-specific protocol feature bits to offer on top of
-	 * the ones the vud implements itself (LOG_SHMFD, REPLY_ACK,
+	 * the ones the device host implements itself (LOG_SHMFD, REPLY_ACK,
 	 * BACKEND_REQ, BACKEND_SEND_FD, INFLIGHT_SHMFD, RESET_DEVICE,
 	 * CONFIGURE_MEM_SLOTS, STATUS; CONFIG when get_config is set; MQ when
 	 * num_queues > 2). A net device adds MQ, RARP, NET_MTU here.
@@ -189,8 +189,8 @@ struct uvh_vud_device_ops {
 	/** [control] The protocol features in force (offered & acked). */
 	void (*set_protocol_features)(void *dev, uint64_t protocol_features);
 	/**
-	 * Number of rings the device has (1 .. UVH_VUD_MAX_QUEUES), fixed for
-	 * the vud's lifetime: read once by uvh_vud_new(). A net device with N
+	 * Number of rings the device has (1 .. UVH_DEVHOST_MAX_QUEUES), fixed for
+	 * the device host's lifetime: read once by uvh_devhost_new(). A net device with N
 	 * pairs and a control ring says 2N + 1.
 	 */
 	uint32_t (*num_queues)(void *dev);
@@ -200,7 +200,7 @@ struct uvh_vud_device_ops {
 	 */
 	uint64_t (*queue_num_reply)(void *dev);
 	/**
-	 * Engine index (< @nengines) for ring @index. Called by uvh_vud_new()
+	 * Engine index (< @nengines) for ring @index. Called by uvh_devhost_new()
 	 * once per ring. NULL = (index / 2) % nengines: both rings of a pair
 	 * on one engine, pairs spread round-robin.
 	 */
@@ -224,22 +224,22 @@ struct uvh_vud_device_ops {
 	 * May allocate. A negative errno refuses the start (SET_VRING_KICK is
 	 * NACKed, the ring stays stopped).
 	 */
-	int (*queue_start)(void *dev, struct uvh_vud_queue *q);
+	int (*queue_start)(void *dev, struct uvh_devhost_queue *q);
 	/**
 	 * [engine] Ring @q was detached: its process() will not run again until
 	 * the next queue_start. Forget it (q->vq stays readable for its base).
 	 */
-	void (*queue_stop)(void *dev, struct uvh_vud_queue *q);
+	void (*queue_stop)(void *dev, struct uvh_devhost_queue *q);
 	/**
 	 * [engine] The per-ring burst: the engine's uvh_engine_queue.process
 	 * (see engine.h; return the work done, 0 = nothing). Reach the ring
-	 * with uvh_vud_queue_of(eq). Never blocks, never allocates.
+	 * with uvh_devhost_queue_of(eq). Never blocks, never allocates.
 	 */
 	unsigned int (*process)(struct uvh_engine_queue *eq);
 	/** [engine] SET_VRING_ENABLE changed q->enabled on a running ring. */
-	void (*queue_enable)(void *dev, struct uvh_vud_queue *q, bool enable);
+	void (*queue_enable)(void *dev, struct uvh_devhost_queue *q, bool enable);
 	/** [engine] Ring @q was found broken (the err fd was already written). */
-	void (*queue_error)(void *dev, struct uvh_vud_queue *q, enum uvh_vq_error err);
+	void (*queue_error)(void *dev, struct uvh_devhost_queue *q, enum uvh_vq_error err);
 	/**
 	 * [control] Every ring is stopped and the session is over (disconnect,
 	 * RESET_OWNER, RESET_DEVICE): go back to the state of a fresh device.
@@ -249,7 +249,7 @@ struct uvh_vud_device_ops {
 	int (*send_rarp)(void *dev, const uint8_t mac[6]);
 	/** [control] NET_SET_MTU (needs the device to offer NET_MTU). */
 	int (*net_set_mtu)(void *dev, uint16_t mtu);
-	/** [control] SET_STATUS seen (the vud stores it for GET_STATUS). */
+	/** [control] SET_STATUS seen (the device host stores it for GET_STATUS). */
 	void (*set_status)(void *dev, uint8_t status);
 	/**
 	 * [control] DEVICE_STATE (offered when both are set): write the
@@ -265,15 +265,15 @@ struct uvh_vud_device_ops {
 	int (*load_state)(void *dev, const void *buf, size_t len);
 };
 
-/** uvh_vud_new() options. */
-struct uvh_vud_opts {
-	/** Log prefix (default "vud"); copied. */
+/** uvh_devhost_new() options. */
+struct uvh_devhost_opts {
+	/** Log prefix (default "dh"); copied. */
 	const char *name;
 	/** The device. */
-	const struct uvh_vud_device_ops *ops;
+	const struct uvh_devhost_device_ops *ops;
 	void *dev;
 	/** Engines serving the rings (1 .. 64; the array is copied, the engines
-	 *  must outlive the vud). They may be running or not. */
+	 *  must outlive the device host). They may be running or not. */
 	struct uvh_engine *const *engines;
 	unsigned int nengines;
 	/** Refuse chains with a device-readable part after a writable one
@@ -281,111 +281,111 @@ struct uvh_vud_opts {
 	bool strict_order;
 };
 
-/** A new vud, not connected. NULL with errno (EINVAL, ENOMEM). */
-struct uvh_vud *uvh_vud_new(const struct uvh_vud_opts *opts);
+/** A new dh, not connected. NULL with errno (EINVAL, ENOMEM). */
+struct uvh_devhost *uvh_devhost_new(const struct uvh_devhost_opts *opts);
 /** Disconnect (if connected) and free. NULL is a no-op. Not from a watching
  *  engine's callback. */
-void uvh_vud_free(struct uvh_vud *v);
+void uvh_devhost_free(struct uvh_devhost *v);
 
 /**
  * Serve the connected socket @fd (ownership taken, closed on error).
  * 0, -EBUSY (a connection is being served; @fd closed), -ENOMEM.
  */
-int uvh_vud_connect(struct uvh_vud *v, int fd);
+int uvh_devhost_connect(struct uvh_devhost *v, int fd);
 
 /**
  * Control-thread style: wait up to @timeout_ms (-1 forever) for a request,
  * handle it and reply. Returns 1 when a request was handled, 0 on timeout,
  * -ENOTCONN when not connected, or another negative errno: the connection
  * is over (the peer went, or it broke the protocol) and the caller must
- * call uvh_vud_disconnect(). A request whose first byte arrived is read
+ * call uvh_devhost_disconnect(). A request whose first byte arrived is read
  * to its end (blocking).
  */
-int uvh_vud_handle(struct uvh_vud *v, int timeout_ms);
+int uvh_devhost_handle(struct uvh_devhost *v, int timeout_ms);
 
 /**
  * Engine style: let @e watch the connection's socket and handle every
- * request on its thread; when the connection ends the vud disconnects
+ * request on its thread; when the connection ends the device host disconnects
  * itself there and then calls @on_disconnect(v, err, opaque) (may be NULL;
- * it may call uvh_vud_connect() for the next connection, not
- * uvh_vud_free()). Requests that must wait for an engine apply the change
+ * it may call uvh_devhost_connect() for the next connection, not
+ * uvh_devhost_free()). Requests that must wait for an engine apply the change
  * directly when that engine is @e. @e must not also be an engine that can
- * wait for another engine watching a vud (two watching engines waiting
+ * wait for another engine watching a device host (two watching engines waiting
  * for each other would deadlock): use one engine for every ring and watch,
  * or a control engine that serves no ring. 0, -ENOTCONN, -EBUSY (already
  * watched) or uvh_engine_watch()'s error.
  */
-int uvh_vud_watch(struct uvh_vud *v, struct uvh_engine *e,
-		  void (*on_disconnect)(struct uvh_vud *v, int err, void *opaque),
+int uvh_devhost_watch(struct uvh_devhost *v, struct uvh_engine *e,
+		  void (*on_disconnect)(struct uvh_devhost *v, int err, void *opaque),
 		  void *opaque);
 
 /**
  * End the connection: stop every ring (waiting for their engines), call
  * ops->reset, release memory, log, inflight area, IOTLB entries and the
- * back-end channel, close every fd. The vud is then ready for
- * uvh_vud_connect(). A no-op when not connected. From a thread other than
+ * back-end channel, close every fd. The device host is then ready for
+ * uvh_devhost_connect(). A no-op when not connected. From a thread other than
  * a watching engine's; a watched connection is unwatched first.
  */
-void uvh_vud_disconnect(struct uvh_vud *v);
+void uvh_devhost_disconnect(struct uvh_devhost *v);
 
 /** True while a connection is being served. */
-bool uvh_vud_connected(const struct uvh_vud *v);
+bool uvh_devhost_connected(const struct uvh_devhost *v);
 /** The connection's socket fd (for the caller's poller), or -1. */
-int uvh_vud_fd(const struct uvh_vud *v);
-/** The vud's name. */
-const char *uvh_vud_name(const struct uvh_vud *v);
+int uvh_devhost_fd(const struct uvh_devhost *v);
+/** The device host's name. */
+const char *uvh_devhost_name(const struct uvh_devhost *v);
 /** The device pointer (opts->dev). */
-void *uvh_vud_dev(const struct uvh_vud *v);
+void *uvh_devhost_dev(const struct uvh_devhost *v);
 
 /** Number of rings (ops->num_queues). */
-uint32_t uvh_vud_num_queues(const struct uvh_vud *v);
-/** Ring @index (NULL out of range); the struct is valid for the vud's life. */
-struct uvh_vud_queue *uvh_vud_queue(struct uvh_vud *v, uint32_t index);
+uint32_t uvh_devhost_num_queues(const struct uvh_devhost *v);
+/** Ring @index (NULL out of range); the struct is valid for the device host's life. */
+struct uvh_devhost_queue *uvh_devhost_queue(struct uvh_devhost *v, uint32_t index);
 /** Is ring @q started? From any thread (a relaxed read: a snapshot). */
-bool uvh_vud_queue_running(const struct uvh_vud_queue *q);
+bool uvh_devhost_queue_running(const struct uvh_devhost_queue *q);
 /** The engine serving ring @index (NULL out of range). */
-struct uvh_engine *uvh_vud_queue_engine(const struct uvh_vud *v, uint32_t index);
+struct uvh_engine *uvh_devhost_queue_engine(const struct uvh_devhost *v, uint32_t index);
 
 /** Virtio features acked by the front-end (0 before SET_FEATURES). */
-uint64_t uvh_vud_features(const struct uvh_vud *v);
+uint64_t uvh_devhost_features(const struct uvh_devhost *v);
 /** Protocol features in force. */
-uint64_t uvh_vud_protocol_features(const struct uvh_vud *v);
+uint64_t uvh_devhost_protocol_features(const struct uvh_devhost *v);
 /** Device status from SET_STATUS (0 before). */
-uint8_t uvh_vud_status(const struct uvh_vud *v);
+uint8_t uvh_devhost_status(const struct uvh_devhost *v);
 
 /**
  * The back-end channel (SET_BACKEND_REQ_FD), or NULL. Valid until the
  * connection ends; its calls are thread-safe (e.g. a config-change
  * notification from a control op).
  */
-struct uvh_backend_chan *uvh_vud_backend_chan(struct uvh_vud *v);
+struct uvh_backend_chan *uvh_devhost_backend_chan(struct uvh_devhost *v);
 
 /* ---- in-process sessions (the soft backend of backends/soft.c) ------------------------ */
 
 /**
  * Start a session with no socket: the VMM's own process is the front-end
- * and calls the request handlers directly (uvh_vud_local_call() with
- * uvh_vud_handler_ops()). In such a session vring addresses
+ * and calls the request handlers directly (uvh_devhost_local_call() with
+ * uvh_devhost_handler_ops()). In such a session vring addresses
  * (SET_VRING_ADDR) are guest-physical, and memory comes as host pointers
- * (uvh_vud_set_mem_host). uvh_vud_disconnect() ends it as it ends a
+ * (uvh_devhost_set_mem_local). uvh_devhost_disconnect() ends it as it ends a
  * connection. 0, -EINVAL, -EBUSY (a session is on).
  */
-int uvh_vud_connect_local(struct uvh_vud *v);
+int uvh_devhost_connect_local(struct uvh_devhost *v);
 
 /**
- * The vud's request handlers; call them with dev = the struct uvh_vud *
- * through uvh_vud_local_call(). The validation uvh_backend_req does for a
- * socket (sizes, ring index < uvh_vud_num_queues(), feature gates) is the
+ * The device host's request handlers; call them with dev = the struct uvh_devhost *
+ * through uvh_devhost_local_call(). The validation uvh_backend_req does for a
+ * socket (sizes, ring index < uvh_devhost_num_queues(), feature gates) is the
  * caller's; fds given to a handler are taken (closed on error).
  */
-const struct uvh_backend_handler_ops *uvh_vud_handler_ops(void);
+const struct uvh_backend_handler_ops *uvh_devhost_handler_ops(void);
 
-/** Run @fn(v, @arg) under the vud's lock, in a local session only
+/** Run @fn(v, @arg) under the device host's lock, in a local session only
  *  (-ENOTCONN otherwise); returns what @fn returns. */
-int uvh_vud_local_call(struct uvh_vud *v, int (*fn)(void *dev, void *arg), void *arg);
+int uvh_devhost_local_call(struct uvh_devhost *v, int (*fn)(void *dev, void *arg), void *arg);
 
 /** A guest memory region the VMM mapped itself. */
-struct uvh_vud_host_region {
+struct uvh_devhost_local_region {
 	uint64_t gpa;
 	uint64_t size;
 	void *hva;
@@ -396,14 +396,14 @@ struct uvh_vud_host_region {
  * (running rings switch to it between two bursts). 0, -ENOTCONN, or the
  * error of uvh_memory_add_host() (then the old table stays).
  */
-int uvh_vud_set_mem_host(struct uvh_vud *v, const struct uvh_vud_host_region *regions,
+int uvh_devhost_set_mem_local(struct uvh_devhost *v, const struct uvh_devhost_local_region *regions,
 			 unsigned int n);
 /** Local session: the table in force plus @region. Removing one is the
  *  rem_mem_reg handler with userspace_addr 0. */
-int uvh_vud_add_mem_host(struct uvh_vud *v, const struct uvh_vud_host_region *region);
+int uvh_devhost_add_mem_local(struct uvh_devhost *v, const struct uvh_devhost_local_region *region);
 
-/** Counters of one vud (since uvh_vud_new). */
-struct uvh_vud_stats {
+/** Counters of one dh (since uvh_devhost_new). */
+struct uvh_devhost_stats {
 	uint64_t connections;		/**< connections served */
 	uint64_t requests;		/**< requests handled */
 	uint64_t mem_updates;		/**< memory tables put in force */
@@ -414,7 +414,7 @@ struct uvh_vud_stats {
 };
 
 /** Fill @st (read without locks: not one snapshot). */
-void uvh_vud_stats(const struct uvh_vud *v, struct uvh_vud_stats *st);
+void uvh_devhost_stats(const struct uvh_devhost *v, struct uvh_devhost_stats *st);
 
 #ifdef __cplusplus
 }

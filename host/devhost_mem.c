@@ -12,24 +12,24 @@
 #include <unistd.h>
 
 #include "util.h"
-#include "vhost_user_dev_internal.h"
+#include "devhost_internal.h"
 
 /* ---- memory --------------------------------------------------------------------- */
 
-static void set_mem_on_queue(struct uvh_vud_queue *q, void *arg)
+static void set_mem_on_queue(struct uvh_devhost_queue *q, void *arg)
 {
 	if (uvh_vq_set_memory(&q->vq, arg))
-		UVH_ERR("%s: vring %u is not in the new memory table", q->vud->name, q->index);
+		UVH_ERR("%s: vring %u is not in the new memory table", q->dh->name, q->index);
 }
 
 /* Put @mem in force: every engine switches its rings, then the old table
  * goes (and its mappings that @mem does not share). */
-static void publish_memory(struct uvh_vud *v, struct uvh_memory *mem)
+static void publish_memory(struct uvh_devhost *v, struct uvh_memory *mem)
 {
 	struct uvh_memory *old = v->mem;
 	uint64_t bytes = 0;
 
-	uvh__vud_for_each_running(v, set_mem_on_queue, mem);
+	uvh__devhost_for_each_running(v, set_mem_on_queue, mem);
 	v->mem = mem;
 	if (old)
 		uvh_memory_release(old, mem);
@@ -40,7 +40,7 @@ static void publish_memory(struct uvh_vud *v, struct uvh_memory *mem)
 	stat_add(&v->mem_updates, 1);
 }
 
-void uvh__vud_drop_memory(struct uvh_vud *v)
+void uvh__devhost_drop_memory(struct uvh_devhost *v)
 {
 	/* Only once no ring runs: nothing reads the table any more. */
 	if (v->mem)
@@ -50,10 +50,10 @@ void uvh__vud_drop_memory(struct uvh_vud *v)
 	__atomic_store_n(&v->mem_bytes, 0, __ATOMIC_RELAXED);
 }
 
-int uvh__vud_h_set_mem_table(void *dev, const struct uvh_mem_region *regions,
+int uvh__devhost_h_set_mem_table(void *dev, const struct uvh_mem_region *regions,
 			     const int *fds, unsigned int n)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 	struct uvh_memory *mem;
 	unsigned int i;
 	int ret = 0;
@@ -85,9 +85,9 @@ close_rest:
 	return ret;
 }
 
-int uvh__vud_h_add_mem_reg(void *dev, const struct uvh_mem_region *region, int fd)
+int uvh__devhost_h_add_mem_reg(void *dev, const struct uvh_mem_region *region, int fd)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 	struct uvh_memory *mem;
 	int ret;
 
@@ -107,9 +107,9 @@ int uvh__vud_h_add_mem_reg(void *dev, const struct uvh_mem_region *region, int f
 	return 0;
 }
 
-int uvh__vud_h_rem_mem_reg(void *dev, const struct uvh_mem_region *region)
+int uvh__devhost_h_rem_mem_reg(void *dev, const struct uvh_mem_region *region)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 	struct uvh_memory *mem;
 	int ret;
 
@@ -127,7 +127,7 @@ int uvh__vud_h_rem_mem_reg(void *dev, const struct uvh_mem_region *region)
 	return 0;
 }
 
-int uvh__vud_h_get_max_mem_slots(void *dev, uint64_t *slots)
+int uvh__devhost_h_get_max_mem_slots(void *dev, uint64_t *slots)
 {
 	(void)dev;
 	*slots = UVH_MAX_MEM_SLOTS;
@@ -138,7 +138,7 @@ int uvh__vud_h_get_max_mem_slots(void *dev, uint64_t *slots)
 
 /* A table of host-pointer regions: the old table's fd mappings that it
  * does not keep are unmapped once no ring reads them (publish_memory). */
-static int set_mem_host(struct uvh_vud *v, const struct uvh_vud_host_region *regions,
+static int set_mem_host(struct uvh_devhost *v, const struct uvh_devhost_local_region *regions,
 			unsigned int n, const struct uvh_memory *base)
 {
 	struct uvh_memory *mem = base ? uvh_memory_copy(base) : uvh_memory_new(0);
@@ -160,7 +160,7 @@ static int set_mem_host(struct uvh_vud *v, const struct uvh_vud_host_region *reg
 	return 0;
 }
 
-int uvh_vud_set_mem_host(struct uvh_vud *v, const struct uvh_vud_host_region *regions,
+int uvh_devhost_set_mem_local(struct uvh_devhost *v, const struct uvh_devhost_local_region *regions,
 			 unsigned int n)
 {
 	int ret;
@@ -173,7 +173,7 @@ int uvh_vud_set_mem_host(struct uvh_vud *v, const struct uvh_vud_host_region *re
 	return ret;
 }
 
-int uvh_vud_add_mem_host(struct uvh_vud *v, const struct uvh_vud_host_region *region)
+int uvh_devhost_add_mem_local(struct uvh_devhost *v, const struct uvh_devhost_local_region *region)
 {
 	int ret;
 
@@ -187,14 +187,14 @@ int uvh_vud_add_mem_host(struct uvh_vud *v, const struct uvh_vud_host_region *re
 
 /* ---- dirty log ------------------------------------------------------------------- */
 
-void uvh__vud_set_log_on_queue(struct uvh_vud_queue *q, void *arg)
+void uvh__devhost_set_log_on_queue(struct uvh_devhost_queue *q, void *arg)
 {
 	uvh_vq_set_log(&q->vq, arg);
 }
 
-int uvh__vud_h_set_log_base(void *dev, const struct uvh_log *log, int fd)
+int uvh__devhost_h_set_log_base(void *dev, const struct uvh_log *log, int fd)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 	struct uvh_dirty_log *nl, *old = v->log;
 	int ret;
 
@@ -213,7 +213,7 @@ int uvh__vud_h_set_log_base(void *dev, const struct uvh_log *log, int fd)
 	}
 	uvh_dirty_log_set_kick(nl, v->log_fd);
 	if (log_all(v))
-		uvh__vud_for_each_running(v, uvh__vud_set_log_on_queue, nl);
+		uvh__devhost_for_each_running(v, uvh__devhost_set_log_on_queue, nl);
 	v->log = nl;
 	if (old) {
 		uvh_dirty_log_unmap(old);
@@ -222,9 +222,9 @@ int uvh__vud_h_set_log_base(void *dev, const struct uvh_log *log, int fd)
 	return 0;
 }
 
-int uvh__vud_h_set_log_fd(void *dev, int fd)
+int uvh__devhost_h_set_log_fd(void *dev, int fd)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 	int old = v->log_fd;
 
 	v->log_fd = fd;
@@ -232,19 +232,19 @@ int uvh__vud_h_set_log_fd(void *dev, int fd)
 		/* engines kick the new fd from their next push; the old one
 		 * is closed only once none can be writing it */
 		uvh_dirty_log_set_kick(v->log, fd);
-		uvh__vud_quiesce(v);
+		uvh__devhost_quiesce(v);
 	}
 	uvh_close_fd(&old);
 	return 0;
 }
 
-void uvh__vud_log_kick(struct uvh_vud *v)
+void uvh__devhost_log_kick(struct uvh_devhost *v)
 {
 	if (v->log_fd >= 0 && log_all(v) && eventfd_write(v->log_fd, 1))
 		UVH_WARN("%s: log fd write failed: %s", v->name, strerror(errno));
 }
 
-void uvh__vud_drop_log(struct uvh_vud *v)
+void uvh__devhost_drop_log(struct uvh_devhost *v)
 {
 	if (v->log) {
 		uvh_dirty_log_unmap(v->log);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The vhost-user device host: uvhost's own front-end (proto/frontend.h)
- * and driver-side rings on memfd guest memory, against a vud hosting an
+ * and driver-side rings on memfd guest memory, against a device host hosting an
  * "echo" test device (each chain's readable bytes copied into its writable
  * part) on one or two engines. Chains flow (split and packed), the memory
  * table is replaced and regions added/removed under traffic (old mappings
@@ -27,7 +27,7 @@
 #include "inflight.h"
 #include "log.h"
 #include "t_helpers.h"
-#include "vhost_user_dev.h"
+#include "devhost.h"
 
 #define PF(n)		UVH_BIT(UVH_PROTOCOL_F_##n)
 #define GPA_BASE	0x40000000ull
@@ -76,7 +76,7 @@ static int echo_set_features(void *dev, uint64_t f)
 	return 0;
 }
 
-static void check_thread(struct echo_dev *d, struct uvh_vud_queue *q)
+static void check_thread(struct echo_dev *d, struct uvh_devhost_queue *q)
 {
 	struct uvh_engine_stats st;
 
@@ -85,7 +85,7 @@ static void check_thread(struct echo_dev *d, struct uvh_vud_queue *q)
 		atomic_fetch_add(&d->wrong_thread, 1);
 }
 
-static int echo_queue_start(void *dev, struct uvh_vud_queue *q)
+static int echo_queue_start(void *dev, struct uvh_devhost_queue *q)
 {
 	struct echo_dev *d = dev;
 
@@ -97,7 +97,7 @@ static int echo_queue_start(void *dev, struct uvh_vud_queue *q)
 	return 0;
 }
 
-static void echo_queue_stop(void *dev, struct uvh_vud_queue *q)
+static void echo_queue_stop(void *dev, struct uvh_devhost_queue *q)
 {
 	struct echo_dev *d = dev;
 
@@ -105,14 +105,14 @@ static void echo_queue_stop(void *dev, struct uvh_vud_queue *q)
 	atomic_fetch_add(&d->stops, 1);
 }
 
-static void echo_queue_enable(void *dev, struct uvh_vud_queue *q, bool on)
+static void echo_queue_enable(void *dev, struct uvh_devhost_queue *q, bool on)
 {
 	(void)on;
 	check_thread(dev, q);
 	atomic_fetch_add(&((struct echo_dev *)dev)->enables, 1);
 }
 
-static void echo_queue_error(void *dev, struct uvh_vud_queue *q, enum uvh_vq_error err)
+static void echo_queue_error(void *dev, struct uvh_devhost_queue *q, enum uvh_vq_error err)
 {
 	(void)q;
 	(void)err;
@@ -155,8 +155,8 @@ static uint32_t echo_chain(const struct uvh_vq_chain *c)
 
 static unsigned int echo_process(struct uvh_engine_queue *eq)
 {
-	struct uvh_vud_queue *q = uvh_vud_queue_of(eq);
-	struct echo_dev *d = uvh_vud_dev(q->vud);
+	struct uvh_devhost_queue *q = uvh_devhost_queue_of(eq);
+	struct echo_dev *d = uvh_devhost_dev(q->dh);
 	struct echo_scratch *s = q->priv;
 	int n;
 
@@ -174,7 +174,7 @@ static unsigned int echo_process(struct uvh_engine_queue *eq)
 	return (unsigned int)n;
 }
 
-static const struct uvh_vud_device_ops echo_ops = {
+static const struct uvh_devhost_device_ops echo_ops = {
 	.features = echo_features,
 	.num_queues = echo_num_queues,
 	.set_features = echo_set_features,
@@ -186,7 +186,7 @@ static const struct uvh_vud_device_ops echo_ops = {
 	.reset = echo_reset,
 };
 
-/* ---- the fixture: engines, vud, a control thread, the front-end -------------------- */
+/* ---- the fixture: engines, dh, a control thread, the front-end -------------------- */
 
 struct guest_q {
 	struct uvh_vq_driver drv;
@@ -199,7 +199,7 @@ struct fx {
 	struct uvh_engine *eng[2];
 	unsigned int neng;
 	struct echo_dev dev;
-	struct uvh_vud *vud;
+	struct uvh_devhost *dh;
 	pthread_t thr;
 	bool thr_on;
 	_Atomic bool stop;
@@ -221,14 +221,14 @@ static void *control_thread(void *arg)
 	int r;
 
 	while (!atomic_load(&f->stop)) {
-		if (!uvh_vud_connected(f->vud)) {
+		if (!uvh_devhost_connected(f->dh)) {
 			usleep(1000);
 			continue;
 		}
-		r = uvh_vud_handle(f->vud, 20);
+		r = uvh_devhost_handle(f->dh, 20);
 		if (r < 0) {
 			atomic_store(&f->last_err, r);
-			uvh_vud_disconnect(f->vud);
+			uvh_devhost_disconnect(f->dh);
 			atomic_fetch_add(&f->disconnects, 1);
 		}
 	}
@@ -239,7 +239,7 @@ static void fx_engines(struct fx *f, unsigned int neng, enum uvh_engine_mode mod
 {
 	for (unsigned int i = 0; i < neng; i++) {
 		struct uvh_engine_opts o = {
-			.name = i ? "vud-e1" : "vud-e0", .cpu = -1, .numa_node = -1,
+			.name = i ? "devhost-e1" : "devhost-e0", .cpu = -1, .numa_node = -1,
 			.mode = mode,
 		};
 
@@ -250,18 +250,18 @@ static void fx_engines(struct fx *f, unsigned int neng, enum uvh_engine_mode mod
 	f->neng = neng;
 }
 
-static void fx_vud(struct fx *f, uint32_t nq, bool thread)
+static void fx_devhost(struct fx *f, uint32_t nq, bool thread)
 {
-	struct uvh_vud_opts o = {
-		.name = "vud-test", .ops = &echo_ops, .dev = &f->dev,
+	struct uvh_devhost_opts o = {
+		.name = "devhost-test", .ops = &echo_ops, .dev = &f->dev,
 		.engines = f->eng, .nengines = f->neng,
 	};
 
 	f->dev.nq = nq;
 	f->dev.features = UVH_BIT(UVH_VIRTIO_F_VERSION_1) | UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX) |
 			  UVH_BIT(UVH_VIRTIO_F_RING_INDIRECT_DESC) | UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
-	f->vud = uvh_vud_new(&o);
-	cr_assert(f->vud);
+	f->dh = uvh_devhost_new(&o);
+	cr_assert(f->dh);
 	if (thread) {
 		cr_assert_eq(pthread_create(&f->thr, NULL, control_thread, f), 0);
 		f->thr_on = true;
@@ -272,11 +272,11 @@ static void fx_init(struct fx *f, unsigned int neng, enum uvh_engine_mode mode, 
 {
 	memset(f, 0, sizeof(*f));
 	f->fds_before = t_count_fds();
-	f->memfd = t_memfd("vud-guest", MEM_SIZE);
+	f->memfd = t_memfd("devhost-guest", MEM_SIZE);
 	f->map = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, f->memfd, 0);
 	cr_assert(f->map != MAP_FAILED);
 	fx_engines(f, neng, mode);
-	fx_vud(f, nq, true);
+	fx_devhost(f, nq, true);
 }
 
 static struct uvh_mem_region guest_region(const struct fx *f)
@@ -300,7 +300,7 @@ static void fe_connect(struct fx *f, uint64_t features)
 	f->fe = uvh_frontend_from_fd(sv[0]);
 	cr_assert(f->fe);
 	uvh_frontend_set_timeout(f->fe, 5000);
-	cr_assert_eq(uvh_vud_connect(f->vud, sv[1]), 0);
+	cr_assert_eq(uvh_devhost_connect(f->dh, sv[1]), 0);
 	cr_assert_eq(uvh_frontend_negotiate(f->fe, features,
 					    PF(REPLY_ACK) | PF(CONFIGURE_MEM_SLOTS) | PF(LOG_SHMFD) |
 					    PF(INFLIGHT_SHMFD) | PF(STATUS) | PF(RESET_DEVICE) |
@@ -378,7 +378,7 @@ static void fx_fini(struct fx *f)
 	atomic_store(&f->stop, true);
 	if (f->thr_on)
 		pthread_join(f->thr, NULL);
-	uvh_vud_free(f->vud);
+	uvh_devhost_free(f->dh);
 	for (unsigned int i = 0; i < f->neng; i++)
 		uvh_engine_destroy(f->eng[i]);
 	munmap(f->map, MEM_SIZE);
@@ -509,7 +509,7 @@ static bool eventfd_fired(int fd, int timeout_ms)
 static void wait_disconnects(struct fx *f, int n)
 {
 	for (int t = 0; atomic_load(&f->disconnects) < n; t++) {
-		cr_assert(t < 2000, "the vud did not see the disconnect");
+		cr_assert(t < 2000, "the device host did not see the disconnect");
 		usleep(1000);
 	}
 }
@@ -521,10 +521,10 @@ TestSuite(vhost_user_dev, .timeout = 30);
 
 /* ---- tests -------------------------------------------------------------------------- */
 
-Test(vhost_user_dev, split_flows_one_engine)
+Test(devhost, split_flows_one_engine)
 {
 	struct fx f;
-	struct uvh_vud_stats st;
+	struct uvh_devhost_stats st;
 
 	fx_init(&f, 1, UVH_ENGINE_EVENT, 2);
 	fe_connect(&f, FEAT_SPLIT);
@@ -535,7 +535,7 @@ Test(vhost_user_dev, split_flows_one_engine)
 	cr_assert_eq(atomic_load(&f.dev.processed[0]), 1000);
 	cr_assert_eq(atomic_load(&f.dev.processed[1]), 300);
 	cr_assert(eventfd_fired(f.gq[0].call, 0), "the guest was never called");
-	uvh_vud_stats(f.vud, &st);
+	uvh_devhost_stats(f.dh, &st);
 	cr_assert_eq(st.queue_starts, 2);
 	cr_assert_eq(st.mem_regions, 1);
 	cr_assert_eq(st.mem_bytes, MEM_SIZE);
@@ -543,17 +543,17 @@ Test(vhost_user_dev, split_flows_one_engine)
 	fx_fini(&f);
 }
 
-Test(vhost_user_dev, packed_flows_two_engines)
+Test(devhost, packed_flows_two_engines)
 {
 	struct fx f;
 
 	fx_init(&f, 2, UVH_ENGINE_ADAPTIVE, 4);
 	/* pairs spread: rings 0,1 on engine 0, rings 2,3 on engine 1 */
-	cr_assert_eq(uvh_vud_queue_engine(f.vud, 0), f.eng[0]);
-	cr_assert_eq(uvh_vud_queue_engine(f.vud, 1), f.eng[0]);
-	cr_assert_eq(uvh_vud_queue_engine(f.vud, 2), f.eng[1]);
-	cr_assert_eq(uvh_vud_queue_engine(f.vud, 3), f.eng[1]);
-	cr_assert_null(uvh_vud_queue_engine(f.vud, 4));
+	cr_assert_eq(uvh_devhost_queue_engine(f.dh, 0), f.eng[0]);
+	cr_assert_eq(uvh_devhost_queue_engine(f.dh, 1), f.eng[0]);
+	cr_assert_eq(uvh_devhost_queue_engine(f.dh, 2), f.eng[1]);
+	cr_assert_eq(uvh_devhost_queue_engine(f.dh, 3), f.eng[1]);
+	cr_assert_null(uvh_devhost_queue_engine(f.dh, 4));
 	fe_connect(&f, FEAT_PACKED);
 	cr_assert(f.packed);
 	for (uint32_t i = 0; i < 4; i++)
@@ -595,7 +595,7 @@ static void *pump_thread(void *arg)
 	return NULL;
 }
 
-Test(vhost_user_dev, memory_replaced_while_running)
+Test(devhost, memory_replaced_while_running)
 {
 	struct fx f;
 	struct pump p = { .f = &f };
@@ -603,7 +603,7 @@ Test(vhost_user_dev, memory_replaced_while_running)
 	struct uvh_mem_region extra = {
 		.guest_phys_addr = EXTRA_GPA, .memory_size = EXTRA_SIZE, .mmap_offset = 0,
 	};
-	struct uvh_vud_stats st;
+	struct uvh_devhost_stats st;
 	pthread_t thr;
 	int xfd;
 	void *xmap;
@@ -617,10 +617,10 @@ Test(vhost_user_dev, memory_replaced_while_running)
 	r = guest_region(&f);
 	cr_assert_eq(uvh_frontend_get_max_mem_slots(f.fe, &slots), 0);
 	cr_assert_eq(slots, 509);
-	/* ours + the vud's */
-	cr_assert_eq(count_maps("vud-guest"), 2);
+	/* ours + the device host's */
+	cr_assert_eq(count_maps("devhost-guest"), 2);
 
-	xfd = t_memfd("vud-extra", EXTRA_SIZE);
+	xfd = t_memfd("devhost-extra", EXTRA_SIZE);
 	xmap = mmap(NULL, EXTRA_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, xfd, 0);
 	cr_assert(xmap != MAP_FAILED);
 	extra.userspace_addr = (uint64_t)(uintptr_t)xmap;
@@ -629,18 +629,18 @@ Test(vhost_user_dev, memory_replaced_while_running)
 	for (int i = 0; i < 40; i++) {
 		cr_assert_eq(uvh_frontend_set_mem_table(f.fe, &r, &f.memfd, 1), 0);
 		/* the old table is unmapped before the reply: never 3 */
-		cr_assert_eq(count_maps("vud-guest"), 2);
+		cr_assert_eq(count_maps("devhost-guest"), 2);
 		cr_assert_eq(uvh_frontend_add_mem_reg(f.fe, &extra, xfd), 0);
-		cr_assert_eq(count_maps("vud-extra"), 2);
+		cr_assert_eq(count_maps("devhost-extra"), 2);
 		cr_assert_eq(uvh_frontend_rem_mem_reg(f.fe, &extra), 0);
-		cr_assert_eq(count_maps("vud-extra"), 1, "removed region still mapped");
+		cr_assert_eq(count_maps("devhost-extra"), 1, "removed region still mapped");
 		usleep(500);
 	}
 	atomic_store(&p.stop, true);
 	pthread_join(thr, NULL);
 	cr_assert(p.rounds > 10);
 	cr_assert(f.gq[0].done > 100 && f.gq[2].done > 100);
-	uvh_vud_stats(f.vud, &st);
+	uvh_devhost_stats(f.dh, &st);
 	cr_assert_eq(st.mem_updates, 1 + 40 * 3);
 	cr_assert_eq(st.queue_errors, 0);
 
@@ -650,12 +650,12 @@ Test(vhost_user_dev, memory_replaced_while_running)
 	close(xfd);
 	fe_close(&f);
 	wait_disconnects(&f, 1);
-	cr_assert_eq(count_maps("vud-guest"), 1, "guest memory mapped after disconnect");
+	cr_assert_eq(count_maps("devhost-guest"), 1, "guest memory mapped after disconnect");
 	fx_fini(&f);
 }
 
 /* Chains in an added region flow; the ring lives in the first one. */
-Test(vhost_user_dev, added_region_carries_buffers)
+Test(devhost, added_region_carries_buffers)
 {
 	struct fx f;
 	struct uvh_mem_region extra = {
@@ -671,7 +671,7 @@ Test(vhost_user_dev, added_region_carries_buffers)
 	fe_connect(&f, FEAT_SPLIT);
 	fe_queue(&f, 0);
 	g = &f.gq[0];
-	xfd = t_memfd("vud-extra", EXTRA_SIZE);
+	xfd = t_memfd("devhost-extra", EXTRA_SIZE);
 	xmap = mmap(NULL, EXTRA_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, xfd, 0);
 	cr_assert(xmap != MAP_FAILED);
 	extra.userspace_addr = (uint64_t)(uintptr_t)xmap;
@@ -742,17 +742,17 @@ static void check_get_base(bool packed)
 	fx_fini(&f);
 }
 
-Test(vhost_user_dev, get_vring_base_stops_split)
+Test(devhost, get_vring_base_stops_split)
 {
 	check_get_base(false);
 }
 
-Test(vhost_user_dev, get_vring_base_stops_packed)
+Test(devhost, get_vring_base_stops_packed)
 {
 	check_get_base(true);
 }
 
-Test(vhost_user_dev, reconnect)
+Test(devhost, reconnect)
 {
 	struct fx f;
 	int fds;
@@ -768,17 +768,17 @@ Test(vhost_user_dev, reconnect)
 		fe_close(&f);	/* the front-end goes without a word */
 		wait_disconnects(&f, round + 1);
 		cr_assert_eq(atomic_load(&f.last_err), -ECONNRESET);
-		cr_assert(!uvh_vud_connected(f.vud));
+		cr_assert(!uvh_devhost_connected(f.dh));
 		cr_assert_eq(atomic_load(&f.dev.resets), round + 1);
 		cr_assert_eq(atomic_load(&f.dev.stops), 2 * (round + 1));
-		cr_assert_eq(count_maps("vud-guest"), 1);
+		cr_assert_eq(count_maps("devhost-guest"), 1);
 		cr_assert_eq(t_count_fds(), fds, "fds left after connection %d", round);
 	}
 	cr_assert_eq(atomic_load(&f.dev.processed[0]), 600);
 	fx_fini(&f);
 }
 
-Test(vhost_user_dev, second_connection_refused)
+Test(devhost, second_connection_refused)
 {
 	struct fx f;
 	int sv[2], fds;
@@ -787,13 +787,13 @@ Test(vhost_user_dev, second_connection_refused)
 	fe_connect(&f, FEAT_SPLIT);
 	fds = t_count_fds();
 	t_socketpair(sv);
-	cr_assert_eq(uvh_vud_connect(f.vud, sv[1]), -EBUSY);
+	cr_assert_eq(uvh_devhost_connect(f.dh, sv[1]), -EBUSY);
 	close(sv[0]);
 	cr_assert_eq(t_count_fds(), fds);
 	fx_fini(&f);
 }
 
-Test(vhost_user_dev, start_refused_cases)
+Test(devhost, start_refused_cases)
 {
 	struct fx f;
 	struct uvh_vring_addr a = { .index = 0 };
@@ -808,7 +808,7 @@ Test(vhost_user_dev, start_refused_cases)
 
 		t_socketpair(sv);
 		f.fe = uvh_frontend_from_fd(sv[0]);
-		cr_assert_eq(uvh_vud_connect(f.vud, sv[1]), 0);
+		cr_assert_eq(uvh_devhost_connect(f.dh, sv[1]), 0);
 		cr_assert_eq(uvh_frontend_negotiate(f.fe, FEAT_SPLIT,
 						    PF(REPLY_ACK) | PF(CONFIGURE_MEM_SLOTS), &fo, &pf), 0);
 	}
@@ -834,15 +834,15 @@ Test(vhost_user_dev, start_refused_cases)
 	cr_assert_eq(uvh_frontend_set_vring_kick(f.fe, 0, kick), -EIO);
 	cr_assert_eq(atomic_load(&f.dev.starts), 0);
 	/* a memory region bigger than its file: refused, no mapping, no fd kept */
-	small = t_memfd("vud-small", 4096);
+	small = t_memfd("devhost-small", 4096);
 	r.memory_size = 8192;
 	r.guest_phys_addr = EXTRA_GPA;
 	r.userspace_addr = 0x7f0000000000ull;
 	cr_assert_eq(uvh_frontend_add_mem_reg(f.fe, &r, small), -EIO);
 	cr_assert_eq(uvh_frontend_set_mem_table(f.fe, &r, &small, 1), -EIO);
-	cr_assert_eq(count_maps("vud-small"), 0);
+	cr_assert_eq(count_maps("devhost-small"), 0);
 	/* the first table is still in force */
-	cr_assert_eq(count_maps("vud-guest"), 2);
+	cr_assert_eq(count_maps("devhost-guest"), 2);
 	close(small);
 	close(kick);
 	cr_assert_eq(t_count_fds(), fds, "an fd of a refused request was kept");
@@ -850,7 +850,7 @@ Test(vhost_user_dev, start_refused_cases)
 }
 
 /* A ring with a descriptor outside guest memory: the err fd fires. */
-Test(vhost_user_dev, broken_ring_signals_err_fd)
+Test(devhost, broken_ring_signals_err_fd)
 {
 	struct fx f;
 	struct uvh_vq_buf b = { .gpa = 0x10, .len = 64 };
@@ -873,7 +873,7 @@ Test(vhost_user_dev, broken_ring_signals_err_fd)
 }
 
 /* SET_VRING_CALL on a running ring: calls go to the new eventfd. */
-Test(vhost_user_dev, call_fd_swapped_while_running)
+Test(devhost, call_fd_swapped_while_running)
 {
 	struct fx f;
 	int call2;
@@ -901,7 +901,7 @@ Test(vhost_user_dev, call_fd_swapped_while_running)
  * disabled would lose what a driver publishes right after its front-end
  * sent the enable.
  */
-Test(vhost_user_dev, disabled_ring_waits_for_enable)
+Test(devhost, disabled_ring_waits_for_enable)
 {
 	struct fx f;
 	struct guest_q *g;
@@ -934,7 +934,7 @@ Test(vhost_user_dev, disabled_ring_waits_for_enable)
  * legal) uses buffers whose calls go nowhere: the call fd, when it comes,
  * is written once, so a driver waiting for an interrupt is not left behind.
  */
-Test(vhost_user_dev, call_fd_after_use_gets_a_call)
+Test(devhost, call_fd_after_use_gets_a_call)
 {
 	struct fx f;
 	struct guest_q *g;
@@ -974,7 +974,7 @@ Test(vhost_user_dev, call_fd_after_use_gets_a_call)
  * anything but LOG_ALL under them is refused (the session goes on), while
  * LOG_ALL on and off is taken (QEMU's migration start and end).
  */
-Test(vhost_user_dev, features_fixed_while_rings_run)
+Test(devhost, features_fixed_while_rings_run)
 {
 	struct fx f;
 	uint64_t acked;
@@ -995,7 +995,7 @@ Test(vhost_user_dev, features_fixed_while_rings_run)
 
 /* LOG_ALL: the pages the device wrote are marked; GET_VRING_BASE kicks
  * the log fd. */
-Test(vhost_user_dev, dirty_log)
+Test(devhost, dirty_log)
 {
 	struct fx f;
 	struct uvh_log lg = { .mmap_size = 0, .mmap_offset = 0 };
@@ -1008,8 +1008,8 @@ Test(vhost_user_dev, dirty_log)
 	fx_init(&f, 1, UVH_ENGINE_EVENT, 2);
 	fe_connect(&f, FEAT_SPLIT | UVH_BIT(UVH_F_LOG_ALL));
 	cr_assert(uvh_frontend_protocol_features(f.fe) & PF(LOG_SHMFD));
-	cr_assert(uvh_vud_features(f.vud) & UVH_BIT(UVH_F_LOG_ALL));
-	logfd = t_memfd("vud-log", log_bytes);
+	cr_assert(uvh_devhost_features(f.dh) & UVH_BIT(UVH_F_LOG_ALL));
+	logfd = t_memfd("devhost-log", log_bytes);
 	lg.mmap_size = log_bytes;
 	bm = mmap(NULL, log_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, logfd, 0);
 	cr_assert(bm != MAP_FAILED);
@@ -1030,7 +1030,7 @@ Test(vhost_user_dev, dirty_log)
 
 /* GET_INFLIGHT_FD hands out a formatted area; chains in flight at a
  * restart are handed out again. */
-Test(vhost_user_dev, inflight_area)
+Test(devhost, inflight_area)
 {
 	struct fx f;
 	struct uvh_inflight in = { .num_queues = 2, .queue_size = QSIZE }, out;
@@ -1066,7 +1066,7 @@ Test(vhost_user_dev, inflight_area)
 
 /* Status, config (not offered: -EOPNOTSUPP before sending), queue num,
  * RESET_DEVICE stops the rings and keeps the connection. */
-Test(vhost_user_dev, status_and_reset_device)
+Test(devhost, status_and_reset_device)
 {
 	struct fx f;
 	uint8_t s = 0, buf[8];
@@ -1080,15 +1080,15 @@ Test(vhost_user_dev, status_and_reset_device)
 	cr_assert_eq(uvh_frontend_set_status(f.fe, 0x0f), 0);
 	cr_assert_eq(uvh_frontend_get_status(f.fe, &s), 0);
 	cr_assert_eq(s, 0x0f);
-	cr_assert_eq(uvh_vud_status(f.vud), 0x0f);
+	cr_assert_eq(uvh_devhost_status(f.dh), 0x0f);
 	cr_assert_eq(uvh_frontend_get_config(f.fe, 0, 8, 0, buf), -EOPNOTSUPP);
 	fe_queue(&f, 0);
 	traffic(&f, 0, 10);
 	cr_assert_eq(uvh_frontend_reset_device(f.fe), 0);
 	cr_assert_eq(atomic_load(&f.dev.stops), 1);
 	cr_assert_eq(atomic_load(&f.dev.resets), 1);
-	cr_assert_eq(uvh_vud_status(f.vud), 0);
-	cr_assert(uvh_vud_connected(f.vud));
+	cr_assert_eq(uvh_devhost_status(f.dh), 0);
+	cr_assert(uvh_devhost_connected(f.dh));
 	fx_fini(&f);
 }
 
@@ -1098,7 +1098,7 @@ struct watch_ctx {
 	_Atomic int err;
 };
 
-static void on_gone(struct uvh_vud *v, int err, void *opaque)
+static void on_gone(struct uvh_devhost *v, int err, void *opaque)
 {
 	struct watch_ctx *w = opaque;
 
@@ -1107,7 +1107,7 @@ static void on_gone(struct uvh_vud *v, int err, void *opaque)
 	atomic_fetch_add(&w->gone, 1);
 }
 
-Test(vhost_user_dev, watched_by_engine)
+Test(devhost, watched_by_engine)
 {
 	struct fx f;
 	struct watch_ctx w = { 0 };
@@ -1117,19 +1117,19 @@ Test(vhost_user_dev, watched_by_engine)
 
 	memset(&f, 0, sizeof(f));
 	f.fds_before = t_count_fds();
-	f.memfd = t_memfd("vud-guest", MEM_SIZE);
+	f.memfd = t_memfd("devhost-guest", MEM_SIZE);
 	f.map = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, f.memfd, 0);
 	cr_assert(f.map != MAP_FAILED);
 	fx_engines(&f, 1, UVH_ENGINE_EVENT);
-	fx_vud(&f, 2, false);
+	fx_devhost(&f, 2, false);
 	r = guest_region(&f);
 	for (int round = 0; round < 2; round++) {
 		t_socketpair(sv);
 		f.fe = uvh_frontend_from_fd(sv[0]);
-		cr_assert_eq(uvh_vud_connect(f.vud, sv[1]), 0);
-		cr_assert_eq(uvh_vud_watch(f.vud, f.eng[0], on_gone, &w), 0);
-		cr_assert_eq(uvh_vud_watch(f.vud, f.eng[0], on_gone, &w), -EBUSY);
-		cr_assert_eq(uvh_vud_handle(f.vud, 0), -EBUSY);
+		cr_assert_eq(uvh_devhost_connect(f.dh, sv[1]), 0);
+		cr_assert_eq(uvh_devhost_watch(f.dh, f.eng[0], on_gone, &w), 0);
+		cr_assert_eq(uvh_devhost_watch(f.dh, f.eng[0], on_gone, &w), -EBUSY);
+		cr_assert_eq(uvh_devhost_handle(f.dh, 0), -EBUSY);
 		cr_assert_eq(uvh_frontend_negotiate(f.fe, FEAT_SPLIT, PF(REPLY_ACK), &fo, &pf), 0);
 		cr_assert_eq(uvh_frontend_set_mem_table(f.fe, &r, &f.memfd, 1), 0);
 		fe_queue(&f, 0);
@@ -1145,49 +1145,49 @@ Test(vhost_user_dev, watched_by_engine)
 			usleep(1000);
 		}
 		cr_assert_eq(atomic_load(&w.err), -ECONNRESET);
-		cr_assert(!uvh_vud_connected(f.vud));
+		cr_assert(!uvh_devhost_connected(f.dh));
 	}
 	/* disconnect from outside while watched */
 	t_socketpair(sv);
 	f.fe = uvh_frontend_from_fd(sv[0]);
-	cr_assert_eq(uvh_vud_connect(f.vud, sv[1]), 0);
-	cr_assert_eq(uvh_vud_watch(f.vud, f.eng[0], on_gone, &w), 0);
+	cr_assert_eq(uvh_devhost_connect(f.dh, sv[1]), 0);
+	cr_assert_eq(uvh_devhost_watch(f.dh, f.eng[0], on_gone, &w), 0);
 	cr_assert_eq(uvh_frontend_negotiate(f.fe, FEAT_SPLIT, PF(REPLY_ACK), &fo, &pf), 0);
-	uvh_vud_disconnect(f.vud);
-	cr_assert(!uvh_vud_connected(f.vud));
+	uvh_devhost_disconnect(f.dh);
+	cr_assert(!uvh_devhost_connected(f.dh));
 	/* the front-end sees the connection gone */
 	cr_assert(uvh_frontend_set_owner(f.fe) < 0);
 	fx_fini(&f);
 }
 
-Test(vhost_user_dev, bad_options)
+Test(devhost, bad_options)
 {
-	struct uvh_vud_opts o = { .ops = &echo_ops };
+	struct uvh_devhost_opts o = { .ops = &echo_ops };
 	struct echo_dev d = { .nq = 0 };
 	struct uvh_engine_opts eo = { .cpu = -1, .numa_node = -1 };
 	struct uvh_engine *e = uvh_engine_create(&eo);
 
 	cr_assert(e);
-	cr_assert_null(uvh_vud_new(NULL));
+	cr_assert_null(uvh_devhost_new(NULL));
 	cr_assert_eq(errno, EINVAL);
-	cr_assert_null(uvh_vud_new(&o));	/* no engines */
+	cr_assert_null(uvh_devhost_new(&o));	/* no engines */
 	o.engines = &e;
 	o.nengines = 1;
 	o.dev = &d;
-	cr_assert_null(uvh_vud_new(&o));	/* 0 rings */
+	cr_assert_null(uvh_devhost_new(&o));	/* 0 rings */
 	d.nq = 300;
-	cr_assert_null(uvh_vud_new(&o));	/* too many */
+	cr_assert_null(uvh_devhost_new(&o));	/* too many */
 	cr_assert_eq(errno, EINVAL);
 	d.nq = 2;
 	{
-		struct uvh_vud *v = uvh_vud_new(&o);
+		struct uvh_devhost *v = uvh_devhost_new(&o);
 
 		cr_assert(v);
-		cr_assert_eq(uvh_vud_handle(v, 0), -ENOTCONN);
-		cr_assert_eq(uvh_vud_watch(v, e, NULL, NULL), -ENOTCONN);
-		cr_assert_eq(uvh_vud_fd(v), -1);
-		uvh_vud_disconnect(v);
-		uvh_vud_free(v);
+		cr_assert_eq(uvh_devhost_handle(v, 0), -ENOTCONN);
+		cr_assert_eq(uvh_devhost_watch(v, e, NULL, NULL), -ENOTCONN);
+		cr_assert_eq(uvh_devhost_fd(v), -1);
+		uvh_devhost_disconnect(v);
+		uvh_devhost_free(v);
 	}
 	uvh_engine_destroy(e);
 }
@@ -1251,7 +1251,7 @@ static void iommu_case(bool packed)
 	f->fe = uvh_frontend_from_fd(sv[0]);
 	cr_assert(f->fe);
 	uvh_frontend_set_timeout(f->fe, 5000);
-	cr_assert_eq(uvh_vud_connect(f->vud, sv[1]), 0);
+	cr_assert_eq(uvh_devhost_connect(f->dh, sv[1]), 0);
 	cr_assert_eq(uvh_frontend_negotiate(f->fe, feat, PF(REPLY_ACK) | PF(BACKEND_REQ),
 					    &fout, &pf), 0);
 	cr_assert_eq(fout & feat, feat, "IOMMU_PLATFORM not negotiated");
@@ -1319,5 +1319,5 @@ static void iommu_case(bool packed)
 	fx_fini(f);
 }
 
-Test(vhost_user_dev, iommu_miss_then_update_split) { iommu_case(false); }
-Test(vhost_user_dev, iommu_miss_then_update_packed) { iommu_case(true); }
+Test(devhost, iommu_miss_then_update_split) { iommu_case(false); }
+Test(devhost, iommu_miss_then_update_packed) { iommu_case(true); }

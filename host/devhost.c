@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * uvhost: the vhost-user device host. See vhost_user_dev.h.
+ * uvhost: the vhost-user device host. See devhost.h.
  *
  * This file: features, config/status, the back-end channel and IOTLB, the
  * session, the handler table and the public API. The rings are in
  * vhost_user_dev_rings.c, memory and dirty log in vhost_user_dev_mem.c,
  * device state and inflight area in vhost_user_dev_state.c; what they
- * share is in vhost_user_dev_internal.h.
+ * share is in devhost_internal.h.
  *
  * Locking: v->lock serialises every control-path entry (a request being
  * handled, connect, disconnect, the end of a watched connection). The
@@ -25,9 +25,9 @@
 
 #include "util.h"
 #include "backend_req.h"
-#include "vhost_user_dev_internal.h"
+#include "devhost_internal.h"
 
-/* Protocol features the vud implements itself. */
+/* Protocol features the device host implements itself. */
 #define VUD_PROTOCOL_FEATURES ( \
 	UVH_BIT(UVH_PROTOCOL_F_LOG_SHMFD) | \
 	UVH_BIT(UVH_PROTOCOL_F_REPLY_ACK) | \
@@ -40,7 +40,7 @@
 
 /* ---- features --------------------------------------------------------------------- */
 
-static uint64_t offered_features(struct uvh_vud *v)
+static uint64_t offered_features(struct uvh_devhost *v)
 {
 	uint64_t f = v->ops->features(v->dev);
 
@@ -58,7 +58,7 @@ static int h_get_features(void *dev, uint64_t *features)
 
 static int h_set_features(void *dev, uint64_t features)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 	bool had_log = log_all(v);
 	uint64_t changed = features ^ v->features;
 	int ret;
@@ -66,7 +66,7 @@ static int h_set_features(void *dev, uint64_t features)
 	/* Running rings took their features at start (and the device sized
 	 * its headers from them): only LOG_ALL, which they get through the
 	 * log, may change under them (QEMU's migration start and end). */
-	if ((changed & ~UVH_BIT(UVH_F_LOG_ALL)) && uvh__vud_any_running(v)) {
+	if ((changed & ~UVH_BIT(UVH_F_LOG_ALL)) && uvh__devhost_any_running(v)) {
 		UVH_ERR("%s: SET_FEATURES changes 0x%" PRIx64 " while rings run", v->name,
 			(uint64_t)(changed & ~UVH_BIT(UVH_F_LOG_ALL)));
 		return -EBUSY;
@@ -78,21 +78,21 @@ static int h_set_features(void *dev, uint64_t features)
 	}
 	v->features = features;
 	if (had_log != log_all(v) && v->log)
-		uvh__vud_for_each_running(v, uvh__vud_set_log_on_queue, log_all(v) ? v->log : NULL);
+		uvh__devhost_for_each_running(v, uvh__devhost_set_log_on_queue, log_all(v) ? v->log : NULL);
 	/* Without PROTOCOL_FEATURES there is no SET_VRING_ENABLE: every
 	 * ring is enabled now (backend_req.c does the same). */
 	if (!(features & UVH_BIT(UVH_F_PROTOCOL_FEATURES))) {
 		for (uint32_t i = 0; i < v->nq; i++)
 			if (!v->qs[i].running)
 				v->qs[i].enabled = true;
-		uvh__vud_for_each_running(v, uvh__vud_set_enabled_on_queue, (void *)1);
+		uvh__devhost_for_each_running(v, uvh__devhost_set_enabled_on_queue, (void *)1);
 	}
 	return 0;
 }
 
 static int h_get_protocol_features(void *dev, uint64_t *pf)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 	uint64_t f = VUD_PROTOCOL_FEATURES;
 
 	if (v->ops->get_config)
@@ -109,7 +109,7 @@ static int h_get_protocol_features(void *dev, uint64_t *pf)
 
 static int h_set_protocol_features(void *dev, uint64_t pf)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 
 	__atomic_store_n(&v->protocol_features, pf, __ATOMIC_RELAXED);
 	if (v->ops->set_protocol_features)
@@ -125,7 +125,7 @@ static int h_set_owner(void *dev)
 
 static int h_get_queue_num(void *dev, uint64_t *num)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 
 	*num = v->ops->queue_num_reply ? v->ops->queue_num_reply(v->dev) : v->nq;
 	return 0;
@@ -135,7 +135,7 @@ static int h_get_queue_num(void *dev, uint64_t *num)
 
 static int h_get_config(void *dev, uint32_t offset, uint32_t size, uint32_t flags, uint8_t *buf)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 
 	(void)flags;
 	if (!v->ops->get_config)
@@ -146,7 +146,7 @@ static int h_get_config(void *dev, uint32_t offset, uint32_t size, uint32_t flag
 static int h_set_config(void *dev, uint32_t offset, uint32_t size, uint32_t flags,
 			const uint8_t *buf)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 
 	(void)flags;
 	if (!v->ops->set_config)
@@ -156,21 +156,21 @@ static int h_set_config(void *dev, uint32_t offset, uint32_t size, uint32_t flag
 
 static int h_send_rarp(void *dev, const uint8_t mac[6])
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 
 	return v->ops->send_rarp ? v->ops->send_rarp(v->dev, mac) : -ENOSYS;
 }
 
 static int h_net_set_mtu(void *dev, uint16_t mtu)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 
 	return v->ops->net_set_mtu ? v->ops->net_set_mtu(v->dev, mtu) : -ENOSYS;
 }
 
 static int h_set_status(void *dev, uint8_t status)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 
 	__atomic_store_n(&v->status, status, __ATOMIC_RELAXED);
 	if (v->ops->set_status)
@@ -180,7 +180,7 @@ static int h_set_status(void *dev, uint8_t status)
 
 static int h_get_status(void *dev, uint8_t *status)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 
 	*status = v->status;
 	return 0;
@@ -190,7 +190,7 @@ static int h_get_status(void *dev, uint8_t *status)
 
 static int h_set_backend_req_fd(void *dev, int fd)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 	struct uvh_backend_chan *chan, *old = v->chan;
 
 	chan = uvh_backend_chan_new(fd, v->protocol_features);	/* fd taken */
@@ -200,7 +200,7 @@ static int h_set_backend_req_fd(void *dev, int fd)
 	 * the old channel goes once no burst can still be using it */
 	__atomic_store_n(&v->chan, chan, __ATOMIC_RELEASE);
 	if (old) {
-		uvh__vud_quiesce(v);
+		uvh__devhost_quiesce(v);
 		uvh_backend_chan_free(old);
 	}
 	return 0;
@@ -208,7 +208,7 @@ static int h_set_backend_req_fd(void *dev, int fd)
 
 static int h_iotlb_msg(void *dev, const struct uvh_iotlb *msg)
 {
-	struct uvh_vud *v = dev;
+	struct uvh_devhost *v = dev;
 
 	int ret;
 
@@ -225,7 +225,7 @@ static int h_iotlb_msg(void *dev, const struct uvh_iotlb *msg)
 	 * make its engine sweep it, as a guest kick would. A kick that
 	 * finds nothing new costs one empty burst. */
 	for (uint32_t i = 0; i < v->nq; i++) {
-		struct uvh_vud_queue *q = &v->qs[i];
+		struct uvh_devhost_queue *q = &v->qs[i];
 
 		if (q->running && q->kick_fd >= 0 && eventfd_write(q->kick_fd, 1) < 0)
 			UVH_WARN("%s: vring %u: kick after IOTLB update: %s", v->name, i,
@@ -237,16 +237,16 @@ static int h_iotlb_msg(void *dev, const struct uvh_iotlb *msg)
 /* ---- session ------------------------------------------------------------------------ */
 
 /* Back to a fresh device, keeping the connection (RESET_DEVICE). */
-static void device_reset(struct uvh_vud *v)
+static void device_reset(struct uvh_devhost *v)
 {
-	uvh__vud_stop_all(v);
+	uvh__devhost_stop_all(v);
 	for (uint32_t i = 0; i < v->nq; i++)
-		uvh__vud_queue_clear(&v->qs[i]);
+		uvh__devhost_queue_clear(&v->qs[i]);
 	if (v->ops->reset)
 		v->ops->reset(v->dev);
 	v->features = 0;
 	__atomic_store_n(&v->status, 0, __ATOMIC_RELAXED);
-	uvh__vud_drop_inflight(v);
+	uvh__devhost_drop_inflight(v);
 	if (v->iotlb)
 		uvh_iotlb_flush(v->iotlb);
 }
@@ -264,12 +264,12 @@ static int h_reset_owner(void *dev)
 }
 
 /* The whole session goes: device state and the connection's resources. */
-static void session_end(struct uvh_vud *v)
+static void session_end(struct uvh_devhost *v)
 {
 	device_reset(v);
-	uvh__vud_drop_memory(v);
-	uvh__vud_drop_log(v);
-	uvh__vud_xfer_drop(v);
+	uvh__devhost_drop_memory(v);
+	uvh__devhost_drop_log(v);
+	uvh__devhost_xfer_drop(v);
 	v->xfer_result = 0;
 	uvh_iotlb_free(v->iotlb);
 	v->iotlb = NULL;
@@ -281,56 +281,56 @@ static void session_end(struct uvh_vud *v)
 	__atomic_store_n(&v->local, false, __ATOMIC_RELAXED);
 }
 
-static const struct uvh_backend_handler_ops vud_handler_ops = {
+static const struct uvh_backend_handler_ops dh_handler_ops = {
 	.set_owner = h_set_owner,
 	.reset_owner = h_reset_owner,
 	.get_features = h_get_features,
 	.set_features = h_set_features,
 	.get_protocol_features = h_get_protocol_features,
 	.set_protocol_features = h_set_protocol_features,
-	.set_mem_table = uvh__vud_h_set_mem_table,
-	.set_log_base = uvh__vud_h_set_log_base,
-	.set_log_fd = uvh__vud_h_set_log_fd,
-	.set_vring_num = uvh__vud_h_set_vring_num,
-	.set_vring_addr = uvh__vud_h_set_vring_addr,
-	.set_vring_base = uvh__vud_h_set_vring_base,
-	.get_vring_base = uvh__vud_h_get_vring_base,
-	.get_vring_base_skip_drain = uvh__vud_h_get_vring_base,	/* nothing is ever held back */
-	.set_device_state_fd = uvh__vud_h_set_device_state_fd,
-	.check_device_state = uvh__vud_h_check_device_state,
-	.set_vring_kick = uvh__vud_h_set_vring_kick,
-	.set_vring_call = uvh__vud_h_set_vring_call,
-	.set_vring_err = uvh__vud_h_set_vring_err,
+	.set_mem_table = uvh__devhost_h_set_mem_table,
+	.set_log_base = uvh__devhost_h_set_log_base,
+	.set_log_fd = uvh__devhost_h_set_log_fd,
+	.set_vring_num = uvh__devhost_h_set_vring_num,
+	.set_vring_addr = uvh__devhost_h_set_vring_addr,
+	.set_vring_base = uvh__devhost_h_set_vring_base,
+	.get_vring_base = uvh__devhost_h_get_vring_base,
+	.get_vring_base_skip_drain = uvh__devhost_h_get_vring_base,	/* nothing is ever held back */
+	.set_device_state_fd = uvh__devhost_h_set_device_state_fd,
+	.check_device_state = uvh__devhost_h_check_device_state,
+	.set_vring_kick = uvh__devhost_h_set_vring_kick,
+	.set_vring_call = uvh__devhost_h_set_vring_call,
+	.set_vring_err = uvh__devhost_h_set_vring_err,
 	.get_queue_num = h_get_queue_num,
-	.set_vring_enable = uvh__vud_h_set_vring_enable,
+	.set_vring_enable = uvh__devhost_h_set_vring_enable,
 	.send_rarp = h_send_rarp,
 	.net_set_mtu = h_net_set_mtu,
 	.set_backend_req_fd = h_set_backend_req_fd,
 	.iotlb_msg = h_iotlb_msg,
 	.get_config = h_get_config,
 	.set_config = h_set_config,
-	.get_inflight_fd = uvh__vud_h_get_inflight_fd,
-	.set_inflight_fd = uvh__vud_h_set_inflight_fd,
+	.get_inflight_fd = uvh__devhost_h_get_inflight_fd,
+	.set_inflight_fd = uvh__devhost_h_set_inflight_fd,
 	.reset_device = h_reset_device,
-	.get_max_mem_slots = uvh__vud_h_get_max_mem_slots,
-	.add_mem_reg = uvh__vud_h_add_mem_reg,
-	.rem_mem_reg = uvh__vud_h_rem_mem_reg,
+	.get_max_mem_slots = uvh__devhost_h_get_max_mem_slots,
+	.add_mem_reg = uvh__devhost_h_add_mem_reg,
+	.rem_mem_reg = uvh__devhost_h_rem_mem_reg,
 	.set_status = h_set_status,
 	.get_status = h_get_status,
 };
 
 /* ---- public API ---------------------------------------------------------------------- */
 
-struct uvh_vud *uvh_vud_new(const struct uvh_vud_opts *opts)
+struct uvh_devhost *uvh_devhost_new(const struct uvh_devhost_opts *opts)
 {
-	const struct uvh_vud_device_ops *ops;
-	struct uvh_vud *v;
+	const struct uvh_devhost_device_ops *ops;
+	struct uvh_devhost *v;
 	uint32_t nq, idx;
 
 	if (!opts || !(ops = opts->ops) || !ops->features || !ops->num_queues ||
 	    !ops->queue_start || !ops->process || !opts->engines || !opts->nengines ||
 	    opts->nengines > MAX_ENGINES) {
-		UVH_ERR("vud: invalid options");
+		UVH_ERR("dh: invalid options");
 		errno = EINVAL;
 		return NULL;
 	}
@@ -340,8 +340,8 @@ struct uvh_vud *uvh_vud_new(const struct uvh_vud_opts *opts)
 			return NULL;
 		}
 	nq = ops->num_queues(opts->dev);
-	if (!nq || nq > UVH_VUD_MAX_QUEUES) {
-		UVH_ERR("vud: the device declares %u rings", nq);
+	if (!nq || nq > UVH_DEVHOST_MAX_QUEUES) {
+		UVH_ERR("dh: the device declares %u rings", nq);
 		errno = EINVAL;
 		return NULL;
 	}
@@ -349,7 +349,7 @@ struct uvh_vud *uvh_vud_new(const struct uvh_vud_opts *opts)
 	if (!v)
 		goto nomem;
 	v->qs = calloc(nq, sizeof(*v->qs));
-	v->name = strdup(opts->name ? opts->name : "vud");
+	v->name = strdup(opts->name ? opts->name : "dh");
 	if (!v->qs || !v->name)
 		goto nomem;
 	v->ops = ops;
@@ -361,9 +361,9 @@ struct uvh_vud *uvh_vud_new(const struct uvh_vud_opts *opts)
 	v->log_fd = -1;
 	pthread_mutex_init(&v->lock, NULL);
 	for (uint32_t i = 0; i < nq; i++) {
-		struct uvh_vud_queue *q = &v->qs[i];
+		struct uvh_devhost_queue *q = &v->qs[i];
 
-		q->vud = v;
+		q->dh = v;
 		q->index = i;
 		q->kick_fd = q->call_fd = q->err_fd = -1;
 		idx = ops->engine_for_queue ? ops->engine_for_queue(v->dev, i, v->nengines) :
@@ -387,18 +387,18 @@ nomem:
 	return NULL;
 }
 
-void uvh_vud_free(struct uvh_vud *v)
+void uvh_devhost_free(struct uvh_devhost *v)
 {
 	if (!v)
 		return;
-	uvh_vud_disconnect(v);
+	uvh_devhost_disconnect(v);
 	pthread_mutex_destroy(&v->lock);
 	free(v->qs);
 	free(v->name);
 	free(v);
 }
 
-int uvh_vud_connect(struct uvh_vud *v, int fd)
+int uvh_devhost_connect(struct uvh_devhost *v, int fd)
 {
 	struct uvh_backend_req *req;
 
@@ -413,14 +413,14 @@ int uvh_vud_connect(struct uvh_vud *v, int fd)
 		close(fd);
 		return -EBUSY;
 	}
-	req = uvh_backend_req_new(fd, &vud_handler_ops, v, v->nq);
+	req = uvh_backend_req_new(fd, &dh_handler_ops, v, v->nq);
 	if (!req) {
 		int ret = -errno;
 
 		pthread_mutex_unlock(&v->lock);
 		return ret;
 	}
-	/* pairs with the acquire in uvh_vud_handle(): another thread may
+	/* pairs with the acquire in uvh_devhost_handle(): another thread may
 	 * serve the connection; it sees the request handler whole */
 	__atomic_store_n(&v->req, req, __ATOMIC_RELEASE);
 	stat_add(&v->connections, 1);
@@ -429,7 +429,7 @@ int uvh_vud_connect(struct uvh_vud *v, int fd)
 	return 0;
 }
 
-int uvh_vud_handle(struct uvh_vud *v, int timeout_ms)
+int uvh_devhost_handle(struct uvh_devhost *v, int timeout_ms)
 {
 	struct uvh_backend_req *req;
 	struct uvh_endpoint *ep;
@@ -438,7 +438,7 @@ int uvh_vud_handle(struct uvh_vud *v, int timeout_ms)
 	if (!v)
 		return -ENOTCONN;
 	/* the serving thread may not be the one that connected (acquire:
-	 * pairs with uvh_vud_connect); only it ends the connection */
+	 * pairs with uvh_devhost_connect); only it ends the connection */
 	req = __atomic_load_n(&v->req, __ATOMIC_ACQUIRE);
 	if (!req)
 		return -ENOTCONN;
@@ -458,9 +458,9 @@ int uvh_vud_handle(struct uvh_vud *v, int timeout_ms)
 }
 
 /* A watched connection ended: tear it down on the watching engine. */
-static void watched_end(struct uvh_vud *v, int err)
+static void watched_end(struct uvh_devhost *v, int err)
 {
-	void (*cb)(struct uvh_vud *, int, void *);
+	void (*cb)(struct uvh_devhost *, int, void *);
 	void *opaque;
 
 	pthread_mutex_lock(&v->lock);
@@ -477,7 +477,7 @@ static void watched_end(struct uvh_vud *v, int err)
 
 static void watch_on_msg(struct uvh_engine_watch *w, struct uvh_msg *msg)
 {
-	struct uvh_vud *v = w->opaque;
+	struct uvh_devhost *v = w->opaque;
 	int ret;
 
 	pthread_mutex_lock(&v->lock);
@@ -499,8 +499,8 @@ static void watch_on_close(struct uvh_engine_watch *w, int err)
 	watched_end(w->opaque, err);
 }
 
-int uvh_vud_watch(struct uvh_vud *v, struct uvh_engine *e,
-		  void (*on_disconnect)(struct uvh_vud *v, int err, void *opaque),
+int uvh_devhost_watch(struct uvh_devhost *v, struct uvh_engine *e,
+		  void (*on_disconnect)(struct uvh_devhost *v, int err, void *opaque),
 		  void *opaque)
 {
 	int ret;
@@ -535,7 +535,7 @@ int uvh_vud_watch(struct uvh_vud *v, struct uvh_engine *e,
 	return ret;
 }
 
-void uvh_vud_disconnect(struct uvh_vud *v)
+void uvh_devhost_disconnect(struct uvh_devhost *v)
 {
 	struct uvh_engine *w;
 
@@ -557,7 +557,7 @@ void uvh_vud_disconnect(struct uvh_vud *v)
 	pthread_mutex_unlock(&v->lock);
 }
 
-bool uvh_vud_connected(const struct uvh_vud *v)
+bool uvh_devhost_connected(const struct uvh_devhost *v)
 {
 	return v && (__atomic_load_n(&v->req, __ATOMIC_ACQUIRE) != NULL ||
 		     __atomic_load_n(&v->local, __ATOMIC_RELAXED));
@@ -565,7 +565,7 @@ bool uvh_vud_connected(const struct uvh_vud *v)
 
 /* ---- in-process sessions (the soft backend) ---------------------------------------- */
 
-int uvh_vud_connect_local(struct uvh_vud *v)
+int uvh_devhost_connect_local(struct uvh_devhost *v)
 {
 	if (!v)
 		return -EINVAL;
@@ -580,12 +580,12 @@ int uvh_vud_connect_local(struct uvh_vud *v)
 	return 0;
 }
 
-const struct uvh_backend_handler_ops *uvh_vud_handler_ops(void)
+const struct uvh_backend_handler_ops *uvh_devhost_handler_ops(void)
 {
-	return &vud_handler_ops;
+	return &dh_handler_ops;
 }
 
-int uvh_vud_local_call(struct uvh_vud *v, int (*fn)(void *dev, void *arg), void *arg)
+int uvh_devhost_local_call(struct uvh_devhost *v, int (*fn)(void *dev, void *arg), void *arg)
 {
 	int ret;
 
@@ -597,64 +597,64 @@ int uvh_vud_local_call(struct uvh_vud *v, int (*fn)(void *dev, void *arg), void 
 	return ret;
 }
 
-int uvh_vud_fd(const struct uvh_vud *v)
+int uvh_devhost_fd(const struct uvh_devhost *v)
 {
 	struct uvh_backend_req *req = v ? __atomic_load_n(&v->req, __ATOMIC_RELAXED) : NULL;
 
 	return req ? uvh_backend_req_endpoint(req)->fd : -1;
 }
 
-const char *uvh_vud_name(const struct uvh_vud *v)
+const char *uvh_devhost_name(const struct uvh_devhost *v)
 {
 	return v->name;
 }
 
-void *uvh_vud_dev(const struct uvh_vud *v)
+void *uvh_devhost_dev(const struct uvh_devhost *v)
 {
 	return v->dev;
 }
 
-uint32_t uvh_vud_num_queues(const struct uvh_vud *v)
+uint32_t uvh_devhost_num_queues(const struct uvh_devhost *v)
 {
 	return v->nq;
 }
 
-struct uvh_vud_queue *uvh_vud_queue(struct uvh_vud *v, uint32_t index)
+struct uvh_devhost_queue *uvh_devhost_queue(struct uvh_devhost *v, uint32_t index)
 {
 	return v && index < v->nq ? &v->qs[index] : NULL;
 }
 
-bool uvh_vud_queue_running(const struct uvh_vud_queue *q)
+bool uvh_devhost_queue_running(const struct uvh_devhost_queue *q)
 {
 	return __atomic_load_n(&q->running, __ATOMIC_RELAXED);
 }
 
-struct uvh_engine *uvh_vud_queue_engine(const struct uvh_vud *v, uint32_t index)
+struct uvh_engine *uvh_devhost_queue_engine(const struct uvh_devhost *v, uint32_t index)
 {
 	return v && index < v->nq ? v->qs[index].engine : NULL;
 }
 
-uint64_t uvh_vud_features(const struct uvh_vud *v)
+uint64_t uvh_devhost_features(const struct uvh_devhost *v)
 {
 	return __atomic_load_n(&v->features, __ATOMIC_RELAXED);
 }
 
-uint64_t uvh_vud_protocol_features(const struct uvh_vud *v)
+uint64_t uvh_devhost_protocol_features(const struct uvh_devhost *v)
 {
 	return __atomic_load_n(&v->protocol_features, __ATOMIC_RELAXED);
 }
 
-uint8_t uvh_vud_status(const struct uvh_vud *v)
+uint8_t uvh_devhost_status(const struct uvh_devhost *v)
 {
 	return __atomic_load_n(&v->status, __ATOMIC_RELAXED);
 }
 
-struct uvh_backend_chan *uvh_vud_backend_chan(struct uvh_vud *v)
+struct uvh_backend_chan *uvh_devhost_backend_chan(struct uvh_devhost *v)
 {
 	return v->chan;
 }
 
-void uvh_vud_stats(const struct uvh_vud *v, struct uvh_vud_stats *st)
+void uvh_devhost_stats(const struct uvh_devhost *v, struct uvh_devhost_stats *st)
 {
 	st->connections = __atomic_load_n(&v->connections, __ATOMIC_RELAXED);
 	st->requests = __atomic_load_n(&v->requests, __ATOMIC_RELAXED);

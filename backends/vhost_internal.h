@@ -6,13 +6,13 @@
  * VMM's addresses, and a few small helpers. Each backend keeps its own
  * rules on top (limits, alignment, fds). Not installed.
  */
-#ifndef UVHOST_BACKEND_INTERNAL_H
-#define UVHOST_BACKEND_INTERNAL_H
+#ifndef UVHOST_VHOST_INTERNAL_H
+#define UVHOST_VHOST_INTERNAL_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "backend.h"
+#include "vhost.h"
 
 /* Internal to the library: kept out of its dynamic symbol table. */
 #define UVH__BACKEND_INTERNAL	__attribute__((visibility("hidden")))
@@ -37,21 +37,21 @@ static inline bool uvh__overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t 
 #define UVH__REGIONS_HVA	0x2u	/* the hva ranges must be disjoint too */
 
 /* A backend's own check of one region; 0 or -errno (logged). */
-typedef int uvh__region_check_fn(void *ctx, const struct uvh_backend_mem_region *r);
+typedef int uvh__region_check_fn(void *ctx, const struct uvh_vhost_mem_region *r);
 
 /*
  * One region on its own: a size, an hva, neither range wrapping. 0 or
  * -EINVAL, logged under @name.
  */
 UVH__BACKEND_INTERNAL int uvh__region_check(const char *name,
-					    const struct uvh_backend_mem_region *r);
+					    const struct uvh_vhost_mem_region *r);
 
 /* @r against the @n regions of @t: no shared gpa (nor hva with
  * UVH__REGIONS_HVA). 0 or -EINVAL, logged. */
 UVH__BACKEND_INTERNAL int uvh__region_disjoint(const char *name,
-					       const struct uvh_backend_mem_region *t,
+					       const struct uvh_vhost_mem_region *t,
 					       unsigned int n,
-					       const struct uvh_backend_mem_region *r,
+					       const struct uvh_vhost_mem_region *r,
 					       unsigned int flags);
 
 /*
@@ -60,31 +60,31 @@ UVH__BACKEND_INTERNAL int uvh__region_disjoint(const char *name,
  * failure is returned (logged).
  */
 UVH__BACKEND_INTERNAL int uvh__regions_check(const char *name,
-					     const struct uvh_backend_mem_region *t,
+					     const struct uvh_vhost_mem_region *t,
 					     unsigned int n, unsigned int flags,
 					     uvh__region_check_fn *check, void *ctx);
 
 /* The index of the region of @t with @r's gpa and size, or -ENOENT
  * (logged: nothing to remove). */
 UVH__BACKEND_INTERNAL int uvh__region_find(const char *name,
-					   const struct uvh_backend_mem_region *t,
+					   const struct uvh_vhost_mem_region *t,
 					   unsigned int n,
-					   const struct uvh_backend_mem_region *r);
+					   const struct uvh_vhost_mem_region *r);
 
 /* Drop @t[@i], keeping the order of the rest; *@n shrinks by one. */
-UVH__BACKEND_INTERNAL void uvh__region_remove_at(struct uvh_backend_mem_region *t,
+UVH__BACKEND_INTERNAL void uvh__region_remove_at(struct uvh_vhost_mem_region *t,
 						 unsigned int *n, unsigned int i);
 
 /* A new array: the @n regions of @t, then @r. -ENOMEM or 0. The caller
  * frees @t once the new table is in force. */
-UVH__BACKEND_INTERNAL int uvh__regions_with(const struct uvh_backend_mem_region *t,
+UVH__BACKEND_INTERNAL int uvh__regions_with(const struct uvh_vhost_mem_region *t,
 					    unsigned int n,
-					    const struct uvh_backend_mem_region *r,
-					    struct uvh_backend_mem_region **out);
+					    const struct uvh_vhost_mem_region *r,
+					    struct uvh_vhost_mem_region **out);
 
 /* The VMM's address of [gpa, gpa + len), inside one region of @t;
  * -EFAULT when no region holds it all (or len is 0 or wraps). */
-UVH__BACKEND_INTERNAL int uvh__gpa_to_hva(const struct uvh_backend_mem_region *t, unsigned int n,
+UVH__BACKEND_INTERNAL int uvh__gpa_to_hva(const struct uvh_vhost_mem_region *t, unsigned int n,
 					  uint64_t gpa, uint64_t len, uint64_t *hva);
 
 /*
@@ -93,9 +93,9 @@ UVH__BACKEND_INTERNAL int uvh__gpa_to_hva(const struct uvh_backend_mem_region *t
  * inside the table.
  */
 UVH__BACKEND_INTERNAL int uvh__vring_to_hva(const char *name,
-					    const struct uvh_backend_mem_region *t,
+					    const struct uvh_vhost_mem_region *t,
 					    unsigned int n,
-					    const struct uvh_backend_vring_addr *addr,
+					    const struct uvh_vhost_vring_addr *addr,
 					    const uint64_t len[3], uint64_t hva[3]);
 
 /* @features within @offered; else -EINVAL, the extra bits logged. */
@@ -103,7 +103,7 @@ UVH__BACKEND_INTERNAL int uvh__features_offered(const char *name, uint64_t featu
 						uint64_t offered);
 
 /* get_vring_num_max for the backends that take UVH__VRING_NUM_MAX. */
-UVH__BACKEND_INTERNAL int uvh__get_vring_num_max(struct uvh_backend *b, uint32_t *num);
+UVH__BACKEND_INTERNAL int uvh__get_vring_num_max(struct uvh_vhost *b, uint32_t *num);
 
 /* A config access inside UVH_CONFIG_MAX_SIZE, with a buffer. */
 UVH__BACKEND_INTERNAL bool uvh__config_range_ok(uint32_t offset, uint32_t size,

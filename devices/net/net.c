@@ -2,7 +2,7 @@
 /*
  * uvhost: the virtio-net device: features, config space, control ring,
  * the RX delivery path every port shares, TX bursts, and the glue for
- * vhost_user_dev.h. Ports are in net_ports.c (switch, source) and
+ * devhost.h. Ports are in net_ports.c (switch, source) and
  * net_tap.c (tap).
  *
  * RX delivery: a producer (a TX burst, the source generator, RARP) opens
@@ -23,7 +23,7 @@
 #include "log.h"
 #include "message.h"
 #include "net.h"
-#include "vhost_user_dev.h"
+#include "devhost.h"
 
 static _Atomic uint32_t mac_counter;
 
@@ -953,35 +953,35 @@ void uvh_net_get_stats(const struct uvh_net_dev *dev, struct uvh_net_stats *st)
 	st->ctrl_cmds = atomic_load_explicit(&dev->ctrl_cmds, memory_order_relaxed);
 }
 
-/* ---- vhost_user_dev.h glue ------------------------------------------------------------ */
+/* ---- devhost.h glue ------------------------------------------------------------ */
 
-static uint64_t vud_features(void *dev)
+static uint64_t dh_features(void *dev)
 {
 	return uvh_net_features(dev);
 }
 
-static uint64_t vud_protocol_features(void *dev)
+static uint64_t dh_protocol_features(void *dev)
 {
 	(void)dev;
 	return UVH_BIT(UVH_PROTOCOL_F_MQ) | UVH_BIT(UVH_PROTOCOL_F_RARP) | UVH_BIT(UVH_PROTOCOL_F_NET_MTU);
 }
 
-static int vud_set_features(void *dev, uint64_t features)
+static int dh_set_features(void *dev, uint64_t features)
 {
 	return uvh_net_set_features(dev, features);
 }
 
-static uint32_t vud_num_queues(void *dev)
+static uint32_t dh_num_queues(void *dev)
 {
 	return uvh_net_num_queues(dev);
 }
 
-static uint64_t vud_queue_num_reply(void *dev)
+static uint64_t dh_queue_num_reply(void *dev)
 {
 	return uvh_net_max_pairs(dev);
 }
 
-static uint32_t vud_engine_for_queue(void *dev, uint32_t index, uint32_t nengines)
+static uint32_t dh_engine_for_queue(void *dev, uint32_t index, uint32_t nengines)
 {
 	struct uvh_net_dev *d = dev;
 
@@ -991,19 +991,19 @@ static uint32_t vud_engine_for_queue(void *dev, uint32_t index, uint32_t nengine
 }
 
 /* Transmit rings (odd, below the control ring) carry only frames to read. */
-static bool vud_queue_device_reads_only(void *dev, uint32_t index)
+static bool dh_queue_device_reads_only(void *dev, uint32_t index)
 {
 	struct uvh_net_dev *d = dev;
 
 	return index < 2 * d->max_pairs && (index & 1);
 }
 
-static int vud_get_config(void *dev, uint32_t offset, uint32_t size, uint8_t *buf)
+static int dh_get_config(void *dev, uint32_t offset, uint32_t size, uint8_t *buf)
 {
 	return uvh_net_get_config(dev, offset, size, buf);
 }
 
-static int vud_queue_start(void *dev, struct uvh_vud_queue *q)
+static int dh_queue_start(void *dev, struct uvh_devhost_queue *q)
 {
 	struct uvh_net_dev *d = dev;
 	struct uvh_net_binding b = {
@@ -1021,15 +1021,15 @@ static int vud_queue_start(void *dev, struct uvh_vud_queue *q)
 	return err;
 }
 
-static void vud_queue_stop(void *dev, struct uvh_vud_queue *q)
+static void dh_queue_stop(void *dev, struct uvh_devhost_queue *q)
 {
 	uvh_net_queue_stop(dev, q->index);
 	q->priv = NULL;
 }
 
-static unsigned int vud_process(struct uvh_engine_queue *eq)
+static unsigned int dh_process(struct uvh_engine_queue *eq)
 {
-	struct uvh_vud_queue *q = uvh_vud_queue_of(eq);
+	struct uvh_devhost_queue *q = uvh_devhost_queue_of(eq);
 	struct net_ring *r = q->priv;
 
 	if (unlikely(!r))
@@ -1037,52 +1037,52 @@ static unsigned int vud_process(struct uvh_engine_queue *eq)
 	return uvh_net_queue_process(r->dev, r->index);
 }
 
-static void vud_queue_enable(void *dev, struct uvh_vud_queue *q, bool enable)
+static void dh_queue_enable(void *dev, struct uvh_devhost_queue *q, bool enable)
 {
 	uvh_net_queue_enable(dev, q->index, enable);
 }
 
-static void vud_reset(void *dev)
+static void dh_reset(void *dev)
 {
 	uvh_net_reset(dev);
 }
 
-static int vud_send_rarp(void *dev, const uint8_t mac[6])
+static int dh_send_rarp(void *dev, const uint8_t mac[6])
 {
 	return uvh_net_send_rarp(dev, mac);
 }
 
-static int vud_net_set_mtu(void *dev, uint16_t mtu)
+static int dh_net_set_mtu(void *dev, uint16_t mtu)
 {
 	return uvh_net_set_mtu(dev, mtu);
 }
 
-static int vud_save_state(void *dev, void *buf, size_t size)
+static int dh_save_state(void *dev, void *buf, size_t size)
 {
 	return uvh_net_state_save(dev, buf, size);
 }
 
-static int vud_load_state(void *dev, const void *buf, size_t len)
+static int dh_load_state(void *dev, const void *buf, size_t len)
 {
 	return uvh_net_state_load(dev, buf, len);
 }
 
-const struct uvh_vud_device_ops uvh_net_vud_ops = {
-	.features = vud_features,
-	.protocol_features = vud_protocol_features,
-	.set_features = vud_set_features,
-	.num_queues = vud_num_queues,
-	.queue_num_reply = vud_queue_num_reply,
-	.engine_for_queue = vud_engine_for_queue,
-	.queue_device_reads_only = vud_queue_device_reads_only,
-	.get_config = vud_get_config,
-	.queue_start = vud_queue_start,
-	.queue_stop = vud_queue_stop,
-	.process = vud_process,
-	.queue_enable = vud_queue_enable,
-	.reset = vud_reset,
-	.send_rarp = vud_send_rarp,
-	.net_set_mtu = vud_net_set_mtu,
-	.save_state = vud_save_state,
-	.load_state = vud_load_state,
+const struct uvh_devhost_device_ops uvh_net_devhost_ops = {
+	.features = dh_features,
+	.protocol_features = dh_protocol_features,
+	.set_features = dh_set_features,
+	.num_queues = dh_num_queues,
+	.queue_num_reply = dh_queue_num_reply,
+	.engine_for_queue = dh_engine_for_queue,
+	.queue_device_reads_only = dh_queue_device_reads_only,
+	.get_config = dh_get_config,
+	.queue_start = dh_queue_start,
+	.queue_stop = dh_queue_stop,
+	.process = dh_process,
+	.queue_enable = dh_queue_enable,
+	.reset = dh_reset,
+	.send_rarp = dh_send_rarp,
+	.net_set_mtu = dh_net_set_mtu,
+	.save_state = dh_save_state,
+	.load_state = dh_load_state,
 };

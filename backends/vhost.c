@@ -7,28 +7,28 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "backend.h"
+#include "vhost.h"
 #include "log.h"
 
 struct backend_kind {
 	const char *name;
-	enum uvh_backend_type type;
-	int (*open)(const char *arg, const struct uvh_backend_open_opts *opts,
-		    struct uvh_backend **out);
+	enum uvh_vhost_type type;
+	int (*open)(const char *arg, const struct uvh_vhost_open_opts *opts,
+		    struct uvh_vhost **out);
 };
 
 static const struct backend_kind kinds[] = {
-	{ "soft", UVH_BACKEND_SOFT, uvh_backend_soft_open },
-	{ "kern", UVH_BACKEND_KERN, uvh_backend_kern_open },
-	{ "vdpa", UVH_BACKEND_VDPA, uvh_backend_vdpa_open },
-	{ "user", UVH_BACKEND_USER, uvh_backend_user_open },
+	{ "soft", UVH_VHOST_SOFT, uvh_vhost_soft_open },
+	{ "kern", UVH_VHOST_KERN, uvh_vhost_kern_open },
+	{ "vdpa", UVH_VHOST_VDPA, uvh_vhost_vdpa_open },
+	{ "user", UVH_VHOST_USER, uvh_vhost_user_open },
 };
 
-int uvh_backend_open(const char *spec, const struct uvh_backend_open_opts *opts,
-		     struct uvh_backend **out)
+int uvh_vhost_open(const char *spec, const struct uvh_vhost_open_opts *opts,
+		     struct uvh_vhost **out)
 {
-	static const struct uvh_backend_open_opts defaults;
-	struct uvh_backend *b = NULL;
+	static const struct uvh_vhost_open_opts defaults;
+	struct uvh_vhost *b = NULL;
 	const char *colon;
 	size_t tlen, len;
 	int ret;
@@ -75,7 +75,7 @@ int uvh_backend_open(const char *spec, const struct uvh_backend_open_opts *opts,
 	return -EINVAL;
 }
 
-void uvh_backend_close(struct uvh_backend *b)
+void uvh_vhost_close(struct uvh_vhost *b)
 {
 	if (!b)
 		return;
@@ -84,7 +84,7 @@ void uvh_backend_close(struct uvh_backend *b)
 		b->ops->close(b);
 }
 
-const char *uvh_backend_type_name(enum uvh_backend_type type)
+const char *uvh_vhost_type_name(enum uvh_vhost_type type)
 {
 	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
 		if (kinds[i].type == type)
@@ -92,7 +92,7 @@ const char *uvh_backend_type_name(enum uvh_backend_type type)
 	return "unknown";
 }
 
-int uvh_backend_fd(const struct uvh_backend *b)
+int uvh_vhost_fd(const struct uvh_vhost *b)
 {
 	return b ? b->fd : -1;
 }

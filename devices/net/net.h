@@ -3,7 +3,7 @@
  * uvhost: the virtio-net device.
  *
  * One implementation for every hosting style. The device owns no ring and
- * no thread: a host (the vhost-user device host of vhost_user_dev.h, or
+ * no thread: a host (the vhost-user device host of devhost.h, or
  * the in-process soft backend) sets rings up (struct uvh_vq), attaches
  * them to engines and calls the device per ring:
  *
@@ -11,12 +11,12 @@
  *   uvh_net_queue_process(dev, index)           one burst (engine thread)
  *   uvh_net_queue_stop(dev, index)              the ring stops
  *
- * uvh_net_vud_ops is that glue for vhost_user_dev.h, ready-made.
+ * uvh_net_devhost_ops is that glue for devhost.h, ready-made.
  *
  * Rings: RX of pair N is ring 2N, TX of pair N is ring 2N+1, the control
  * ring is the last one (2 * max pairs). Both rings of a pair MUST be
  * served by the same engine (the pair's RX is filled from its TX's
- * process() without a lock; uvh_net_vud_ops.engine_for_queue does this).
+ * process() without a lock; uvh_net_devhost_ops.engine_for_queue does this).
  *
  * Ports (what happens to the frames), chosen at creation:
  *   LOOPBACK  every frame the guest sends on TX N comes back on its RX N
@@ -239,7 +239,7 @@ int uvh_net_queue_start(struct uvh_net_dev *dev, uint32_t index,
  */
 void uvh_net_queue_stop(struct uvh_net_dev *dev, uint32_t index);
 
-/** SET_VRING_ENABLE on a running ring (its engine's thread). The vud
+/** SET_VRING_ENABLE on a running ring (its engine's thread). The device host
  *  never processes a disabled ring (its chains wait); a host that does
  *  gets TX consumed and dropped, and RX nothing. */
 void uvh_net_queue_enable(struct uvh_net_dev *dev, uint32_t index, bool enable);
@@ -299,16 +299,16 @@ struct uvh_net_dev *uvh_net_switch_lookup(const struct uvh_net_switch *sw, const
 
 /* ---- vhost-user glue --------------------------------------------------------------- */
 
-struct uvh_vud_device_ops;
+struct uvh_devhost_device_ops;
 /**
- * The device ops for struct uvh_vud (vhost_user_dev.h), with the
+ * The device ops for struct uvh_devhost (devhost.h), with the
  * struct uvh_net_dev * as opts.dev: features, protocol features (MQ,
  * RARP, NET_MTU, CONFIG), num_queues (2N + 1), queue_num_reply (N),
  * engine_for_queue (pair N on engine N % nengines, the control ring on
  * engine 0), get_config, queue_start/stop/enable, process, reset,
  * send_rarp, net_set_mtu.
  */
-extern const struct uvh_vud_device_ops uvh_net_vud_ops;
+extern const struct uvh_devhost_device_ops uvh_net_devhost_ops;
 
 /* ---- internal: shared by net.c, net_ports.c, net_tap.c only; not API ----------------- */
 #ifdef UVH_NET_INTERNAL
@@ -344,7 +344,7 @@ struct net_tapq;
  * guards running, enabled, vq and the pool there; counters have a single
  * writer and relaxed readers. The device's features, hdr_len and mrg are
  * written by the control thread only while none of its rings runs (the
- * vud refuses SET_FEATURES changes then), so a ring's start orders them
+ * dh refuses SET_FEATURES changes then), so a ring's start orders them
  * before every burst; cfg, rx_mode: control thread and the ctrl ring's
  * engine (byte fields a migration reads with every ring stopped).
  */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The user backend through uvh_backend_open("user:PATH") against an
- * in-process uvhost back-end: a uvh_vud hosting a loopback uvh_net on an
+ * The user backend through uvh_vhost_open("user:PATH") against an
+ * in-process uvhost back-end: a uvh_devhost hosting a loopback uvh_net on an
  * engine, its socket served by a thread of the test (as uvhost-net serves
  * one). The tiny VMM of t_vmm.h drives it: frames back byte for byte
  * (split and packed, with and without REPLY_ACK), calls, exact counters,
@@ -11,7 +11,7 @@
  * (config change eventfd, IOTLB misses); errors: no socket, refused
  * connection, peer gone mid-session, refusals; no fd left behind. Restart:
  * the back-end torn down and a new one started on the same path, the
- * session replayed by uvh_backend_user_reconnect(), traffic resumed.
+ * session replayed by uvh_vhost_user_reconnect(), traffic resumed.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #include "util.h"
-#include "backend.h"
+#include "vhost.h"
 #include "backend_chan.h"
 #include "engine.h"
 #include "listener.h"
@@ -35,7 +35,7 @@
 #include "net.h"
 #include "t_helpers.h"
 #include "t_vmm.h"
-#include "vhost_user_dev.h"
+#include "devhost.h"
 
 #define PF(n)	UVH_BIT(UVH_PROTOCOL_F_##n)
 
@@ -43,14 +43,14 @@
 #define PF_ALL	(PF(MQ) | PF(LOG_SHMFD) | PF(REPLY_ACK) | PF(CONFIG) | PF(INFLIGHT_SHMFD) | \
 		 PF(RESET_DEVICE) | PF(CONFIGURE_MEM_SLOTS) | PF(STATUS) | PF(BACKEND_REQ))
 
-/* ---- the back-end: a vud on an engine, its socket served by a thread ---------------- */
+/* ---- the back-end: a device host on an engine, its socket served by a thread ---------------- */
 
 struct server {
 	char path[108];
 	struct uvh_listener *l;
 	struct uvh_engine *e;
 	struct uvh_net_dev *net;
-	struct uvh_vud *vud;
+	struct uvh_devhost *dh;
 	pthread_t th;
 	atomic_bool stop;
 	atomic_int connections;
@@ -68,12 +68,12 @@ static void *serve(void *arg)
 			continue;
 		if (fd < 0)
 			break;
-		if (uvh_vud_connect(s->vud, fd))
+		if (uvh_devhost_connect(s->dh, fd))
 			continue;
 		atomic_fetch_add(&s->connections, 1);
-		while (!atomic_load(&s->stop) && uvh_vud_handle(s->vud, 20) >= 0)
+		while (!atomic_load(&s->stop) && uvh_devhost_handle(s->dh, 20) >= 0)
 			;
-		uvh_vud_disconnect(s->vud);
+		uvh_devhost_disconnect(s->dh);
 	}
 	return NULL;
 }
@@ -84,7 +84,7 @@ static void server_start_at(struct server *s, const char *path)
 	struct uvh_engine_opts eo = { .name = "t-user", .cpu = -1, .numa_node = -1,
 				      .mode = UVH_ENGINE_ADAPTIVE };
 	struct uvh_net_opts no = { .type = UVH_NET_PORT_LOOPBACK, .name = "t-user" };
-	struct uvh_vud_opts vo = { .name = "t-user", .ops = &uvh_net_vud_ops, .nengines = 1 };
+	struct uvh_devhost_opts vo = { .name = "t-user", .ops = &uvh_net_devhost_ops, .nengines = 1 };
 
 	memset(s, 0, sizeof(*s));
 	if (path)
@@ -99,8 +99,8 @@ static void server_start_at(struct server *s, const char *path)
 	cr_assert_not_null(s->net);
 	vo.dev = s->net;
 	vo.engines = &s->e;
-	s->vud = uvh_vud_new(&vo);
-	cr_assert_not_null(s->vud);
+	s->dh = uvh_devhost_new(&vo);
+	cr_assert_not_null(s->dh);
 	cr_assert_eq(pthread_create(&s->th, NULL, serve, s), 0);
 	s->running = true;
 }
@@ -123,26 +123,26 @@ static void server_kill(struct server *s)
 static void server_stop(struct server *s)
 {
 	server_kill(s);
-	uvh_vud_free(s->vud);
+	uvh_devhost_free(s->dh);
 	uvh_engine_destroy(s->e);
 	uvh_net_destroy(s->net);
 	uvh_listener_close(s->l);
 }
 
-static struct uvh_backend *open_user(struct server *s)
+static struct uvh_vhost *open_user(struct server *s)
 {
-	struct uvh_backend_open_opts o = { .user_timeout_ms = 2000 };
+	struct uvh_vhost_open_opts o = { .user_timeout_ms = 2000 };
 	char spec[128];
-	struct uvh_backend *b = NULL;
+	struct uvh_vhost *b = NULL;
 	int ret;
 
 	snprintf(spec, sizeof(spec), "user:%s", s->path);
-	ret = uvh_backend_open(spec, &o, &b);
+	ret = uvh_vhost_open(spec, &o, &b);
 	cr_assert_eq(ret, 0, "open %s: %s", spec, strerror(-ret));
-	cr_assert_eq(b->type, UVH_BACKEND_USER);
+	cr_assert_eq(b->type, UVH_VHOST_USER);
 	cr_assert_str_eq(b->name, spec);
-	cr_assert_geq(uvh_backend_fd(b), 0);
-	cr_assert_null(uvh_backend_soft_net(b));
+	cr_assert_geq(uvh_vhost_fd(b), 0);
+	cr_assert_null(uvh_vhost_soft_net(b));
 	return b;
 }
 
@@ -160,11 +160,11 @@ static void check_stats(struct server *s, uint64_t frames, uint64_t bytes)
 	cr_assert_eq(st.tx_drops, 0);
 }
 
-static uint32_t vud_regions(struct server *s)
+static uint32_t dh_regions(struct server *s)
 {
-	struct uvh_vud_stats st;
+	struct uvh_devhost_stats st;
 
-	uvh_vud_stats(s->vud, &st);
+	uvh_devhost_stats(s->dh, &st);
 	return st.mem_regions;
 }
 
@@ -175,7 +175,7 @@ static void loopback_case(bool packed, uint64_t pf)
 	int fds = t_count_fds();
 	struct t_vmm_opts o = { .packed = packed, .protocol_features = pf };
 	static struct server s;	/* outlives a failed assertion */
-	struct uvh_backend *b;
+	struct uvh_vhost *b;
 	const unsigned int n = 300;
 	uint64_t bytes = 0, f;
 	uint32_t base[2];
@@ -189,9 +189,9 @@ static void loopback_case(bool packed, uint64_t pf)
 		     (unsigned long)v.protocol_features);
 	/* A request with a reply: the back-end has handled every one before it
 	 * (without REPLY_ACK the others are not waited for). */
-	cr_assert_eq(uvh_backend_call(b, get_features, &f), 0);
-	cr_assert_eq(!!(uvh_vud_features(s.vud) & UVH_BIT(UVH_VIRTIO_F_RING_PACKED)), packed);
-	cr_assert(uvh_vud_features(s.vud) & UVH_BIT(UVH_F_PROTOCOL_FEATURES),
+	cr_assert_eq(uvh_vhost_call(b, get_features, &f), 0);
+	cr_assert_eq(!!(uvh_devhost_features(s.dh) & UVH_BIT(UVH_VIRTIO_F_RING_PACKED)), packed);
+	cr_assert(uvh_devhost_features(s.dh) & UVH_BIT(UVH_F_PROTOCOL_FEATURES),
 		  "PROTOCOL_FEATURES is acked for the VMM");
 	cr_assert_eq(t_vmm_loopback(&v, n, 0, 0, &bytes), 0);
 	cr_assert_gt(t_vmm_calls(&v, T_VMM_RX), 0, "the RX call eventfd never fired");
@@ -202,15 +202,15 @@ static void loopback_case(bool packed, uint64_t pf)
 	cr_assert_eq(base[T_VMM_RX], t_vmm_used_base(&v, T_VMM_RX), "RX base 0x%x, want 0x%x",
 		     base[T_VMM_RX], t_vmm_used_base(&v, T_VMM_RX));
 	cr_assert_eq(base[T_VMM_TX], packed ? 44u | (44u << 16) : n);
-	uvh_backend_close(b);
+	uvh_vhost_close(b);
 	t_vmm_fini(&v);
 	server_stop(&s);
 	cr_assert_eq(t_count_fds(), fds, "fds leaked");
 }
 
-Test(backend_user, loopback_split) { loopback_case(false, PF_ALL); }
-Test(backend_user, loopback_packed) { loopback_case(true, PF_ALL); }
-Test(backend_user, loopback_split_bare_protocol) { loopback_case(false, 0); }
+Test(vhost_user, loopback_split) { loopback_case(false, PF_ALL); }
+Test(vhost_user, loopback_packed) { loopback_case(true, PF_ALL); }
+Test(vhost_user, loopback_split_bare_protocol) { loopback_case(false, 0); }
 
 /* ---- memory ------------------------------------------------------------------------- */
 
@@ -218,9 +218,9 @@ static void regions_case(uint64_t pf)
 {
 	int fds = t_count_fds();
 	struct t_vmm_opts o = { .protocol_features = pf };
-	struct uvh_backend_mem_region bad;
+	struct uvh_vhost_mem_region bad;
 	static struct server s;	/* outlives a failed assertion */
-	struct uvh_backend *b;
+	struct uvh_vhost *b;
 	uint64_t bytes = 0, slots = 0;
 	struct t_vmm v;
 
@@ -228,40 +228,40 @@ static void regions_case(uint64_t pf)
 	b = open_user(&s);
 	cr_assert_eq(t_vmm_init(&v, b, &o), 0);
 	cr_assert_eq(t_vmm_start(&v), 0);
-	cr_assert_eq(uvh_backend_call(b, get_max_mem_slots, &slots), 0);
+	cr_assert_eq(uvh_vhost_call(b, get_max_mem_slots, &slots), 0);
 	cr_assert_eq(slots, pf & PF(CONFIGURE_MEM_SLOTS) ? UVH_MAX_MEM_SLOTS : 8);
 	cr_assert_eq(t_vmm_loopback(&v, 50, 0, 0, &bytes), 0);
-	cr_assert_eq(vud_regions(&s), 1);
+	cr_assert_eq(dh_regions(&s), 1);
 
 	cr_assert_eq(t_vmm_add_region(&v, 1, 1ull << 30, 1ull << 20), 0);
-	cr_assert_eq(vud_regions(&s), 2);
+	cr_assert_eq(dh_regions(&s), 2);
 	cr_assert_eq(t_vmm_loopback(&v, 50, 1, 1000, &bytes), 0);
 	t_vmm_region(&v, 1, &bad);
 	bad.gpa += 4096;
-	cr_assert_eq(uvh_backend_call(b, add_mem_region, &bad), -EINVAL, "overlap");
+	cr_assert_eq(uvh_vhost_call(b, add_mem_region, &bad), -EINVAL, "overlap");
 	bad.gpa = 1ull << 40;
-	cr_assert_eq(uvh_backend_call(b, remove_mem_region, &bad), -ENOENT);
+	cr_assert_eq(uvh_vhost_call(b, remove_mem_region, &bad), -ENOENT);
 	cr_assert_eq(t_vmm_remove_region(&v, 1), 0);
-	cr_assert_eq(vud_regions(&s), 1);
+	cr_assert_eq(dh_regions(&s), 1);
 	cr_assert_eq(t_vmm_loopback(&v, 50, 0, 2000, &bytes), 0);
 	check_stats(&s, 150, bytes);
-	uvh_backend_close(b);
+	uvh_vhost_close(b);
 	t_vmm_fini(&v);
 	server_stop(&s);
 	cr_assert_eq(t_count_fds(), fds, "fds leaked");
 }
 
-Test(backend_user, regions_add_rem_mem_reg) { regions_case(PF_ALL); }
-Test(backend_user, regions_set_again) { regions_case(PF(REPLY_ACK)); }
+Test(vhost_user, regions_add_rem_mem_reg) { regions_case(PF_ALL); }
+Test(vhost_user, regions_set_again) { regions_case(PF(REPLY_ACK)); }
 
 #define NEXTRA	11
 
 static void many_regions_case(uint64_t pf)
 {
 	struct t_vmm_opts o = { .protocol_features = pf };
-	struct uvh_backend_mem_region r[NEXTRA + 1];
+	struct uvh_vhost_mem_region r[NEXTRA + 1];
 	static struct server s;	/* outlives a failed assertion */
-	struct uvh_backend *b;
+	struct uvh_vhost *b;
 	uint64_t bytes = 0;
 	struct t_vmm v;
 	int fds = t_count_fds();
@@ -280,14 +280,14 @@ static void many_regions_case(uint64_t pf)
 		cr_assert_neq(r[i].hva, MAP_FAILED);
 	}
 	if (pf & PF(CONFIGURE_MEM_SLOTS)) {
-		cr_assert_eq(uvh_backend_call(b, set_mem_table, r, NEXTRA + 1), 0);
-		cr_assert_eq(vud_regions(&s), NEXTRA + 1);
+		cr_assert_eq(uvh_vhost_call(b, set_mem_table, r, NEXTRA + 1), 0);
+		cr_assert_eq(dh_regions(&s), NEXTRA + 1);
 	} else {
-		cr_assert_eq(uvh_backend_call(b, set_mem_table, r, NEXTRA + 1), -E2BIG);
-		cr_assert_eq(vud_regions(&s), 1, "nothing sent");
-		cr_assert_eq(uvh_backend_call(b, set_mem_table, r, 8), 0);
-		cr_assert_eq(vud_regions(&s), 8);
-		cr_assert_eq(uvh_backend_call(b, add_mem_region, &r[8]), -E2BIG);
+		cr_assert_eq(uvh_vhost_call(b, set_mem_table, r, NEXTRA + 1), -E2BIG);
+		cr_assert_eq(dh_regions(&s), 1, "nothing sent");
+		cr_assert_eq(uvh_vhost_call(b, set_mem_table, r, 8), 0);
+		cr_assert_eq(dh_regions(&s), 8);
+		cr_assert_eq(uvh_vhost_call(b, add_mem_region, &r[8]), -E2BIG);
 	}
 	/* rings translated through the table kept: traffic unchanged */
 	cr_assert_eq(t_vmm_loopback(&v, 20, 0, 0, &bytes), 0);
@@ -296,23 +296,23 @@ static void many_regions_case(uint64_t pf)
 		close(r[i].fd);	/* the backend keeps its own */
 	}
 	cr_assert_eq(t_vmm_loopback(&v, 20, 0, 100, &bytes), 0);
-	uvh_backend_close(b);
+	uvh_vhost_close(b);
 	t_vmm_fini(&v);
 	server_stop(&s);
 	cr_assert_eq(t_count_fds(), fds, "fds leaked");
 }
 
-Test(backend_user, more_than_8_regions) { many_regions_case(PF_ALL); }
-Test(backend_user, more_than_8_regions_refused) { many_regions_case(PF(REPLY_ACK)); }
+Test(vhost_user, more_than_8_regions) { many_regions_case(PF_ALL); }
+Test(vhost_user, more_than_8_regions_refused) { many_regions_case(PF(REPLY_ACK)); }
 
 /* ---- suspend / resume ----------------------------------------------------------------- */
 
-Test(backend_user, suspend_resume)
+Test(vhost_user, suspend_resume)
 {
 	struct t_vmm_opts o = { .protocol_features = PF_ALL, .timeout_ms = 100 };
 	uint8_t f[300], got[T_VMM_MAX_FRAME];
 	static struct server s;	/* outlives a failed assertion */
-	struct uvh_backend *b;
+	struct uvh_vhost *b;
 	uint64_t bytes = 0;
 	uint32_t len, base[2];
 	struct t_vmm v;
@@ -322,15 +322,15 @@ Test(backend_user, suspend_resume)
 	cr_assert_eq(t_vmm_init(&v, b, &o), 0);
 	cr_assert_eq(t_vmm_start(&v), 0);
 	cr_assert_eq(t_vmm_loopback(&v, 30, 0, 0, &bytes), 0);
-	cr_assert_eq(uvh_backend_call(b, suspend), 0);
-	cr_assert_not(uvh_vud_queue_running(uvh_vud_queue(s.vud, 1)));
+	cr_assert_eq(uvh_vhost_call(b, suspend), 0);
+	cr_assert_not(uvh_devhost_queue_running(uvh_devhost_queue(s.dh, 1)));
 	t_vmm_make_frame(f, sizeof(f), 5);
 	cr_assert_eq(t_vmm_send(&v, f, sizeof(f), 0), 0);
 	t_vmm_flush(&v, T_VMM_TX);
 	cr_assert_eq(t_vmm_recv(&v, got, sizeof(got), &len), -ETIMEDOUT);
-	cr_assert_eq(uvh_backend_call(b, resume), 0);
-	cr_assert(uvh_vud_queue_running(uvh_vud_queue(s.vud, 1)));
-	cr_assert(uvh_vud_queue(s.vud, 1)->enabled);
+	cr_assert_eq(uvh_vhost_call(b, resume), 0);
+	cr_assert(uvh_devhost_queue_running(uvh_devhost_queue(s.dh, 1)));
+	cr_assert(uvh_devhost_queue(s.dh, 1)->enabled);
 	v.o.timeout_ms = 5000;
 	cr_assert_eq(t_vmm_recv(&v, got, sizeof(got), &len), 0);
 	cr_assert_eq(len, sizeof(f));
@@ -341,19 +341,19 @@ Test(backend_user, suspend_resume)
 	check_stats(&s, 61, bytes);
 	cr_assert_eq(t_vmm_stop(&v, base), 0);
 	cr_assert_eq(base[T_VMM_TX], 61);
-	uvh_backend_close(b);
+	uvh_vhost_close(b);
 	t_vmm_fini(&v);
 	server_stop(&s);
 }
 
 /* ---- queries, the back-end channel ------------------------------------------------------ */
 
-Test(backend_user, queries)
+Test(vhost_user, queries)
 {
 	struct t_vmm_opts o = { .protocol_features = PF_ALL };
 	struct uvh_virtio_net_config cfg;
 	static struct server s;	/* outlives a failed assertion */
-	struct uvh_backend *b;
+	struct uvh_vhost *b;
 	uint64_t pf = 0, q = 0, size = 0;
 	uint32_t num = 0;
 	uint8_t st = 0;
@@ -364,28 +364,28 @@ Test(backend_user, queries)
 	b = open_user(&s);
 	cr_assert_eq(t_vmm_init(&v, b, &o), 0);
 	cr_assert_eq(t_vmm_negotiate(&v), 0);
-	cr_assert_eq(uvh_backend_call(b, get_protocol_features, &pf), 0);
+	cr_assert_eq(uvh_vhost_call(b, get_protocol_features, &pf), 0);
 	cr_assert_eq(pf & PF_ALL, PF_ALL);
-	cr_assert_eq(uvh_vud_protocol_features(s.vud), PF_ALL);
-	cr_assert_eq(uvh_backend_call(b, get_queue_num, &q), 0);
+	cr_assert_eq(uvh_devhost_protocol_features(s.dh), PF_ALL);
+	cr_assert_eq(uvh_vhost_call(b, get_queue_num, &q), 0);
 	cr_assert_eq(q, 1);
-	cr_assert_eq(uvh_backend_call(b, get_vring_num_max, &num), 0);
+	cr_assert_eq(uvh_vhost_call(b, get_vring_num_max, &num), 0);
 	cr_assert_eq(num, 32768);
-	cr_assert_eq(uvh_backend_call(b, get_config, 0, sizeof(cfg), (uint8_t *)&cfg), 0);
+	cr_assert_eq(uvh_vhost_call(b, get_config, 0, sizeof(cfg), (uint8_t *)&cfg), 0);
 	cr_assert_eq(cfg.max_virtqueue_pairs, 1);
 	cr_assert_eq(cfg.mtu, 1500);
-	cr_assert_eq(uvh_backend_call(b, set_status, 0x07), 0);
-	cr_assert_eq(uvh_backend_call(b, get_status, &st), 0);
+	cr_assert_eq(uvh_vhost_call(b, set_status, 0x07), 0);
+	cr_assert_eq(uvh_vhost_call(b, get_status, &st), 0);
 	cr_assert_eq(st, 0x07);
-	cr_assert_eq(uvh_vud_status(s.vud), 0x07);
-	cr_assert_eq(uvh_backend_call(b, get_inflight_fd, 2, 256, &fd, &size), 0);
+	cr_assert_eq(uvh_devhost_status(s.dh), 0x07);
+	cr_assert_eq(uvh_vhost_call(b, get_inflight_fd, 2, 256, &fd, &size), 0);
 	cr_assert_geq(fd, 0);
 	cr_assert_gt(size, 0);
-	cr_assert_eq(uvh_backend_call(b, set_inflight_fd, 2, 256, fd, size), 0);
+	cr_assert_eq(uvh_vhost_call(b, set_inflight_fd, 2, 256, fd, size), 0);
 	close(fd);
-	cr_assert_eq(uvh_backend_call(b, reset_owner), 0, "RESET_DEVICE");
-	cr_assert_eq(uvh_vud_status(s.vud), 0);
-	uvh_backend_close(b);
+	cr_assert_eq(uvh_vhost_call(b, reset_owner), 0, "RESET_DEVICE");
+	cr_assert_eq(uvh_devhost_status(s.dh), 0);
+	uvh_vhost_close(b);
 	t_vmm_fini(&v);
 	server_stop(&s);
 }
@@ -399,7 +399,7 @@ struct chan_sender {
 static void *send_on_chan(void *arg)
 {
 	struct chan_sender *c = arg;
-	struct uvh_backend_chan *chan = uvh_vud_backend_chan(c->s->vud);
+	struct uvh_backend_chan *chan = uvh_devhost_backend_chan(c->s->dh);
 	struct uvh_iotlb miss = { .iova = 0x1000, .perm = UVH_IOTLB_RO, .type = UVH_IOTLB_MISS };
 
 	c->ret = c->what ? uvh_backend_chan_iotlb_msg(chan, &miss) :
@@ -407,13 +407,13 @@ static void *send_on_chan(void *arg)
 	return NULL;
 }
 
-Test(backend_user, backend_channel)
+Test(vhost_user, backend_channel)
 {
 	struct t_vmm_opts o = { .protocol_features = PF_ALL };
 	struct chan_sender c = { 0 };
 	struct uvh_iotlb m;
 	static struct server s;	/* outlives a failed assertion */
-	struct uvh_backend *b;
+	struct uvh_vhost *b;
 	eventfd_t n = 0;
 	pthread_t th;
 	struct t_vmm v;
@@ -423,15 +423,15 @@ Test(backend_user, backend_channel)
 	b = open_user(&s);
 	cr_assert_eq(t_vmm_init(&v, b, &o), 0);
 	cr_assert_eq(t_vmm_negotiate(&v), 0);
-	cr_assert_not_null(uvh_vud_backend_chan(s.vud), "SET_BACKEND_REQ_FD sent");
-	cr_assert_eq(uvh_backend_call(b, set_config_call, efd), 0);
-	cr_assert_eq(uvh_backend_call(b, iotlb_miss, &m, 0), -ETIMEDOUT);
+	cr_assert_not_null(uvh_devhost_backend_chan(s.dh), "SET_BACKEND_REQ_FD sent");
+	cr_assert_eq(uvh_vhost_call(b, set_config_call, efd), 0);
+	cr_assert_eq(uvh_vhost_call(b, iotlb_miss, &m, 0), -ETIMEDOUT);
 
 	/* config change: served while the VMM waits on the channel */
 	c.s = &s;
 	cr_assert_eq(pthread_create(&th, NULL, send_on_chan, &c), 0);
 	for (int i = 0; i < 100 && eventfd_read(efd, &n); i++)
-		uvh_backend_call(b, iotlb_miss, &m, 20);
+		uvh_vhost_call(b, iotlb_miss, &m, 20);
 	pthread_join(th, NULL);
 	cr_assert_eq(c.ret, 0, "config change: %s", strerror(-c.ret));
 	cr_assert_eq(n, 1, "the config eventfd was not written");
@@ -439,14 +439,14 @@ Test(backend_user, backend_channel)
 	/* an IOTLB miss: handed out by iotlb_miss */
 	c.what = 1;
 	cr_assert_eq(pthread_create(&th, NULL, send_on_chan, &c), 0);
-	cr_assert_eq(uvh_backend_call(b, iotlb_miss, &m, 3000), 0);
+	cr_assert_eq(uvh_vhost_call(b, iotlb_miss, &m, 3000), 0);
 	pthread_join(th, NULL);
 	cr_assert_eq(c.ret, 0);
 	cr_assert_eq(m.type, UVH_IOTLB_MISS);
 	cr_assert_eq(m.iova, 0x1000);
 	cr_assert_eq(m.perm, UVH_IOTLB_RO);
 
-	uvh_backend_close(b);
+	uvh_vhost_close(b);
 	t_vmm_fini(&v);
 	server_stop(&s);
 	close(efd);
@@ -454,34 +454,34 @@ Test(backend_user, backend_channel)
 
 /* ---- errors ------------------------------------------------------------------------------ */
 
-Test(backend_user, no_such_socket)
+Test(vhost_user, no_such_socket)
 {
-	struct uvh_backend_open_opts o = { .user_timeout_ms = 30 };
-	struct uvh_backend *b = (void *)1;
+	struct uvh_vhost_open_opts o = { .user_timeout_ms = 30 };
+	struct uvh_vhost *b = (void *)1;
 	char path[108], spec[128];
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int fds = t_count_fds(), sfd;
 
 	t_socket_path(path, sizeof(path), "none");
 	snprintf(spec, sizeof(spec), "user:%s", path);
-	cr_assert_eq(uvh_backend_open(spec, &o, &b), -ENOENT);
+	cr_assert_eq(uvh_vhost_open(spec, &o, &b), -ENOENT);
 	cr_assert_null(b);
 	/* a socket file nobody listens on */
 	sfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	cr_assert_geq(sfd, 0);
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
 	cr_assert_eq(bind(sfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	cr_assert_eq(uvh_backend_open(spec, &o, &b), -ECONNREFUSED);
+	cr_assert_eq(uvh_vhost_open(spec, &o, &b), -ECONNREFUSED);
 	close(sfd);
 	unlink(path);
 	cr_assert_eq(t_count_fds(), fds, "fds leaked");
 }
 
-Test(backend_user, peer_gone_mid_session)
+Test(vhost_user, peer_gone_mid_session)
 {
 	struct t_vmm_opts o = { .protocol_features = PF_ALL };
 	static struct server s;	/* outlives a failed assertion */
-	struct uvh_backend *b;
+	struct uvh_vhost *b;
 	uint64_t bytes = 0, f;
 	uint32_t base;
 	struct t_vmm v;
@@ -493,25 +493,25 @@ Test(backend_user, peer_gone_mid_session)
 	cr_assert_eq(t_vmm_start(&v), 0);
 	cr_assert_eq(t_vmm_loopback(&v, 20, 0, 0, &bytes), 0);
 	server_kill(&s);	/* the back-end ends the session: socket closed */
-	ret = uvh_backend_call(b, get_features, &f);
+	ret = uvh_vhost_call(b, get_features, &f);
 	cr_assert(ret == -ECONNRESET || ret == -EPIPE || ret == -ENOTCONN,
 		  "get_features after the peer went: %d (%s)", ret, strerror(-ret));
-	cr_assert_eq(uvh_backend_call(b, get_vring_base, 0, &base), -ENOTCONN);
-	cr_assert_eq(uvh_backend_call(b, set_vring_num, 0, 256), -ENOTCONN);
-	cr_assert_lt(uvh_backend_call(b, suspend), 0);
-	uvh_backend_close(b);
+	cr_assert_eq(uvh_vhost_call(b, get_vring_base, 0, &base), -ENOTCONN);
+	cr_assert_eq(uvh_vhost_call(b, set_vring_num, 0, 256), -ENOTCONN);
+	cr_assert_lt(uvh_vhost_call(b, suspend), 0);
+	uvh_vhost_close(b);
 	t_vmm_fini(&v);
 	server_stop(&s);
 	cr_assert_eq(t_count_fds(), fds, "fds leaked");
 }
 
-Test(backend_user, refusals)
+Test(vhost_user, refusals)
 {
 	struct t_vmm_opts o = { .protocol_features = PF(REPLY_ACK) };
-	struct uvh_backend_mem_region r;
-	struct uvh_backend_log log = { .size = 4096, .fd = -1 };
+	struct uvh_vhost_mem_region r;
+	struct uvh_vhost_log log = { .size = 4096, .fd = -1 };
 	static struct server s;	/* outlives a failed assertion */
-	struct uvh_backend *b;
+	struct uvh_vhost *b;
 	uint64_t f = 0, u64;
 	uint32_t u32;
 	struct t_vmm v;
@@ -520,33 +520,33 @@ Test(backend_user, refusals)
 	server_start(&s);
 	b = open_user(&s);
 	cr_assert_eq(t_vmm_init(&v, b, &o), 0);
-	cr_assert_eq(uvh_backend_call(b, get_features, &f), 0);
-	cr_assert_eq(uvh_backend_call(b, set_features, f | UVH_BIT(63)), -EINVAL);
-	cr_assert_eq(uvh_backend_call(b, get_protocol_features, &u64), 0);
-	cr_assert_eq(uvh_backend_call(b, set_protocol_features, u64 | UVH_BIT(62)), -EINVAL);
+	cr_assert_eq(uvh_vhost_call(b, get_features, &f), 0);
+	cr_assert_eq(uvh_vhost_call(b, set_features, f | UVH_BIT(63)), -EINVAL);
+	cr_assert_eq(uvh_vhost_call(b, get_protocol_features, &u64), 0);
+	cr_assert_eq(uvh_vhost_call(b, set_protocol_features, u64 | UVH_BIT(62)), -EINVAL);
 	cr_assert_eq(t_vmm_start(&v), 0);
 	/* refused before anything is sent */
-	cr_assert_eq(uvh_backend_call(b, set_vring_num, 256, 256), -EINVAL);
-	cr_assert_eq(uvh_backend_call(b, set_vring_kick, 1000, efd), -EINVAL);
+	cr_assert_eq(uvh_vhost_call(b, set_vring_num, 256, 256), -EINVAL);
+	cr_assert_eq(uvh_vhost_call(b, set_vring_kick, 1000, efd), -EINVAL);
 	t_vmm_region(&v, 0, &r);
 	r.fd = -1;
-	cr_assert_eq(uvh_backend_call(b, set_mem_table, &r, 1), -EBADF);
+	cr_assert_eq(uvh_vhost_call(b, set_mem_table, &r, 1), -EBADF);
 	r.fd = v.mem[0].fd;
 	r.size = 0;
-	cr_assert_eq(uvh_backend_call(b, add_mem_region, &r), -EINVAL);
-	cr_assert_eq(uvh_backend_call(b, set_log_base, &log), -EOPNOTSUPP, "no LOG_SHMFD");
-	cr_assert_eq(uvh_backend_call(b, set_config_call, efd), -EOPNOTSUPP, "no channel");
-	cr_assert_eq(uvh_backend_call(b, set_status, 1), -EOPNOTSUPP, "no STATUS");
+	cr_assert_eq(uvh_vhost_call(b, add_mem_region, &r), -EINVAL);
+	cr_assert_eq(uvh_vhost_call(b, set_log_base, &log), -EOPNOTSUPP, "no LOG_SHMFD");
+	cr_assert_eq(uvh_vhost_call(b, set_config_call, efd), -EOPNOTSUPP, "no channel");
+	cr_assert_eq(uvh_vhost_call(b, set_status, 1), -EOPNOTSUPP, "no STATUS");
 	/* refused by the back-end (a NACK with REPLY_ACK): the session goes on */
-	cr_assert_eq(uvh_backend_call(b, set_vring_num, 99, 256), -EIO);
-	cr_assert_eq(uvh_backend_call(b, set_vring_num, 0, 100), -EIO);
+	cr_assert_eq(uvh_vhost_call(b, set_vring_num, 99, 256), -EIO);
+	cr_assert_eq(uvh_vhost_call(b, set_vring_num, 0, 100), -EIO);
 	/* ops user does not have */
-	cr_assert_eq(uvh_backend_call(b, get_device_id, &u32), -EOPNOTSUPP);
-	cr_assert_eq(uvh_backend_call(b, net_set_backend, 0, efd), -EOPNOTSUPP);
-	cr_assert_eq(uvh_backend_call(b, get_backend_features, &u64), -EOPNOTSUPP);
-	cr_assert_eq(uvh_backend_call(b, set_vring_busyloop_timeout, 0, 1), -EOPNOTSUPP);
+	cr_assert_eq(uvh_vhost_call(b, get_device_id, &u32), -EOPNOTSUPP);
+	cr_assert_eq(uvh_vhost_call(b, net_set_backend, 0, efd), -EOPNOTSUPP);
+	cr_assert_eq(uvh_vhost_call(b, get_backend_features, &u64), -EOPNOTSUPP);
+	cr_assert_eq(uvh_vhost_call(b, set_vring_busyloop_timeout, 0, 1), -EOPNOTSUPP);
 	cr_assert_eq(t_vmm_loopback(&v, 10, 0, 0, NULL), 0, "refusals broke the session");
-	uvh_backend_close(b);
+	uvh_vhost_close(b);
 	t_vmm_fini(&v);
 	close(efd);
 	server_stop(&s);
@@ -575,31 +575,31 @@ static int vmm_base(void *opaque, uint32_t index, uint32_t *base)
 	return 0;
 }
 
-static struct uvh_backend *open_reconnect(struct server *s, struct t_vmm *v)
+static struct uvh_vhost *open_reconnect(struct server *s, struct t_vmm *v)
 {
-	struct uvh_backend_open_opts o = {
+	struct uvh_vhost_open_opts o = {
 		.user_timeout_ms = 2000, .user_reconnect = true,
 		.user_vring_base = vmm_base, .user_opaque = v,
 	};
 	char spec[128];
-	struct uvh_backend *b = NULL;
+	struct uvh_vhost *b = NULL;
 	int ret;
 
 	snprintf(spec, sizeof(spec), "user:%s", s->path);
-	ret = uvh_backend_open(spec, &o, &b);
+	ret = uvh_vhost_open(spec, &o, &b);
 	cr_assert_eq(ret, 0, "open %s: %s", spec, strerror(-ret));
 	return b;
 }
 
 /* Negotiate, take the back-end's inflight area (before the rings, as QEMU
  * does: the session keeps it for the next process), then start. */
-static void start_with_inflight(struct t_vmm *v, struct uvh_backend *b)
+static void start_with_inflight(struct t_vmm *v, struct uvh_vhost *b)
 {
 	uint64_t size = 0;
 	int ifd = -1;
 
 	cr_assert_eq(t_vmm_negotiate(v), 0);
-	cr_assert_eq(uvh_backend_call(b, get_inflight_fd, 2, v->ring_size, &ifd, &size), 0);
+	cr_assert_eq(uvh_vhost_call(b, get_inflight_fd, 2, v->ring_size, &ifd, &size), 0);
 	cr_assert_geq(ifd, 0);
 	cr_assert_gt(size, 0);
 	close(ifd);
@@ -622,7 +622,7 @@ static void restart_case(bool packed, bool inflight)
 	uint8_t f[GONE_FRAMES][256], got[T_VMM_MAX_FRAME];
 	static struct server s;	/* outlives a failed assertion */
 	static struct t_vmm v;
-	struct uvh_backend *b;
+	struct uvh_vhost *b;
 	uint64_t bytes = 0, fe;
 	uint32_t len, base[2];
 	char path[108];
@@ -637,14 +637,14 @@ static void restart_case(bool packed, bool inflight)
 		cr_assert_eq(t_vmm_start(&v), 0);
 	cr_assert_eq(t_vmm_loopback(&v, 200, 0, 0, &bytes), 0);
 	check_stats(&s, 200, bytes);
-	cr_assert_eq(uvh_backend_user_check(b, 0), 0, "the back-end is up");
+	cr_assert_eq(uvh_vhost_user_check(b, 0), 0, "the back-end is up");
 
 	/* the back-end process goes: its session and listener torn down */
 	server_stop(&s);
-	cr_assert_eq(uvh_backend_user_check(b, 2000), -ENOTCONN);
-	ret = uvh_backend_call(b, get_features, &fe);
+	cr_assert_eq(uvh_vhost_user_check(b, 2000), -ENOTCONN);
+	ret = uvh_vhost_call(b, get_features, &fe);
 	cr_assert(peer_gone_err(ret), "get_features while gone: %d", ret);
-	cr_assert(peer_gone_err(uvh_backend_call(b, set_vring_enable, 0, true)));
+	cr_assert(peer_gone_err(uvh_vhost_call(b, set_vring_enable, 0, true)));
 	/* the driver goes on: frames queued while nobody listens */
 	for (uint32_t i = 0; i < GONE_FRAMES; i++) {
 		t_vmm_make_frame(f[i], sizeof(f[i]) - i, 5000 + i);
@@ -654,15 +654,15 @@ static void restart_case(bool packed, bool inflight)
 
 	/* a new process on the same path; the session is replayed to it */
 	server_start_at(&s, path);
-	ret = uvh_backend_user_reconnect(b, 3000);
+	ret = uvh_vhost_user_reconnect(b, 3000);
 	cr_assert_eq(ret, 0, "reconnect: %s", strerror(-ret));
-	cr_assert_geq(uvh_backend_fd(b), 0);
-	cr_assert_eq(uvh_backend_user_check(b, 0), 0);
-	cr_assert_eq(!!(uvh_vud_features(s.vud) & UVH_BIT(UVH_VIRTIO_F_RING_PACKED)), packed);
-	cr_assert_eq(uvh_vud_protocol_features(s.vud), PF_ALL, "protocol features replayed");
-	cr_assert_not_null(uvh_vud_backend_chan(s.vud), "back-end channel reopened");
-	cr_assert(uvh_vud_queue_running(uvh_vud_queue(s.vud, T_VMM_TX)));
-	cr_assert(uvh_vud_queue(s.vud, T_VMM_RX)->enabled);
+	cr_assert_geq(uvh_vhost_fd(b), 0);
+	cr_assert_eq(uvh_vhost_user_check(b, 0), 0);
+	cr_assert_eq(!!(uvh_devhost_features(s.dh) & UVH_BIT(UVH_VIRTIO_F_RING_PACKED)), packed);
+	cr_assert_eq(uvh_devhost_protocol_features(s.dh), PF_ALL, "protocol features replayed");
+	cr_assert_not_null(uvh_devhost_backend_chan(s.dh), "back-end channel reopened");
+	cr_assert(uvh_devhost_queue_running(uvh_devhost_queue(s.dh, T_VMM_TX)));
+	cr_assert(uvh_devhost_queue(s.dh, T_VMM_RX)->enabled);
 
 	/* what the driver queued meanwhile comes back, byte for byte, in order */
 	v.o.timeout_ms = 5000;
@@ -689,24 +689,24 @@ static void restart_case(bool packed, bool inflight)
 		     base[T_VMM_TX], t_vmm_used_base(&v, T_VMM_TX));
 	cr_assert_eq(base[T_VMM_RX], t_vmm_used_base(&v, T_VMM_RX), "RX base 0x%x, want 0x%x",
 		     base[T_VMM_RX], t_vmm_used_base(&v, T_VMM_RX));
-	uvh_backend_close(b);
+	uvh_vhost_close(b);
 	t_vmm_fini(&v);
 	server_stop(&s);
 	cr_assert_eq(t_count_fds(), fds, "fds leaked");
 }
 
-Test(backend_user, restart_split) { restart_case(false, true); }
-Test(backend_user, restart_packed) { restart_case(true, true); }
-Test(backend_user, restart_split_no_inflight) { restart_case(false, false); }
-Test(backend_user, restart_packed_no_inflight) { restart_case(true, false); }
+Test(vhost_user, restart_split) { restart_case(false, true); }
+Test(vhost_user, restart_packed) { restart_case(true, true); }
+Test(vhost_user, restart_split_no_inflight) { restart_case(false, false); }
+Test(vhost_user, restart_packed_no_inflight) { restart_case(true, false); }
 
-Test(backend_user, restart_suspended_ring_stays_stopped)
+Test(vhost_user, restart_suspended_ring_stays_stopped)
 {
 	struct t_vmm_opts o = { .protocol_features = PF_ALL, .timeout_ms = 100 };
 	uint8_t f[300], got[T_VMM_MAX_FRAME];
 	static struct server s;	/* outlives a failed assertion */
 	static struct t_vmm v;
-	struct uvh_backend *b;
+	struct uvh_vhost *b;
 	uint64_t bytes = 0;
 	uint32_t len;
 	char path[108];
@@ -718,25 +718,25 @@ Test(backend_user, restart_suspended_ring_stays_stopped)
 	cr_assert_eq(t_vmm_init(&v, b, &o), 0);
 	start_with_inflight(&v, b);
 	cr_assert_eq(t_vmm_loopback(&v, 30, 0, 0, &bytes), 0);
-	cr_assert_eq(uvh_backend_call(b, suspend), 0);
+	cr_assert_eq(uvh_vhost_call(b, suspend), 0);
 	server_stop(&s);
 	server_start_at(&s, path);
-	cr_assert_eq(uvh_backend_user_reconnect(b, 3000), 0);
-	cr_assert_not(uvh_vud_queue_running(uvh_vud_queue(s.vud, T_VMM_TX)), "suspended ring restarted");
-	cr_assert_not(uvh_vud_queue_running(uvh_vud_queue(s.vud, T_VMM_RX)));
+	cr_assert_eq(uvh_vhost_user_reconnect(b, 3000), 0);
+	cr_assert_not(uvh_devhost_queue_running(uvh_devhost_queue(s.dh, T_VMM_TX)), "suspended ring restarted");
+	cr_assert_not(uvh_devhost_queue_running(uvh_devhost_queue(s.dh, T_VMM_RX)));
 	t_vmm_make_frame(f, sizeof(f), 7);
 	cr_assert_eq(t_vmm_send(&v, f, sizeof(f), 0), 0);
 	t_vmm_flush(&v, T_VMM_TX);
 	cr_assert_eq(t_vmm_recv(&v, got, sizeof(got), &len), -ETIMEDOUT);
-	cr_assert_eq(uvh_backend_call(b, resume), 0);
-	cr_assert(uvh_vud_queue_running(uvh_vud_queue(s.vud, T_VMM_TX)));
+	cr_assert_eq(uvh_vhost_call(b, resume), 0);
+	cr_assert(uvh_devhost_queue_running(uvh_devhost_queue(s.dh, T_VMM_TX)));
 	v.o.timeout_ms = 5000;
 	cr_assert_eq(t_vmm_recv(&v, got, sizeof(got), &len), 0);
 	cr_assert_eq(len, sizeof(f));
 	cr_assert_arr_eq(got, f, sizeof(f));
 	cr_assert_eq(t_vmm_reap_tx(&v, 1), 0);
 	cr_assert_eq(t_vmm_loopback(&v, 30, 0, 100, &bytes), 0);
-	uvh_backend_close(b);
+	uvh_vhost_close(b);
 	t_vmm_fini(&v);
 	server_stop(&s);
 	cr_assert_eq(t_count_fds(), fds, "fds leaked");
@@ -744,12 +744,12 @@ Test(backend_user, restart_suspended_ring_stays_stopped)
 
 /* A reset device's rings are forgotten by the journal: the restarted
  * back-end starts none until the VMM sets them up again. */
-Test(backend_user, restart_after_reset_replays_no_rings)
+Test(vhost_user, restart_after_reset_replays_no_rings)
 {
 	struct t_vmm_opts o = { .protocol_features = PF_ALL, .timeout_ms = 100 };
 	static struct server s;	/* outlives a failed assertion */
 	static struct t_vmm v;
-	struct uvh_backend *b;
+	struct uvh_vhost *b;
 	char path[108];
 	int fds = t_count_fds();
 
@@ -759,28 +759,28 @@ Test(backend_user, restart_after_reset_replays_no_rings)
 	cr_assert_eq(t_vmm_init(&v, b, &o), 0);
 	start_with_inflight(&v, b);
 	cr_assert_eq(t_vmm_loopback(&v, 20, 0, 0, NULL), 0);
-	cr_assert_eq(uvh_backend_call(b, reset_owner), 0);
-	cr_assert_not(uvh_vud_queue_running(uvh_vud_queue(s.vud, T_VMM_TX)), "reset left the ring running");
+	cr_assert_eq(uvh_vhost_call(b, reset_owner), 0);
+	cr_assert_not(uvh_devhost_queue_running(uvh_devhost_queue(s.dh, T_VMM_TX)), "reset left the ring running");
 	server_stop(&s);
 	server_start_at(&s, path);
-	cr_assert_eq(uvh_backend_user_reconnect(b, 3000), 0);
-	cr_assert_not(uvh_vud_queue_running(uvh_vud_queue(s.vud, T_VMM_TX)), "a reset ring was replayed");
-	cr_assert_not(uvh_vud_queue_running(uvh_vud_queue(s.vud, T_VMM_RX)), "a reset ring was replayed");
+	cr_assert_eq(uvh_vhost_user_reconnect(b, 3000), 0);
+	cr_assert_not(uvh_devhost_queue_running(uvh_devhost_queue(s.dh, T_VMM_TX)), "a reset ring was replayed");
+	cr_assert_not(uvh_devhost_queue_running(uvh_devhost_queue(s.dh, T_VMM_RX)), "a reset ring was replayed");
 	/* and the VMM can set them up again on the new process */
 	start_with_inflight(&v, b);
 	cr_assert_eq(t_vmm_loopback(&v, 20, 0, 100, NULL), 0);
-	uvh_backend_close(b);
+	uvh_vhost_close(b);
 	t_vmm_fini(&v);
 	server_stop(&s);
 	cr_assert_eq(t_count_fds(), fds, "fds leaked");
 }
 
-Test(backend_user, reconnect_to_nothing)
+Test(vhost_user, reconnect_to_nothing)
 {
 	struct t_vmm_opts o = { .protocol_features = PF_ALL };
 	static struct server s;	/* outlives a failed assertion */
 	static struct t_vmm v;
-	struct uvh_backend *b;
+	struct uvh_vhost *b;
 	uint64_t f;
 	char path[108];
 	int fds = t_count_fds(), gone_fds;
@@ -792,48 +792,48 @@ Test(backend_user, reconnect_to_nothing)
 	start_with_inflight(&v, b);
 	cr_assert_eq(t_vmm_loopback(&v, 20, 0, 0, NULL), 0);
 	server_stop(&s);	/* the socket file goes too */
-	cr_assert_eq(uvh_backend_user_reconnect(b, 0), -ENOENT, "one try");
-	cr_assert_eq(uvh_backend_fd(b), -1);
+	cr_assert_eq(uvh_vhost_user_reconnect(b, 0), -ENOENT, "one try");
+	cr_assert_eq(uvh_vhost_fd(b), -1);
 	gone_fds = t_count_fds();
-	cr_assert_eq(uvh_backend_user_reconnect(b, 150), -ETIMEDOUT);
-	cr_assert_eq(uvh_backend_user_reconnect(b, 0), -ENOENT);
+	cr_assert_eq(uvh_vhost_user_reconnect(b, 150), -ETIMEDOUT);
+	cr_assert_eq(uvh_vhost_user_reconnect(b, 0), -ENOENT);
 	cr_assert_eq(t_count_fds(), gone_fds, "failed reconnects leak fds");
-	cr_assert_eq(uvh_backend_user_check(b, 0), -ENOTCONN);
-	cr_assert_eq(uvh_backend_call(b, get_features, &f), -ENOTCONN);
-	cr_assert_eq(uvh_backend_call(b, set_vring_num, 0, 256), -ENOTCONN);
+	cr_assert_eq(uvh_vhost_user_check(b, 0), -ENOTCONN);
+	cr_assert_eq(uvh_vhost_call(b, get_features, &f), -ENOTCONN);
+	cr_assert_eq(uvh_vhost_call(b, set_vring_num, 0, 256), -ENOTCONN);
 	/* it comes back: the next try succeeds */
 	server_start_at(&s, path);
-	cr_assert_eq(uvh_backend_user_reconnect(b, 3000), 0);
+	cr_assert_eq(uvh_vhost_user_reconnect(b, 3000), 0);
 	cr_assert_eq(t_vmm_loopback(&v, 20, 0, 100, NULL), 0);
-	uvh_backend_close(b);
+	uvh_vhost_close(b);
 	t_vmm_fini(&v);
 	server_stop(&s);
 	cr_assert_eq(t_count_fds(), fds, "fds leaked");
 }
 
-Test(backend_user, reconnect_needs_user_reconnect)
+Test(vhost_user, reconnect_needs_user_reconnect)
 {
-	static const struct uvh_backend_ops no_ops;
-	struct uvh_backend kern = { .ops = &no_ops, .type = UVH_BACKEND_KERN, .fd = -1 };
+	static const struct uvh_vhost_ops no_ops;
+	struct uvh_vhost kern = { .ops = &no_ops, .type = UVH_VHOST_KERN, .fd = -1 };
 	static struct server s;	/* outlives a failed assertion */
-	struct uvh_backend *b;
+	struct uvh_vhost *b;
 	int fds = t_count_fds();
 
-	cr_assert_eq(uvh_backend_user_reconnect(NULL, 0), -EOPNOTSUPP);
-	cr_assert_eq(uvh_backend_user_reconnect(&kern, 0), -EOPNOTSUPP);
-	cr_assert_eq(uvh_backend_user_check(&kern, 0), -EOPNOTSUPP);
+	cr_assert_eq(uvh_vhost_user_reconnect(NULL, 0), -EOPNOTSUPP);
+	cr_assert_eq(uvh_vhost_user_reconnect(&kern, 0), -EOPNOTSUPP);
+	cr_assert_eq(uvh_vhost_user_check(&kern, 0), -EOPNOTSUPP);
 	server_start(&s);
 	b = open_user(&s);	/* without user_reconnect */
-	cr_assert_eq(uvh_backend_user_check(b, 0), 0);
-	cr_assert_eq(uvh_backend_user_reconnect(b, 100), -EINVAL);
+	cr_assert_eq(uvh_vhost_user_check(b, 0), 0);
+	cr_assert_eq(uvh_vhost_user_reconnect(b, 100), -EINVAL);
 	/* accepted before the kill, or the connection waits in the backlog */
 	for (int i = 0; i < 200 && !atomic_load(&s.connections); i++)
 		usleep(10000);
 	cr_assert_eq(atomic_load(&s.connections), 1);
 	server_kill(&s);
-	cr_assert_eq(uvh_backend_user_check(b, 2000), -ENOTCONN);
-	cr_assert_eq(uvh_backend_user_reconnect(b, 100), -EINVAL);
-	uvh_backend_close(b);
+	cr_assert_eq(uvh_vhost_user_check(b, 2000), -ENOTCONN);
+	cr_assert_eq(uvh_vhost_user_reconnect(b, 100), -EINVAL);
+	uvh_vhost_close(b);
 	server_stop(&s);
 	cr_assert_eq(t_count_fds(), fds, "fds leaked");
 }
