@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * uvhost: the soft backend [VhostSoftBackend]. The VMM's own process runs
- * the virtio-net device (engine/net.h) on uvhost engines, through the
- * vhost-user device host (engine/devhost.h) in its in-process mode:
- * every op becomes a call of the device host's request handler, under the device host's
- * lock (uvh_devhost_local_call), exactly as a socket request would be
- * handled, but with guest-physical ring addresses and host-pointer memory.
+ * a device on uvhost engines, through the device host (host/devhost.h) in
+ * its in-process mode: any device with a struct uvh_devhost_device_ops
+ * (opts.soft_device_ops), or for "soft:net" the virtio-net device
+ * (devices/net/net.h) made here. Every op becomes a call of the device
+ * host's request handler, under its lock (uvh_devhost_local_call), exactly
+ * as a socket request would be handled, but with guest-physical ring
+ * addresses and host-pointer memory.
  *
  * The handlers expect what uvh_backend_req validates for a socket (ring
  * index, sizes, ring stopped, feature subset): that is checked here first.
@@ -20,7 +22,7 @@
  * Memory: host pointers (region fds are not used). A table change is put
  * in force under running rings between two bursts; the VMM must not remove
  * a region holding buffers the device still has (RX buffers not yet used:
- * stop the RX ring first), as engine/net.h says.
+ * stop the RX ring first), as devices/net/net.h says.
  *
  * suspend stops every running ring (GET_VRING_BASE: the engine is waited
  * for, the ring's base kept); resume starts the same rings again from that
@@ -49,7 +51,9 @@
 
 struct soft_backend {
 	struct uvh_vhost b;		/* first: the ops get a struct uvh_vhost * */
-	struct uvh_net_dev *net;
+	void *dev;			/* the device hosted */
+	uint32_t device_id;		/* its virtio device id, 0: unknown */
+	struct uvh_net_dev *net;	/* soft:net's, made and freed here; else NULL */
 	struct uvh_devhost *dh;
 	struct uvh_engine *engines[MAX_ENGINES];
 	unsigned int nengines;
@@ -667,10 +671,11 @@ static int soft_get_queue_num(struct uvh_vhost *b, uint64_t *num)
 
 static int soft_get_device_id(struct uvh_vhost *b, uint32_t *id)
 {
-	(void)b;
 	if (!id)
 		return -EINVAL;
-	*id = DEVICE_ID_NET;
+	if (!to_soft(b)->device_id)
+		return -ENOTSUP;
+	*id = to_soft(b)->device_id;
 	return 0;
 }
 
@@ -845,18 +850,19 @@ int uvh_vhost_soft_open(const char *arg, const struct uvh_vhost_open_opts *opts,
 {
 	static const struct uvh_vhost_open_opts defaults;
 	struct uvh_net_opts loopback = { .type = UVH_NET_PORT_LOOPBACK, .name = "soft" };
-	struct uvh_devhost_opts vo = { .name = "soft", .ops = &uvh_net_devhost_ops };
+	struct uvh_devhost_opts vo = { .name = "soft" };
 	struct soft_backend *s;
 	int ret;
 
 	if (!arg || !out)
 		return -EINVAL;
-	if (strcmp(arg, "net")) {
-		UVH_ERR("soft: unknown device '%s' (only 'net')", arg);
-		return -EINVAL;
-	}
 	if (!opts)
 		opts = &defaults;
+	if (!opts->soft_device_ops && strcmp(arg, "net")) {
+		UVH_ERR("soft: unknown device '%s' ('net', or a device of the caller's "
+			"through soft_device_ops)", arg);
+		return -EINVAL;
+	}
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
@@ -864,12 +870,25 @@ int uvh_vhost_soft_open(const char *arg, const struct uvh_vhost_open_opts *opts,
 	s->b.type = UVH_VHOST_SOFT;
 	s->b.fd = -1;
 	snprintf(s->b.name, sizeof(s->b.name), "soft:%s", arg);
-	s->net = uvh_net_create(opts->soft_net ? opts->soft_net : &loopback);
-	if (!s->net) {
-		ret = -errno;
+	if (opts->soft_device_ops) {
+		vo.ops = opts->soft_device_ops;
+		s->dev = opts->soft_device;
+		s->device_id = opts->soft_device_id;
+	} else {
+		s->net = uvh_net_create(opts->soft_net ? opts->soft_net : &loopback);
+		if (!s->net) {
+			ret = -errno;
+			goto fail;
+		}
+		vo.ops = &uvh_net_devhost_ops;
+		s->dev = s->net;
+		s->device_id = DEVICE_ID_NET;
+	}
+	if (!vo.ops->num_queues) {
+		ret = -EINVAL;
 		goto fail;
 	}
-	s->nq = uvh_net_num_queues(s->net);
+	s->nq = vo.ops->num_queues(s->dev);
 	s->suspended = calloc(s->nq, sizeof(bool));
 	if (!s->suspended) {
 		ret = -ENOMEM;
@@ -878,7 +897,7 @@ int uvh_vhost_soft_open(const char *arg, const struct uvh_vhost_open_opts *opts,
 	ret = make_engines(s, opts);
 	if (ret)
 		goto fail;
-	vo.dev = s->net;
+	vo.dev = s->dev;
 	vo.engines = s->engines;
 	vo.nengines = s->nengines;
 	s->dh = uvh_devhost_new(&vo);
@@ -901,4 +920,9 @@ fail:
 struct uvh_net_dev *uvh_vhost_soft_net(struct uvh_vhost *b)
 {
 	return b && b->ops == &soft_ops ? to_soft(b)->net : NULL;
+}
+
+void *uvh_vhost_soft_device(struct uvh_vhost *b)
+{
+	return b && b->ops == &soft_ops ? to_soft(b)->dev : NULL;
 }

@@ -251,10 +251,19 @@ struct uvh_vhost {
 struct uvh_net_opts;
 struct uvh_net_dev;
 struct uvh_engine;
+struct uvh_devhost_device_ops;
 
 /** uvh_vhost_open() options; NULL or zeroed = defaults. */
 struct uvh_vhost_open_opts {
-	/** soft: the device to create (net.h; NULL = loopback, 1 pair). */
+	/** soft: a device of the caller's, hosted through its ops table
+	 *  (host/devhost.h; table and device outlive the backend); the spec's
+	 *  ARG then only names it in logs. NULL: "soft:net". */
+	const struct uvh_devhost_device_ops *soft_device_ops;
+	/** soft: that device (the ops' dev). */
+	void *soft_device;
+	/** soft: its virtio device id for get_device_id (0: -ENOTSUP). */
+	uint32_t soft_device_id;
+	/** soft:net: the virtio-net device to make (net.h; NULL = loopback, 1 pair). */
 	const struct uvh_net_opts *soft_net;
 	/** soft: engines to run the rings on (NULL = the backend starts
 	 *  soft_engines engines of its own, each in its own thread). */
@@ -294,6 +303,7 @@ struct uvh_vhost_open_opts {
 /**
  * Open a backend. @spec is "TYPE:ARG":
  *   soft:net              a virtio-net device in this process (opts->soft_*)
+ *   soft:NAME             the caller's device, opts->soft_device_ops
  *   kern:PATH             a vhost character device (/dev/vhost-net)
  *   vdpa:PATH             a vhost-vdpa character device (/dev/vhost-vdpa-0)
  *   user:PATH             a vhost-user back-end listening on PATH
@@ -317,8 +327,10 @@ int uvh_vhost_vdpa_open(const char *path, const struct uvh_vhost_open_opts *opts
 int uvh_vhost_user_open(const char *path, const struct uvh_vhost_open_opts *opts,
 			  struct uvh_vhost **out);
 
-/** soft: the device (to read its counters), NULL for other backends. */
+/** soft:net: its device (to read its counters), NULL otherwise. */
 struct uvh_net_dev *uvh_vhost_soft_net(struct uvh_vhost *b);
+/** soft: the device hosted (soft_device, or soft:net's), NULL otherwise. */
+void *uvh_vhost_soft_device(struct uvh_vhost *b);
 /** kern, vdpa: the character device's fd; user: the socket; soft: -1. */
 int uvh_vhost_fd(const struct uvh_vhost *b);
 

@@ -154,18 +154,24 @@ static int h_set_config(void *dev, uint32_t offset, uint32_t size, uint32_t flag
 	return v->ops->set_config(v->dev, offset, size, buf);
 }
 
+/* The device's own requests: passed on as they came. */
+static int device_request(struct uvh_devhost *v, uint32_t request, const void *payload,
+			  uint32_t size)
+{
+	return v->ops->device_request ? v->ops->device_request(v->dev, request, payload, size) :
+					-ENOSYS;
+}
+
 static int h_send_rarp(void *dev, const uint8_t mac[6])
 {
-	struct uvh_devhost *v = dev;
-
-	return v->ops->send_rarp ? v->ops->send_rarp(v->dev, mac) : -ENOSYS;
+	return device_request(dev, UVH_REQ_SEND_RARP, mac, 6);
 }
 
 static int h_net_set_mtu(void *dev, uint16_t mtu)
 {
-	struct uvh_devhost *v = dev;
+	uint64_t v = mtu;
 
-	return v->ops->net_set_mtu ? v->ops->net_set_mtu(v->dev, mtu) : -ENOSYS;
+	return device_request(dev, UVH_REQ_NET_SET_MTU, &v, sizeof(v));
 }
 
 static int h_set_status(void *dev, uint8_t status)

@@ -245,10 +245,14 @@ struct uvh_devhost_device_ops {
 	 * RESET_OWNER, RESET_DEVICE): go back to the state of a fresh device.
 	 */
 	void (*reset)(void *dev);
-	/** [control] SEND_RARP (needs the device to offer RARP). */
-	int (*send_rarp)(void *dev, const uint8_t mac[6]);
-	/** [control] NET_SET_MTU (needs the device to offer NET_MTU). */
-	int (*net_set_mtu)(void *dev, uint16_t mtu);
+	/**
+	 * [control] A request for the device itself, which the device host
+	 * passes on as it came: SEND_RARP (payload: the MAC, 6 bytes),
+	 * NET_SET_MTU (the u64). A front-end sends them only when the device
+	 * offered their protocol feature (protocol_features). NULL, or
+	 * -ENOSYS: refused.
+	 */
+	int (*device_request)(void *dev, uint32_t request, const void *payload, uint32_t size);
 	/** [control] SET_STATUS seen (the device host stores it for GET_STATUS). */
 	void (*set_status)(void *dev, uint8_t status);
 	/**

@@ -1047,14 +1047,20 @@ static void dh_reset(void *dev)
 	uvh_net_reset(dev);
 }
 
-static int dh_send_rarp(void *dev, const uint8_t mac[6])
+static int dh_device_request(void *dev, uint32_t request, const void *payload, uint32_t size)
 {
-	return uvh_net_send_rarp(dev, mac);
-}
+	uint64_t mtu;
 
-static int dh_net_set_mtu(void *dev, uint16_t mtu)
-{
-	return uvh_net_set_mtu(dev, mtu);
+	switch (request) {
+	case UVH_REQ_SEND_RARP:
+		return size >= 6 ? uvh_net_send_rarp(dev, payload) : -EINVAL;
+	case UVH_REQ_NET_SET_MTU:
+		if (size < sizeof(mtu))
+			return -EINVAL;
+		memcpy(&mtu, payload, sizeof(mtu));
+		return mtu > UINT16_MAX ? -EINVAL : uvh_net_set_mtu(dev, (uint16_t)mtu);
+	}
+	return -ENOSYS;
 }
 
 static int dh_save_state(void *dev, void *buf, size_t size)
@@ -1081,8 +1087,7 @@ const struct uvh_devhost_device_ops uvh_net_devhost_ops = {
 	.process = dh_process,
 	.queue_enable = dh_queue_enable,
 	.reset = dh_reset,
-	.send_rarp = dh_send_rarp,
-	.net_set_mtu = dh_net_set_mtu,
+	.device_request = dh_device_request,
 	.save_state = dh_save_state,
 	.load_state = dh_load_state,
 };

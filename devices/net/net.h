@@ -306,7 +306,7 @@ struct uvh_devhost_device_ops;
  * RARP, NET_MTU, CONFIG), num_queues (2N + 1), queue_num_reply (N),
  * engine_for_queue (pair N on engine N % nengines, the control ring on
  * engine 0), get_config, queue_start/stop/enable, process, reset,
- * send_rarp, net_set_mtu.
+ * device_request (SEND_RARP, NET_SET_MTU), save_state, load_state.
  */
 extern const struct uvh_devhost_device_ops uvh_net_devhost_ops;
 

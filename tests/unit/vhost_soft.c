@@ -21,6 +21,7 @@
 #include "engine.h"
 #include "message.h"
 #include "net.h"
+#include "devhost.h"
 #include "t_helpers.h"
 #include "t_vmm.h"
 
@@ -91,6 +92,48 @@ static void loopback_case(bool packed, bool no_event_idx)
 Test(vhost_soft, loopback_split) { loopback_case(false, false); }
 Test(vhost_soft, loopback_packed) { loopback_case(true, false); }
 Test(vhost_soft, loopback_split_no_event_idx) { loopback_case(false, true); }
+
+/* A device of the caller's, through its own ops table: here the net
+ * device's ops behind a table that counts the ring starts the backend
+ * asks for. The caller owns the device and frees it after the backend. */
+static _Atomic int starts_seen;
+static struct uvh_devhost_device_ops counting_ops;
+
+static int counting_queue_start(void *dev, struct uvh_devhost_queue *q)
+{
+	starts_seen++;
+	return uvh_net_devhost_ops.queue_start(dev, q);
+}
+
+Test(vhost_soft, caller_device_through_its_ops)
+{
+	struct uvh_net_opts no = { .type = UVH_NET_PORT_LOOPBACK, .name = "mine" };
+	struct uvh_net_dev *net = uvh_net_create(&no);
+	struct uvh_vhost_open_opts o = { .soft_device_ops = &counting_ops, .soft_device = net,
+					 .soft_device_id = 1 };
+	struct uvh_vhost *b = NULL;
+	uint64_t bytes = 0;
+	uint32_t id = 0;
+	struct t_vmm v;
+
+	cr_assert_not_null(net);
+	counting_ops = uvh_net_devhost_ops;
+	counting_ops.queue_start = counting_queue_start;
+	cr_assert_eq(uvh_vhost_open("soft:mine", &o, &b), 0);
+	cr_assert_str_eq(b->name, "soft:mine");
+	cr_assert_eq(uvh_vhost_soft_device(b), net);
+	cr_assert_null(uvh_vhost_soft_net(b), "not a device the backend made");
+	cr_assert_eq(uvh_vhost_call(b, get_device_id, &id), 0);
+	cr_assert_eq(id, 1);
+	cr_assert_eq(t_vmm_init(&v, b, NULL), 0);
+	cr_assert_eq(t_vmm_start(&v), 0);
+	cr_assert_eq(t_vmm_loopback(&v, 50, 0, 0, &bytes), 0);
+	cr_assert_eq(starts_seen, 2, "the backend started %d rings through the table", starts_seen);
+	uvh_vhost_close(b);
+	t_vmm_fini(&v);
+	uvh_net_destroy(net);
+	cr_assert_eq(uvh_vhost_open("soft:other", NULL, &b), -EINVAL, "no such device");
+}
 
 Test(vhost_soft, stopped_ring_stays)
 {
