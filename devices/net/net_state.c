@@ -12,9 +12,8 @@
 #include <errno.h>
 #include <string.h>
 
-#define UVH_NET_INTERNAL
 #include "crc32.h"
-#include "net.h"
+#include "net_internal.h"
 
 #define OFF_CRC		44u
 #define STATUS_BITS	(UVH_VIRTIO_NET_S_LINK_UP | UVH_VIRTIO_NET_S_ANNOUNCE)

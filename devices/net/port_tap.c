@@ -13,7 +13,6 @@
  * eventfd, so in event mode a tap completion wakes the engine exactly as
  * a kick does.
  */
-#define UVH_NET_INTERNAL
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
@@ -26,12 +25,24 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "net.h"
+#include "util.h"
+#include "net_internal.h"
 
 #define TAP_SLOTS	32u	/* reads in flight per RX ring (a power of two) */
 #define TAP_SLOT_CHAINS	8u
 #define TAP_SLOT_IOV	128u
 #define TAP_RING	64u
+
+/* The port's own state (dev->port_priv). */
+struct tap_port {
+	char name[16];		/* the interface, as the kernel named it */
+	int fds[];		/* one tap queue per pair */
+};
+
+static inline struct tap_port *tap_of(const struct uvh_net_dev *dev)
+{
+	return dev->port_priv;
+}
 
 struct tap_slot {
 	struct uvh_vq_chain ch[TAP_SLOT_CHAINS];
@@ -57,17 +68,25 @@ struct net_tapq {
 	int tx_res[UVH_NET_BURST];
 };
 
-int net_tap_open(struct uvh_net_dev *dev, const char *name)
+static void tap_close(struct uvh_net_dev *dev);
+
+static int tap_open(struct uvh_net_dev *dev, const struct uvh_net_opts *opts)
 {
+	const char *name = opts->tap_name;
+	struct tap_port *t;
 	struct ifreq ifr;
 	unsigned int i;
 	int fd, sz = (int)UVH_NET_HDR_LEN, err;
 
-	dev->tap_fds = malloc(dev->max_pairs * sizeof(int));
-	if (!dev->tap_fds)
+	if (name && strlen(name) >= sizeof(t->name))
+		return -EINVAL;
+	t = malloc(sizeof(*t) + dev->max_pairs * sizeof(t->fds[0]));
+	if (!t)
 		return -ENOMEM;
+	t->name[0] = 0;
 	for (i = 0; i < dev->max_pairs; i++)
-		dev->tap_fds[i] = -1;
+		t->fds[i] = -1;
+	dev->port_priv = t;
 	for (i = 0; i < dev->max_pairs; i++) {
 		/* blocking fd on purpose: io_uring then waits for a frame
 		 * (internal poll) instead of failing the read with EAGAIN */
@@ -76,11 +95,11 @@ int net_tap_open(struct uvh_net_dev *dev, const char *name)
 			err = -errno;
 			goto fail;
 		}
-		dev->tap_fds[i] = fd;
+		t->fds[i] = fd;
 		memset(&ifr, 0, sizeof(ifr));
 		ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE;
 		if (i)
-			memcpy(ifr.ifr_name, dev->tap_name, sizeof(dev->tap_name));
+			memcpy(ifr.ifr_name, t->name, sizeof(t->name));
 		else if (name && *name)
 			snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
 		if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
@@ -89,43 +108,50 @@ int net_tap_open(struct uvh_net_dev *dev, const char *name)
 			goto fail;
 		}
 		if (!i)
-			snprintf(dev->tap_name, sizeof(dev->tap_name), "%s", ifr.ifr_name);
+			snprintf(t->name, sizeof(t->name), "%s", ifr.ifr_name);
 		if (ioctl(fd, TUNSETVNETHDRSZ, &sz) < 0) {
 			err = -errno;
 			goto fail;
 		}
 	}
-	UVH_INFO("%s: tap %s, %u queues", dev->name, dev->tap_name, dev->max_pairs);
+	UVH_INFO("%s: tap %s, %u queues", dev->name, t->name, dev->max_pairs);
 	return 0;
 fail:
-	net_tap_close(dev);
+	tap_close(dev);
 	return err;
 }
 
-void net_tap_close(struct uvh_net_dev *dev)
+static void tap_close(struct uvh_net_dev *dev)
 {
+	struct tap_port *t = tap_of(dev);
 	unsigned int i;
 
-	if (!dev->tap_fds)
+	if (!t)
 		return;
 	for (i = 0; i < dev->max_pairs; i++)
-		if (dev->tap_fds[i] >= 0)
-			close(dev->tap_fds[i]);
-	free(dev->tap_fds);
-	dev->tap_fds = NULL;
+		if (t->fds[i] >= 0)
+			close(t->fds[i]);
+	free(t);
+	dev->port_priv = NULL;
 }
 
-int net_tap_set_offloads(struct uvh_net_dev *dev)
+const char *uvh_net_tap_name(const struct uvh_net_dev *dev)
 {
+	return dev->port_ops == &net_port_tap && tap_of(dev) ? tap_of(dev)->name : NULL;
+}
+
+static int tap_set_features(struct uvh_net_dev *dev)
+{
+	struct tap_port *t = tap_of(dev);
 	unsigned int off = 0, i;
 	int sz = (int)dev->hdr_len;
 
 	/* what the kernel may hand us for the guest: only what it acked */
 	if (dev->features & (1ull << UVH_VIRTIO_NET_F_GUEST_CSUM))
 		off |= TUN_F_CSUM;
-	for (i = 0; dev->tap_fds && i < dev->max_pairs; i++) {
-		if (ioctl(dev->tap_fds[i], TUNSETVNETHDRSZ, &sz) < 0 ||
-		    ioctl(dev->tap_fds[i], TUNSETOFFLOAD, off) < 0) {
+	for (i = 0; t && i < dev->max_pairs; i++) {
+		if (ioctl(t->fds[i], TUNSETVNETHDRSZ, &sz) < 0 ||
+		    ioctl(t->fds[i], TUNSETOFFLOAD, off) < 0) {
 			UVH_ERR("%s: tap offloads: %s", dev->name, strerror(errno));
 			return -errno;
 		}
@@ -133,7 +159,7 @@ int net_tap_set_offloads(struct uvh_net_dev *dev)
 	return 0;
 }
 
-int net_tap_start(struct net_ring *r)
+static int tap_start(struct net_ring *r)
 {
 	struct net_tapq *q;
 	int err;
@@ -141,7 +167,7 @@ int net_tap_start(struct net_ring *r)
 	q = calloc(1, sizeof(*q));
 	if (!q)
 		return -ENOMEM;
-	q->fd = r->dev->tap_fds[r->pair];
+	q->fd = tap_of(r->dev)->fds[r->pair];
 	err = io_uring_queue_init(TAP_RING, &q->ring, 0);
 	if (err) {
 		free(q);
@@ -153,7 +179,7 @@ int net_tap_start(struct net_ring *r)
 			UVH_WARN("%s: ring %u: no completion eventfd (%s): poll mode only",
 				 r->dev->name, r->index, strerror(-err));
 	}
-	r->tap = q;
+	r->port_priv = q;
 	return 0;
 }
 
@@ -188,7 +214,7 @@ static void iov_write(const struct iovec *iov, unsigned int n, size_t off, const
 static void rx_slot_done(struct net_ring *r, struct tap_slot *s, int res)
 {
 	struct uvh_net_dev *dev = r->dev;
-	struct net_tapq *q = r->tap;
+	struct net_tapq *q = r->port_priv;
 	uint32_t rem = 0, l;
 	unsigned int j, k;
 
@@ -227,7 +253,7 @@ static void rx_slot_done(struct net_ring *r, struct tap_slot *s, int res)
 
 static unsigned int rx_push(struct net_ring *r)
 {
-	struct net_tapq *q = r->tap;
+	struct net_tapq *q = r->port_priv;
 	unsigned int n = q->nused;
 
 	if (n)
@@ -245,7 +271,7 @@ static unsigned int rx_push(struct net_ring *r)
 
 static unsigned int reap(struct net_ring *r)
 {
-	struct net_tapq *q = r->tap;
+	struct net_tapq *q = r->port_priv;
 	struct io_uring_cqe *cqe;
 	unsigned int head, n = 0;
 
@@ -271,7 +297,7 @@ static unsigned int reap(struct net_ring *r)
 static unsigned int rx_refill(struct net_ring *r)
 {
 	struct uvh_net_dev *dev = r->dev;
-	struct net_tapq *q = r->tap;
+	struct net_tapq *q = r->port_priv;
 	uint64_t want = dev->hdr_len + dev->cfg.mtu + 18u;	/* Ethernet + VLAN tag */
 	unsigned int posted = 0, used, i;
 	struct io_uring_sqe *sqe;
@@ -294,7 +320,7 @@ static unsigned int rx_refill(struct net_ring *r)
 			struct uvh_vq_chain *c = &s->ch[s->nch];
 
 			if (TAP_SLOT_IOV - used < TAP_SLOT_IOV / 2 && s->nch)
-				break;	/* keep a lone pop safe: see net.c's pool */
+				break;	/* keep a lone pop safe: see net_rx.c's pool */
 			got = uvh_vq_pop(r->vq, c, 1, s->iov + used, TAP_SLOT_IOV - used);
 			if (got <= 0)
 				break;
@@ -327,7 +353,7 @@ static unsigned int rx_refill(struct net_ring *r)
 static unsigned int tx_complete(struct net_ring *r)
 {
 	struct uvh_net_dev *dev = r->dev;
-	struct net_tapq *q = r->tap;
+	struct net_tapq *q = r->port_priv;
 	unsigned int i, n = q->ntx, good = 0, bad = 0;
 	uint64_t bytes = 0;
 
@@ -354,7 +380,7 @@ static unsigned int tx_complete(struct net_ring *r)
 static unsigned int tx_burst(struct net_ring *r)
 {
 	struct uvh_net_dev *dev = r->dev;
-	struct net_tapq *q = r->tap;
+	struct net_tapq *q = r->port_priv;
 	struct io_uring_sqe *sqe;
 	unsigned int i, n, sub = 0;
 	int got;
@@ -386,9 +412,9 @@ static unsigned int tx_burst(struct net_ring *r)
 	return n;
 }
 
-unsigned int net_tap_process(struct net_ring *r)
+static unsigned int tap_process(struct net_ring *r)
 {
-	struct net_tapq *q = r->tap;
+	struct net_tapq *q = r->port_priv;
 	unsigned int work = 0;
 
 	if (!q)
@@ -413,9 +439,9 @@ unsigned int net_tap_process(struct net_ring *r)
 	return work;
 }
 
-void net_tap_stop(struct net_ring *r)
+static void tap_stop(struct net_ring *r)
 {
-	struct net_tapq *q = r->tap;
+	struct net_tapq *q = r->port_priv;
 	struct io_uring_sqe *sqe;
 	struct __kernel_timespec ts = { .tv_sec = 1 };
 	struct io_uring_cqe *cqe;
@@ -449,5 +475,25 @@ void net_tap_stop(struct net_ring *r)
 	}
 	io_uring_queue_exit(&q->ring);
 	free(q);
-	r->tap = NULL;
+	r->port_priv = NULL;
 }
+
+/*
+ * Offloads the tap understands in the header we pass through. No
+ * GUEST_TSO/UFO: a 64 KiB frame from the tap would need RX chains merged
+ * before its size is known. No IN_ORDER: a RARP can overtake the tap
+ * reads in flight.
+ */
+const struct net_port_ops net_port_tap = {
+	.name = "tap",
+	.features_add = UVH_BIT(UVH_VIRTIO_NET_F_CSUM) | UVH_BIT(UVH_VIRTIO_NET_F_GUEST_CSUM) |
+			UVH_BIT(UVH_VIRTIO_NET_F_HOST_TSO4) | UVH_BIT(UVH_VIRTIO_NET_F_HOST_TSO6) |
+			UVH_BIT(UVH_VIRTIO_NET_F_HOST_ECN),
+	.features_drop = UVH_BIT(UVH_VIRTIO_F_IN_ORDER),
+	.open = tap_open,
+	.close = tap_close,
+	.set_features = tap_set_features,
+	.start = tap_start,
+	.stop = tap_stop,
+	.process = tap_process,
+};

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * uvhost: virtio-net ports that move frames between guests (switch) or
- * make them up (source). Loopback and sink are a few lines in net.c.
+ * uvhost: the switch port, an L2 learning switch between the devices that
+ * share one struct uvh_net_switch.
  *
  * The switch and its RX rings. A port's RX ring is filled by the TX
  * bursts of every other port, and those run on whatever engines serve
@@ -24,20 +24,19 @@
  * the serving engine (flagged, and woken through the ring's kick eventfd)
  * unless the holder is that engine: the host swaps call fds on the
  * serving engine's thread and closes the old one, so only that thread
- * may write it (see net_rx_end).
+ * may write it (see net_rx_end in net_rx.c).
  * What the serving engine still does without the lock is switching guest
  * notifications on and off (it reads the ring's avail position while a
  * holder may move it): at worst the guest kicks an RX ring once more or
  * once less, and RX kicks are not waited for by a switch port.
  */
-#define UVH_NET_INTERNAL
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
-#include "net.h"
+#include "net_internal.h"
 
 #define TABLE_BITS	12
 #define TABLE_SIZE	(1u << TABLE_BITS)
@@ -147,11 +146,14 @@ struct uvh_net_dev *uvh_net_switch_lookup(const struct uvh_net_switch *sw, const
 	return atomic_load(&((struct uvh_net_switch *)sw)->ports[p]);
 }
 
-int net_switch_join(struct uvh_net_switch *sw, struct uvh_net_dev *dev)
+static int switch_open(struct uvh_net_dev *dev, const struct uvh_net_opts *opts)
 {
+	struct uvh_net_switch *sw = opts->sw;
 	unsigned int i;
 	int err = -ENOSPC;
 
+	if (!sw)
+		return -EINVAL;
 	pthread_mutex_lock(&sw->mu);
 	for (i = 0; i < UVH_NET_SWITCH_MAX_PORTS; i++) {
 		if (atomic_load(&sw->ports[i]))
@@ -168,11 +170,14 @@ int net_switch_join(struct uvh_net_switch *sw, struct uvh_net_dev *dev)
 	return err;
 }
 
-void net_switch_leave(struct uvh_net_switch *sw, struct uvh_net_dev *dev)
+static void switch_close(struct uvh_net_dev *dev)
 {
+	struct uvh_net_switch *sw = dev->sw;
 	unsigned int i;
 	uint64_t v;
 
+	if (!sw || dev->port < 0)
+		return;
 	pthread_mutex_lock(&sw->mu);
 	atomic_store(&sw->ports[dev->port], NULL);
 	for (i = 0; i < TABLE_SIZE; i++) {
@@ -186,32 +191,32 @@ void net_switch_leave(struct uvh_net_switch *sw, struct uvh_net_dev *dev)
 }
 
 /*
- * Forward a TX burst of @n chains (r->tch) of a switch port: learn the
- * sources, decide each frame's port, then visit each destination ring
- * once (lock, copy its frames in order, push, unlock). Counts into @r;
- * returns the frames taken (well-formed).
+ * Forward a TX burst of @n chains (r->tch, r->tlen) of a switch port:
+ * learn the sources, decide each frame's port, then visit each
+ * destination ring once (lock, copy its frames in order, push, unlock).
+ * A frame without a whole Ethernet header is refused (tlen 0: a drop).
  */
-unsigned int net_switch_tx(struct net_ring *r, unsigned int n)
+static void switch_tx_burst(struct net_ring *r, unsigned int n)
 {
 	struct uvh_net_dev *dev = r->dev, *peer;
 	struct uvh_net_switch *sw = dev->sw;
 	uint8_t dest[UVH_NET_BURST];
 	uint8_t eth[12];
-	uint64_t mask = 0, bytes = 0;
-	unsigned int i, good = 0, bad = 0, active, qp;
+	uint64_t mask = 0;
+	unsigned int i, active, qp;
 	int p;
 
 	for (i = 0; i < n; i++) {
 		const struct uvh_vq_chain *c = &r->tch[i];
 
 		dest[i] = DEST_DROP;
-		if (c->out_len < dev->hdr_len + 14 || c->out_len - dev->hdr_len > NET_MAX_TX ||
+		if (!r->tlen[i])
+			continue;
+		if (r->tlen[i] < 14 ||
 		    net_iov_read(c->iov, c->nout, dev->hdr_len, eth, 12) < 12) {
-			bad++;
+			r->tlen[i] = 0;
 			continue;
 		}
-		good++;
-		bytes += c->out_len - dev->hdr_len;
 		if (!(eth[6] & 1))
 			learn(sw, mac48(eth + 6), dev->port);
 		if (eth[0] & 1) {
@@ -231,6 +236,8 @@ unsigned int net_switch_tx(struct net_ring *r, unsigned int n)
 	}
 	mask &= ~(1ull << dev->port);
 	while (mask) {
+		struct net_ring *rx;
+
 		p = __builtin_ctzll(mask);
 		mask &= mask - 1;
 		peer = atomic_load_explicit(&sw->ports[p], memory_order_acquire);
@@ -239,67 +246,24 @@ unsigned int net_switch_tx(struct net_ring *r, unsigned int n)
 		active = uvh_net_active_pairs(peer);
 		/* once per burst and peer, not per frame */
 		qp = r->pair < active ? r->pair : r->pair % active;
-		{
-			struct net_ring *rx = &peer->rings[2 * qp];
+		rx = &peer->rings[2 * qp];
+		net_rx_begin(rx, n, r->engine);
+		for (i = 0; i < n; i++) {
+			const struct uvh_vq_chain *c = &r->tch[i];
 
-			net_rx_begin(rx, n, r->engine);
-			for (i = 0; i < n; i++) {
-				const struct uvh_vq_chain *c = &r->tch[i];
-
-				if (dest[i] != (uint8_t)p && dest[i] != DEST_FLOOD)
-					continue;
-				net_rx_put(rx, NULL, c->iov, c->nout, dev->hdr_len,
-					   c->out_len - dev->hdr_len);
-			}
-			net_rx_end(rx);
+			if (dest[i] != (uint8_t)p && dest[i] != DEST_FLOOD)
+				continue;
+			net_rx_put(rx, NULL, c->iov, c->nout, dev->hdr_len, r->tlen[i]);
 		}
+		net_rx_end(rx);
 	}
-	net_count(&r->packets, good);
-	net_count(&r->bytes, bytes);
-	if (bad)
-		net_count(&r->drops, bad);
-	return good;
 }
 
-/* ---- source ------------------------------------------------------------------------ */
-
-void net_source_init(struct uvh_net_dev *dev, uint8_t *frame, uint32_t index)
-{
-	unsigned int i;
-
-	memcpy(frame, dev->cfg.mac, 6);		/* to the guest, so it keeps it */
-	frame[6] = 0x02; frame[7] = 0x75; frame[8] = 0x76;
-	frame[9] = 0x68; frame[10] = 0xff; frame[11] = (uint8_t)(index / 2);
-	frame[12] = 0x88; frame[13] = 0xb5;	/* local experimental ethertype */
-	memset(frame + 14, 0, 8);		/* the counter */
-	for (i = 22; i < dev->frame_size; i++)
-		frame[i] = (uint8_t)i;
-}
-
-/* Fill an RX ring with generated frames, one burst. */
-unsigned int net_source_rx(struct net_ring *r)
-{
-	struct uvh_net_dev *dev = r->dev;
-	struct iovec v = { r->frame, dev->frame_size };
-	unsigned int i, sent = 0;
-
-	if (!r->enabled || !r->frame)
-		return 0;
-	net_rx_begin(r, UVH_NET_BURST, r->engine);
-	for (i = 0; i < UVH_NET_BURST; i++) {
-		/* stop at an empty ring without counting drops: that is back-pressure */
-		if (!net_rx_room(r))
-			break;
-		memcpy(r->frame + 14, &r->seq, 8);
-		if (net_rx_put(r, NULL, &v, 1, 0, dev->frame_size)) {
-			r->seq++;
-			sent++;
-		} else if (r->rx->dry) {
-			/* merging ran out of chains: back-pressure too, not a drop */
-			r->rx->dr--;
-			break;
-		}
-	}
-	net_rx_end(r);
-	return sent;
-}
+const struct net_port_ops net_port_switch = {
+	.name = "switch",
+	.rx_passive = true,
+	.rx_shared = true,
+	.open = switch_open,
+	.close = switch_close,
+	.tx_burst = switch_tx_burst,
+};

@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uvhost: what the virtio-net device's files share. Not installed.
+ *
+ *   net.c          the device: life cycle, features, config, rings, the
+ *                  generic TX burst, RARP, counters
+ *   net_rx.c       RX delivery into the guest's rings, every port's
+ *   net_ctrl.c     the control ring
+ *   net_state.c    the device's own state, for migration
+ *   net_host.c     the glue for the device host (host/devhost.h)
+ *   port_*.c       one file per port type, each a struct net_port_ops
+ */
+#ifndef UVHOST_NET_INTERNAL_H
+#define UVHOST_NET_INTERNAL_H
+
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include "net.h"
+
+struct net_ring;
+
+/*
+ * A port type: what the device does with the frames its guest sends, and
+ * where the frames its guest receives come from. Every op may be NULL.
+ * The device does the rest: rings, the TX burst (pop, bounds, push, counts),
+ * RX delivery (net_rx_*), the control ring, RARP.
+ */
+struct net_port_ops {
+	const char *name;
+	/** virtio features the port adds to the device's own, and takes away */
+	uint64_t features_add, features_drop;
+	/** RX rings are filled by TX bursts only (no RX work of their own):
+	 *  passive engine queues (engine.h) */
+	bool rx_passive;
+	/** RX rings are filled by other ports' engines (under the ring's lock) */
+	bool rx_shared;
+	/** [control] uvh_net_create: the port's own state (a tap's fds, a
+	 *  switch membership); negative errno fails the create */
+	int (*open)(struct uvh_net_dev *dev, const struct uvh_net_opts *opts);
+	/** [control] uvh_net_destroy (or a failed open): free the port's state,
+	 *  the device's and every ring's port_priv */
+	void (*close)(struct uvh_net_dev *dev);
+	/** [control] features accepted (hdr_len and mrg set) */
+	int (*set_features)(struct uvh_net_dev *dev);
+	/** [engine] TX or RX ring @r starts (its fields set, not yet running)
+	 *  / stops (still running); not called for the control ring */
+	int (*start)(struct net_ring *r);
+	void (*stop)(struct net_ring *r);
+	/** [engine] a ring of the pair started, stopped, was enabled or
+	 *  disabled (after the change) */
+	void (*ring_changed)(struct net_ring *r);
+	/** [engine] a TX burst: r->tch[0..n) popped, r->tlen[i] the frame's
+	 *  bytes after the virtio-net header (0: already dropped). Send them
+	 *  on; set tlen[i] = 0 for a frame refused (counted as a drop). NULL:
+	 *  frames are consumed and counted (a sink). */
+	void (*tx_burst)(struct net_ring *r, unsigned int n);
+	/** [engine] an RX ring's own burst (frames made or read): work done */
+	unsigned int (*rx_burst)(struct net_ring *r);
+	/** [engine] the whole burst of a TX or RX ring, for a port with I/O of
+	 *  its own in flight (tap); replaces tx_burst and rx_burst */
+	unsigned int (*process)(struct net_ring *r);
+};
+
+extern const struct net_port_ops net_port_loopback, net_port_sink, net_port_source,
+	net_port_switch, net_port_tap;
+
+#define NET_TX_IOV	512u	/* TX burst iovecs (pop fails only a lone chain longer) */
+#define NET_RX_POOL	64u	/* RX chains popped and not yet used */
+#define NET_RX_IOV	1024u
+#define NET_RX_USED	256u
+#define NET_MAX_TX	(UVH_NET_MAX_FRAME + 18u)	/* + Ethernet header, VLAN tag */
+
+/* RX chains taken from the ring and not used yet (kept in pop order). */
+struct net_rxpool {
+	struct uvh_vq_chain ch[NET_RX_POOL];
+	struct iovec iov[NET_RX_IOV];
+	unsigned int head, n, iov_used;
+	bool dry;			/* the ring had nothing this burst */
+	unsigned int hint;		/* frames expected this burst: chains to pop */
+	struct uvh_engine *self;	/* the producer's engine (NULL: none) */
+	uint64_t pk, by, dr;		/* this burst's counts, published at the end */
+	struct uvh_vq_used used[NET_RX_USED];
+	unsigned int nused;
+};
+
+/*
+ * Ownership. A ring's fields belong to the engine serving it from
+ * uvh_net_queue_start() to uvh_net_queue_stop(), both run on that engine's
+ * thread (or with it stopped). Exceptions: a switch's RX rings (shared)
+ * are filled by other ports' engines under the ring's lock, which also
+ * guards running, enabled, vq and the pool there; counters have a single
+ * writer and relaxed readers. The device's features, hdr_len and mrg are
+ * written by the control thread only while none of its rings runs (the
+ * device host refuses SET_FEATURES changes then), so a ring's start orders them
+ * before every burst; cfg, rx_mode: control thread and the ctrl ring's
+ * engine (byte fields a migration reads with every ring stopped).
+ */
+struct net_ring {
+	struct uvh_net_dev *dev;
+	uint32_t index, pair;
+	bool is_rx, is_ctrl;
+	bool running, enabled;
+	struct uvh_vq *vq;
+	struct uvh_engine_queue *eq;
+	struct uvh_engine *engine;
+	int kick_fd, call_fd;
+	/* switch: RX rings are filled by every port's TX engines; see port_switch.c */
+	atomic_int lock;
+	bool shared;
+	atomic_bool call_pending;	/* a call for the serving engine to make */
+	/* TX burst */
+	struct uvh_vq_chain *tch;
+	struct iovec *tiov;
+	struct uvh_vq_used *tused;
+	uint32_t *tlen;			/* per chain: its frame's bytes, 0 = dropped */
+	/* RX */
+	struct net_rxpool *rx;
+	void *port_priv;		/* the port's per-ring state */
+	/* counters: single writer (the serving engine, or the lock holder) */
+	_Atomic uint64_t packets, bytes, drops;
+};
+
+struct uvh_net_dev {
+	char name[32];
+	enum uvh_net_port_type type;
+	const struct net_port_ops *port_ops;
+	uint32_t max_pairs, nrings;
+	_Atomic uint32_t active_pairs;
+	uint64_t features;
+	bool features_set;
+	uint32_t hdr_len;
+	bool mrg;
+	struct uvh_virtio_net_config cfg;
+	unsigned int frame_size;
+	_Atomic uint64_t rarp;		/* SEND_RARP waiting: MAC | RARP_PENDING (net.c) */
+	_Atomic uint64_t ctrl_cmds;
+	uint8_t rx_mode;		/* CTRL_RX modes on: bit n = command n */
+	struct uvh_net_switch *sw;
+	int port;			/* index on the switch */
+	void *port_priv;		/* the port's own state */
+	struct net_ring rings[];
+};
+
+
+/* ---- shared helpers ------------------------------------------------------------- */
+
+/* A counter with a single writer: a plain add published with a relaxed
+ * store (no locked instruction); readers load it relaxed. */
+static inline void net_count(_Atomic uint64_t *c, uint64_t v)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v,
+			      memory_order_relaxed);
+}
+
+/* A read position in a list of source iovecs. */
+struct net_src {
+	const struct iovec *iov;
+	unsigned int n;
+	size_t off;	/* into iov[0] */
+};
+
+static inline void net_src_init(struct net_src *s, const struct iovec *iov, unsigned int n, size_t skip)
+{
+	while (n && skip >= iov->iov_len) {
+		skip -= iov->iov_len;
+		iov++;
+		n--;
+	}
+	s->iov = iov;
+	s->n = n;
+	s->off = skip;
+}
+
+/*
+ * Copy @len bytes from @s into @dst (@nd iovecs) from byte @doff on. The
+ * caller made sure both sides hold them (chain lengths were summed by
+ * uvh_vq_pop and the source length is known).
+ */
+static inline void net_copy_to(struct net_src *s, const struct iovec *dst, unsigned int nd,
+			   size_t doff, size_t len)
+{
+	size_t room, have, chunk;
+
+	while (nd && doff >= dst->iov_len) {
+		doff -= dst->iov_len;
+		dst++;
+		nd--;
+	}
+	while (len && nd && s->n) {
+		room = dst->iov_len - doff;
+		have = s->iov->iov_len - s->off;
+		chunk = room < have ? room : have;
+		if (chunk > len)
+			chunk = len;
+		memcpy((uint8_t *)dst->iov_base + doff, (const uint8_t *)s->iov->iov_base + s->off,
+		       chunk);
+		len -= chunk;
+		doff += chunk;
+		s->off += chunk;
+		if (doff == dst->iov_len) {
+			dst++;
+			nd--;
+			doff = 0;
+		}
+		if (s->off == s->iov->iov_len) {
+			s->iov++;
+			s->n--;
+			s->off = 0;
+		}
+	}
+}
+
+
+/* net_rx.c */
+size_t net_iov_read(const struct iovec *iov, unsigned int n, size_t off, void *buf, size_t len);
+void net_rx_begin(struct net_ring *r, unsigned int frames, struct uvh_engine *self);
+bool net_rx_put(struct net_ring *r, const struct uvh_virtio_net_hdr *hdr,
+		const struct iovec *src, unsigned int nsrc, size_t skip, uint32_t len);
+void net_rx_end(struct net_ring *r);
+bool net_rx_room(struct net_ring *r);
+/* give back the pool's chains at a stop */
+void net_rx_pool_return(struct net_ring *r);
+/* net_ctrl.c */
+unsigned int net_ctrl_process(struct net_ring *r);
+/* port_switch.c: the per-RX-ring spinlock of shared rings */
+void net_lock(struct net_ring *r);
+void net_unlock(struct net_ring *r);
+
+#endif
