@@ -84,6 +84,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "backend_chan.h"
 #include "engine.h"
@@ -331,6 +332,44 @@ int uvh_devhost_watch(struct uvh_devhost *v, struct uvh_engine *e,
  * a watching engine's; a watched connection is unwatched first.
  */
 void uvh_devhost_disconnect(struct uvh_devhost *v);
+
+struct uvh_listener;
+
+/** uvh_devhost_serve() options: where front-ends come from. */
+struct uvh_devhost_serve_opts {
+	/** Server mode: an open listener (proto/listener.h; not closed here).
+	 *  While a front-end is served, others that connect are refused at
+	 *  once (one front-end per socket). */
+	struct uvh_listener *listener;
+	/** Client mode: connect to @path (retrying with back-off while the
+	 *  front-end's server is not there); also named in logs. */
+	bool client;
+	const char *path;
+	/** Client mode: the server's uid must be one of these (none: any). */
+	const uid_t *allow_uids;
+	unsigned int n_allow_uids;
+	/** A connected socket (the spec's --fd): served once, ownership
+	 *  taken; -1 for none (0 is a socket: set -1 with a listener or
+	 *  client mode, where fd is ignored anyway). */
+	int fd;
+	/** Non-zero: end at once (read with atomic loads: set it with an
+	 *  atomic store or from a signal handler). NULL: never. */
+	const volatile int *stop;
+	/** How soon *stop is seen, in ms (0 = 200). */
+	unsigned int poll_ms;
+	/** Log prefix of the loop's own lines (NULL: the device host's name). */
+	const char *name;
+};
+
+/**
+ * A device daemon's control loop, on the calling thread: take a front-end
+ * (from the listener, by connecting, or the given fd), handle its requests
+ * until it goes or breaks the protocol, end the session
+ * (uvh_devhost_disconnect: every ring stopped, every fd closed), take the
+ * next. Returns 0 when *stop is set, or (with @fd) when that one
+ * connection ended; -EINVAL when @opts names no source of front-ends.
+ */
+int uvh_devhost_serve(struct uvh_devhost *v, const struct uvh_devhost_serve_opts *opts);
 
 /** True while a connection is being served. */
 bool uvh_devhost_connected(const struct uvh_devhost *v);

@@ -18,7 +18,6 @@
 #include <getopt.h>
 #include <grp.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
@@ -298,111 +297,23 @@ static void on_signal(int sig)
 
 /* ---- per-port control thread -------------------------------------------------- */
 
-/*
- * Wait up to POLL_MS for the front-end's next request; meanwhile refuse
- * any other connection on the port at once (the spec: one front-end per
- * socket), rather than leaving it hanging in the backlog.
- */
-static int serve_one(struct port *p)
-{
-	struct pollfd pfd[2] = {
-		{ .fd = uvh_devhost_fd(p->dh), .events = POLLIN },
-		{ .fd = p->listener ? uvh_listener_fd(p->listener) : -1, .events = POLLIN },
-	};
-	int ret;
-
-	ret = poll(pfd, p->listener ? 2 : 1, POLL_MS);
-	if (ret < 0)
-		return errno == EINTR ? 0 : -errno;
-	/* The session's own traffic first: a front-end that closed and at
-	 * once reconnects must find its old session over, not "busy". */
-	if (pfd[0].revents)
-		return uvh_devhost_handle(p->dh, 0);
-	if (p->listener && (pfd[1].revents & POLLIN))
-		uvh_listener_refuse_pending(p->listener,
-					    "port busy: it serves one front-end at a time");
-	return 0;
-}
-
-/* Serve one connection until it ends or we stop. */
-static void serve(struct port *p, int fd)
-{
-	int ret;
-
-	ret = uvh_devhost_connect(p->dh, fd);
-	if (ret) {
-		UVH_ERR("port %u: cannot serve the connection: %s", p->id, strerror(-ret));
-		return;
-	}
-	while (!STOPPING()) {
-		ret = serve_one(p);
-		if (ret < 0)
-			break;
-	}
-	uvh_devhost_disconnect(p->dh);
-	if (!STOPPING())
-		UVH_INFO("port %u: front-end gone (%s); ready for the next one", p->id,
-			 strerror(-ret));
-}
-
-/* --client with --allow-uid: the front-end's server must run as one of them. */
-static bool client_peer_allowed(struct port *p, int fd)
-{
-	pid_t pid = 0;
-	uid_t uid = 0;
-	int ret;
-
-	if (!cfg.n_allow_uids)
-		return true;
-	ret = uvh_peer_cred(fd, &pid, &uid, NULL);
-	if (!ret && uvh_uid_allowed(uid, cfg.allow_uids, cfg.n_allow_uids))
-		return true;
-	UVH_WARN("port %u: refused the front-end on %s (pid %ld, uid %ld): %s", p->id,
-		 p->path, (long)pid, ret ? -1L : (long)uid,
-		 ret ? "no peer credentials" : "uid not in the allow-list");
-	return false;
-}
-
+/* Front-ends come and go (uvh_devhost_serve) until a signal stops us. */
 static void *port_thread(void *arg)
 {
 	struct port *p = arg;
-	struct uvh_connect_opts co = {
-		.timeout_ms = -1, .initial_delay_ms = 50, .max_delay_ms = 2000,
-		.stop = &stop_flag,
+	char name[32];
+	struct uvh_devhost_serve_opts so = {
+		.name = name,
+		.listener = p->listener, .client = cfg.client, .path = p->path,
+		.allow_uids = cfg.allow_uids, .n_allow_uids = cfg.n_allow_uids,
+		.fd = p->fd, .stop = &stop_flag, .poll_ms = POLL_MS,
 	};
-	int fd;
 
-	if (p->fd >= 0) {
-		fd = p->fd;
-		p->fd = -1;
-		serve(p, fd);
-		atomic_store(&p->done, true);
-		return NULL;
-	}
-	while (!STOPPING()) {
-		if (cfg.client) {
-			fd = uvh_connect(p->path, &co);
-			if (fd == -ECANCELED)
-				break;
-			if (fd >= 0 && !client_peer_allowed(p, fd)) {
-				close(fd);
-				usleep(POLL_MS * 1000);
-				continue;
-			}
-		} else {
-			fd = uvh_listener_accept(p->listener, POLL_MS);
-			if (fd == -ETIMEDOUT)
-				continue;
-		}
-		if (fd < 0) {
-			UVH_ERR("port %u: %s %s: %s", p->id, cfg.client ? "connect to" : "accept on",
-				p->path, strerror(-fd));
-			usleep(POLL_MS * 1000);
-			continue;
-		}
-		UVH_INFO("port %u: front-end on %s", p->id, p->path);
-		serve(p, fd);
-	}
+	snprintf(name, sizeof(name), "port %u", p->id);
+	p->fd = -1;	/* the serve loop owns it now */
+	uvh_devhost_serve(p->dh, &so);
+	if (so.fd >= 0)
+		atomic_store(&p->done, true);	/* --fd: the one connection ended */
 	return NULL;
 }
 

@@ -28,6 +28,7 @@
 #include "log.h"
 #include "t_helpers.h"
 #include "devhost.h"
+#include "listener.h"
 
 #define PF(n)		UVH_BIT(UVH_PROTOCOL_F_##n)
 #define GPA_BASE	0x40000000ull
@@ -1321,3 +1322,107 @@ static void iommu_case(bool packed)
 
 Test(devhost, iommu_miss_then_update_split) { iommu_case(false); }
 Test(devhost, iommu_miss_then_update_packed) { iommu_case(true); }
+
+/* ---- uvh_devhost_serve: the daemon's control loop --------------------------------- */
+
+struct serve_run {
+	struct uvh_devhost *dh;
+	struct uvh_devhost_serve_opts o;
+	int stop;
+	int ret;
+};
+
+static void *serve_thread(void *arg)
+{
+	struct serve_run *s = arg;
+
+	s->ret = uvh_devhost_serve(s->dh, &s->o);
+	return NULL;
+}
+
+/* A front-end on @path that the loop answers (a request round trip). */
+static struct uvh_frontend *serve_client(const char *path)
+{
+	struct uvh_connect_opts co = { .timeout_ms = 5000 };
+	struct uvh_frontend *fe;
+	uint64_t f = 0;
+	int fd = uvh_connect(path, &co);
+
+	cr_assert_geq(fd, 0, "connect: %s", strerror(-fd));
+	fe = uvh_frontend_from_fd(fd);
+	cr_assert(fe);
+	uvh_frontend_set_timeout(fe, 5000);
+	cr_assert_eq(uvh_frontend_get_features(fe, &f), 0);
+	cr_assert(f & UVH_BIT(UVH_VIRTIO_F_VERSION_1));
+	return fe;
+}
+
+Test(devhost, serve_loop_takes_front_ends_in_turn)
+{
+	char dir[] = "/tmp/uvh-serve.XXXXXX", path[64];
+	struct uvh_listener_opts lo = { 0 };
+	struct uvh_listener *l;
+	struct serve_run s = { 0 };
+	struct uvh_frontend *fe;
+	pthread_t thr;
+	struct fx f;
+	char b;
+	int fds, sv;
+
+	memset(&f, 0, sizeof(f));
+	f.fds_before = t_count_fds();
+	f.memfd = t_memfd("devhost-guest", MEM_SIZE);
+	f.map = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, f.memfd, 0);
+	fx_engines(&f, 1, UVH_ENGINE_EVENT);
+	fx_devhost(&f, 2, false);	/* no control thread: the serve loop is it */
+	cr_assert(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/sock", dir);
+	cr_assert_eq(uvh_listener_open(path, &lo, &l), 0);
+	s.o.fd = -1;
+	cr_assert_eq(uvh_devhost_serve(f.dh, &s.o), -EINVAL, "no source of front-ends");
+	fds = t_count_fds();
+
+	s.dh = f.dh;
+	s.o = (struct uvh_devhost_serve_opts){
+		.listener = l, .path = path, .fd = -1, .stop = &s.stop, .poll_ms = 20,
+	};
+	cr_assert_eq(pthread_create(&thr, NULL, serve_thread, &s), 0);
+	for (int round = 0; round < 3; round++) {
+		fe = serve_client(path);
+		/* a second front-end while one is served: closed at once */
+		struct uvh_connect_opts co = { .timeout_ms = 5000 };
+
+		sv = uvh_connect(path, &co);
+		cr_assert_geq(sv, 0);
+		cr_assert_leq(read(sv, &b, 1), 0, "a second front-end was not refused");
+		close(sv);
+		uvh_frontend_free(fe);	/* gone without a word: the next may come */
+	}
+	__atomic_store_n(&s.stop, 1, __ATOMIC_RELAXED);
+	cr_assert_eq(pthread_join(thr, NULL), 0);
+	cr_assert_eq(s.ret, 0);
+	cr_assert(!uvh_devhost_connected(f.dh));
+	cr_assert_eq(atomic_load(&f.dev.resets), 3, "every session was torn down");
+	cr_assert_eq(t_count_fds(), fds, "fds left by the serve loop");
+
+	/* --fd: one connection, served until it ends */
+	int pair[2];
+
+	t_socketpair(pair);
+	s.stop = 0;
+	s.o = (struct uvh_devhost_serve_opts){ .fd = pair[1], .stop = &s.stop, .poll_ms = 20 };
+	cr_assert_eq(pthread_create(&thr, NULL, serve_thread, &s), 0);
+	fe = uvh_frontend_from_fd(pair[0]);
+	uint64_t feat = 0;
+
+	uvh_frontend_set_timeout(fe, 5000);
+	cr_assert_eq(uvh_frontend_get_features(fe, &feat), 0);
+	uvh_frontend_free(fe);
+	cr_assert_eq(pthread_join(thr, NULL), 0);
+	cr_assert_eq(s.ret, 0);
+	cr_assert_eq(t_count_fds(), fds);
+
+	uvh_listener_close(l);
+	rmdir(dir);
+	fx_fini(&f);
+}
