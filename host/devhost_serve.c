@@ -26,51 +26,79 @@ static bool stopping(const struct uvh_devhost_serve_opts *o)
 	return o->stop && __atomic_load_n(o->stop, __ATOMIC_RELAXED);
 }
 
+/* The front-end has closed its end: the session is over, whatever it left unread. */
+static bool session_hung_up(const struct uvh_devhost *v)
+{
+	struct pollfd pfd = { .fd = uvh_devhost_fd(v), .events = POLLRDHUP };
+
+	return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
 /*
- * Wait up to poll_ms for the front-end's next request; meanwhile refuse
- * any other connection on the listener at once (the spec: one front-end
- * per socket), rather than leaving it hanging in the backlog.
+ * Wait up to @ms for the front-end's next request; meanwhile refuse any
+ * other connection on the listener at once (the spec: one front-end per
+ * socket), rather than leaving it hanging in the backlog. A newcomer is
+ * looked at only after it is accepted: a front-end that closed and at
+ * once connected again did so in that order, so its old session is seen
+ * over then, and the newcomer becomes @next instead of being refused.
  */
-static int serve_one(struct uvh_devhost *v, const struct uvh_devhost_serve_opts *o, int ms)
+static int serve_one(struct uvh_devhost *v, const struct uvh_devhost_serve_opts *o, int ms,
+		     int *next)
 {
 	struct pollfd pfd[2] = {
 		{ .fd = uvh_devhost_fd(v), .events = POLLIN },
 		{ .fd = o->listener ? uvh_listener_fd(o->listener) : -1, .events = POLLIN },
 	};
-	int ret;
+	int ret, fd;
 
 	ret = poll(pfd, o->listener ? 2 : 1, ms);
 	if (ret < 0)
 		return errno == EINTR ? 0 : -errno;
-	/* The session's own traffic first: a front-end that closed and at
-	 * once reconnects must find its old session over, not "busy". */
+	/* The session's own traffic first */
 	if (pfd[0].revents)
 		return uvh_devhost_handle(v, 0);
-	if (o->listener && (pfd[1].revents & POLLIN))
-		uvh_listener_refuse_pending(o->listener,
-					    "port busy: it serves one front-end at a time");
+	if (!o->listener || !(pfd[1].revents & POLLIN))
+		return 0;
+	fd = uvh_listener_accept(o->listener, 0);	/* the allow-list applies */
+	if (fd < 0)
+		return 0;
+	if (session_hung_up(v)) {
+		*next = fd;
+		return -ECONNRESET;
+	}
+	uvh_listener_refuse(o->listener, fd, "port busy: it serves one front-end at a time");
 	return 0;
 }
 
-/* Serve connection @fd until it ends or a stop; the session is over on return. */
+/* Serve connection @fd until it ends or a stop, then the one that came
+ * as it ended, if any; every session is over on return. */
 static void serve_connection(struct uvh_devhost *v, const struct uvh_devhost_serve_opts *o,
 			     int fd, int ms)
 {
-	int ret = uvh_devhost_connect(v, fd);
+	int ret, next;
 
-	if (ret) {
-		UVH_ERR("%s: cannot serve the connection: %s", name(v, o), strerror(-ret));
-		return;
+	while (fd >= 0) {
+		next = -1;
+		ret = uvh_devhost_connect(v, fd);
+		if (ret) {
+			UVH_ERR("%s: cannot serve the connection: %s", name(v, o), strerror(-ret));
+			return;
+		}
+		while (!stopping(o)) {
+			ret = serve_one(v, o, ms, &next);
+			if (ret < 0)
+				break;
+		}
+		uvh_devhost_disconnect(v);
+		if (!stopping(o))
+			UVH_INFO("%s: front-end gone (%s)%s", name(v, o), strerror(-ret),
+				 !o->listener && !o->client ? "" : "; ready for the next one");
+		else if (next >= 0)
+			close(next);
+		fd = stopping(o) ? -1 : next;
+		if (fd >= 0)
+			UVH_INFO("%s: front-end on %s", name(v, o), o->path ? o->path : "socket");
 	}
-	while (!stopping(o)) {
-		ret = serve_one(v, o, ms);
-		if (ret < 0)
-			break;
-	}
-	uvh_devhost_disconnect(v);
-	if (!stopping(o))
-		UVH_INFO("%s: front-end gone (%s)%s", name(v, o), strerror(-ret),
-			 !o->listener && !o->client ? "" : "; ready for the next one");
 }
 
 /* Client mode: the front-end's server must run as an allowed uid. */

@@ -233,7 +233,7 @@ bool uvh_uid_allowed(uid_t uid, const uid_t *uids, unsigned int n)
 }
 
 /* Close an accepted connection we will not serve, saying who and why. */
-static void refuse(struct uvh_listener *l, int fd, const char *reason)
+void uvh_listener_refuse(struct uvh_listener *l, int fd, const char *reason)
 {
 	pid_t pid = 0;
 	uid_t uid = (uid_t)-1;
@@ -258,11 +258,11 @@ static int admit(struct uvh_listener *l, int fd)
 		return fd;
 	ret = uvh_peer_cred(fd, NULL, &uid, NULL);
 	if (ret) {
-		refuse(l, fd, "no peer credentials");
+		uvh_listener_refuse(l, fd, "no peer credentials");
 		return -EACCES;
 	}
 	if (!uvh_uid_allowed(uid, l->uids, l->n_uids)) {
-		refuse(l, fd, "uid not in the allow-list");
+		uvh_listener_refuse(l, fd, "uid not in the allow-list");
 		return -EACCES;
 	}
 	return fd;
@@ -326,7 +326,7 @@ int uvh_listener_refuse_pending(struct uvh_listener *l, const char *reason)
 				continue;
 			return -errno;
 		}
-		refuse(l, fd, reason ? reason : "busy");
+		uvh_listener_refuse(l, fd, reason ? reason : "busy");
 		n++;
 	}
 }

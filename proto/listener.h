@@ -69,6 +69,10 @@ int uvh_listener_accept(struct uvh_listener *l, int timeout_ms);
  */
 int uvh_listener_refuse_pending(struct uvh_listener *l, const char *reason);
 
+/** Refuse @fd, a connection accepted from @l: log it as refuse_pending
+ *  does, close it, count it. */
+void uvh_listener_refuse(struct uvh_listener *l, int fd, const char *reason);
+
 /** Connections refused so far (allow-list and refuse_pending). */
 unsigned long uvh_listener_refused(const struct uvh_listener *l);
 
