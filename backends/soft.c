@@ -420,7 +420,7 @@ static int soft_get_max_mem_slots(struct uvh_vhost *b, uint64_t *slots)
 static int soft_set_log_base(struct uvh_vhost *b, const struct uvh_vhost_log *log)
 {
 	struct soft_call c = CALL(to_soft(b), C_SET_LOG_BASE);
-	struct uvh_log l;
+	struct uvh_dirty_log_area l;
 
 	if (!log)
 		return -EINVAL;

@@ -501,7 +501,7 @@ static int user_remove_mem_region(struct uvh_vhost *b,
 static int user_set_log_base(struct uvh_vhost *b, const struct uvh_vhost_log *log)
 {
 	struct user_backend *u = to_user(b);
-	struct uvh_log l;
+	struct uvh_dirty_log_area l;
 
 	if (!log)
 		return -EINVAL;

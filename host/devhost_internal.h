@@ -139,7 +139,7 @@ UVH__DEVHOST_INTERNAL int uvh__devhost_h_rem_mem_reg(void *dev, const struct uvh
 UVH__DEVHOST_INTERNAL int uvh__devhost_h_get_max_mem_slots(void *dev, uint64_t *slots);
 /* [engine] Point a running ring at the dirty log @arg (NULL: none). */
 UVH__DEVHOST_INTERNAL void uvh__devhost_set_log_on_queue(struct uvh_devhost_queue *q, void *arg);
-UVH__DEVHOST_INTERNAL int uvh__devhost_h_set_log_base(void *dev, const struct uvh_log *log, int fd);
+UVH__DEVHOST_INTERNAL int uvh__devhost_h_set_log_base(void *dev, const struct uvh_dirty_log_area *log, int fd);
 UVH__DEVHOST_INTERNAL int uvh__devhost_h_set_log_fd(void *dev, int fd);
 /* Tell the front-end the log is up to date (the log fd, under LOG_ALL). */
 UVH__DEVHOST_INTERNAL void uvh__devhost_log_kick(struct uvh_devhost *v);

@@ -192,7 +192,7 @@ void uvh__devhost_set_log_on_queue(struct uvh_devhost_queue *q, void *arg)
 	uvh_vq_set_log(&q->vq, arg);
 }
 
-int uvh__devhost_h_set_log_base(void *dev, const struct uvh_log *log, int fd)
+int uvh__devhost_h_set_log_base(void *dev, const struct uvh_dirty_log_area *log, int fd)
 {
 	struct uvh_devhost *v = dev;
 	struct uvh_dirty_log *nl, *old = v->log;

@@ -56,7 +56,7 @@ struct uvh_backend_handler_ops {
 	int (*set_mem_table)(void *dev, const struct uvh_mem_region *regions,
 			     const int *fds, unsigned int n);
 	/** @fd is -1 unless LOG_SHMFD is negotiated. */
-	int (*set_log_base)(void *dev, const struct uvh_log *log, int fd);
+	int (*set_log_base)(void *dev, const struct uvh_dirty_log_area *log, int fd);
 	int (*set_log_fd)(void *dev, int fd);
 	int (*set_vring_num)(void *dev, uint32_t index, uint32_t num);
 	int (*set_vring_addr)(void *dev, const struct uvh_vring_addr *addr);

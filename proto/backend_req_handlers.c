@@ -261,7 +261,7 @@ int h_set_mem_table(struct uvh_backend_req *req, struct uvh_msg *msg)
 
 int h_set_log_base(struct uvh_backend_req *req, struct uvh_msg *msg)
 {
-	const struct uvh_log *log = &msg->payload.log;
+	const struct uvh_dirty_log_area *log = &msg->payload.log;
 
 	if (!log->mmap_size || last_byte(log->mmap_offset, log->mmap_size) < log->mmap_offset)
 		return req_reject(msg, -EINVAL, "log area 0x%" PRIx64 "+0x%" PRIx64 " is invalid",

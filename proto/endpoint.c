@@ -219,11 +219,6 @@ int uvh_endpoint_send(struct uvh_endpoint *ep, const struct uvh_msg_header *hdr,
 	return 0;
 }
 
-int uvh_endpoint_send_msg(struct uvh_endpoint *ep, const struct uvh_msg *msg)
-{
-	return uvh_endpoint_send(ep, &msg->hdr, &msg->payload, msg->fds, msg->nfds);
-}
-
 /* ---- receive ------------------------------------------------------------ */
 
 /* Bytes the current read may deliver: the rest of the header, then the

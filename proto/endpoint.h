@@ -96,9 +96,6 @@ void uvh_endpoint_close(struct uvh_endpoint *ep);
 int uvh_endpoint_send(struct uvh_endpoint *ep, const struct uvh_msg_header *hdr,
 		      const void *payload, const int *fds, unsigned int nfds);
 
-/** Send a struct uvh_msg (hdr.size payload bytes, msg->nfds fds). */
-int uvh_endpoint_send_msg(struct uvh_endpoint *ep, const struct uvh_msg *msg);
-
 /**
  * Receive one whole message into @msg (which then owns the fds).
  * Blocking endpoints wait (EINTR retried); non-blocking ones return -EAGAIN

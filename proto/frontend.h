@@ -161,7 +161,7 @@ int uvh_frontend_add_mem_reg(struct uvh_frontend *fe, const struct uvh_mem_regio
 int uvh_frontend_rem_mem_reg(struct uvh_frontend *fe, const struct uvh_mem_region *region);
 int uvh_frontend_get_max_mem_slots(struct uvh_frontend *fe, uint64_t *slots);
 /** @fd with LOG_SHMFD (then a reply is awaited), else -1. */
-int uvh_frontend_set_log_base(struct uvh_frontend *fe, const struct uvh_log *log, int fd);
+int uvh_frontend_set_log_base(struct uvh_frontend *fe, const struct uvh_dirty_log_area *log, int fd);
 int uvh_frontend_set_log_fd(struct uvh_frontend *fe, int fd);
 int uvh_frontend_set_vring_num(struct uvh_frontend *fe, uint32_t index, uint32_t num);
 int uvh_frontend_set_vring_addr(struct uvh_frontend *fe, const struct uvh_vring_addr *addr);

@@ -190,7 +190,7 @@ int uvh_frontend_get_max_mem_slots(struct uvh_frontend *fe, uint64_t *slots)
 	return fe_call_u64(fe, UVH_REQ_GET_MAX_MEM_SLOTS, NULL, 0, NULL, 0, slots);
 }
 
-int uvh_frontend_set_log_base(struct uvh_frontend *fe, const struct uvh_log *log, int fd)
+int uvh_frontend_set_log_base(struct uvh_frontend *fe, const struct uvh_dirty_log_area *log, int fd)
 {
 	bool shmfd;
 	int r;

@@ -233,11 +233,11 @@ struct uvh_mem_single {
 _Static_assert(sizeof(struct uvh_mem_single) == 40, "single region");
 
 /** SET_LOG_BASE. */
-struct uvh_log {
+struct uvh_dirty_log_area {
 	uint64_t mmap_size;
 	uint64_t mmap_offset;
 } __attribute__((packed));
-_Static_assert(sizeof(struct uvh_log) == 16, "log");
+_Static_assert(sizeof(struct uvh_dirty_log_area) == 16, "log");
 
 /** IOTLB perm and type values. */
 enum uvh_iotlb_perm { UVH_IOTLB_NONE = 0, UVH_IOTLB_RO = 1, UVH_IOTLB_WO = 2, UVH_IOTLB_RW = 3 };
@@ -337,7 +337,7 @@ union uvh_msg_payload {
 	struct uvh_vring_addr addr;
 	struct uvh_mem_table mem_table;
 	struct uvh_mem_single mem_single;
-	struct uvh_log log;
+	struct uvh_dirty_log_area log;
 	struct uvh_iotlb iotlb;
 	struct uvh_config config;
 	struct uvh_vring_area area;

@@ -170,7 +170,6 @@ struct uvh_net_dev *uvh_net_create(const struct uvh_net_opts *opts)
 	if (!dev)
 		return NULL;
 	snprintf(dev->name, sizeof(dev->name), "%s", opts->name ? opts->name : "net");
-	dev->type = opts->type;
 	dev->port_ops = port_types[opts->type];
 	dev->max_pairs = pairs;
 	dev->nrings = 2 * pairs + 1;
@@ -242,11 +241,6 @@ void uvh_net_destroy(struct uvh_net_dev *dev)
 const char *uvh_net_name(const struct uvh_net_dev *dev)
 {
 	return dev->name;
-}
-
-enum uvh_net_port_type uvh_net_type(const struct uvh_net_dev *dev)
-{
-	return dev->type;
 }
 
 uint64_t uvh_net_features(const struct uvh_net_dev *dev)

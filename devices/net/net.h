@@ -117,8 +117,6 @@ void uvh_net_destroy(struct uvh_net_dev *dev);
 
 /** The port's name. */
 const char *uvh_net_name(const struct uvh_net_dev *dev);
-/** The port's type. */
-enum uvh_net_port_type uvh_net_type(const struct uvh_net_dev *dev);
 /** TAP: the interface name the kernel gave (NULL for other types). */
 const char *uvh_net_tap_name(const struct uvh_net_dev *dev);
 

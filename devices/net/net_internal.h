@@ -124,7 +124,6 @@ struct net_ring {
 
 struct uvh_net_dev {
 	char name[32];
-	enum uvh_net_port_type type;
 	const struct net_port_ops *port_ops;
 	uint32_t max_pairs, nrings;
 	_Atomic uint32_t active_pairs;

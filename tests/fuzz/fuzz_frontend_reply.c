@@ -207,7 +207,7 @@ static void do_call(struct harness *h, unsigned int which)
 	}
 	case 10: r = uvh_frontend_get_max_mem_slots(fe, &u); break;
 	case 11: {
-		struct uvh_log log = { 4096, 0 };
+		struct uvh_dirty_log_area log = { 4096, 0 };
 
 		mine = fz_memfd("fuzz-log", 4096);
 		r = uvh_frontend_set_log_base(fe, &log, (fz_u8(in) & 1) ? mine : -1);

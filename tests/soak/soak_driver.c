@@ -394,7 +394,7 @@ static int act(struct port *pt, enum action a)
 		break;
 	case A_LOG:
 		if (!pt->log_on) {
-			struct uvh_log l = { .mmap_size = LOG_BYTES };
+			struct uvh_dirty_log_area l = { .mmap_size = LOG_BYTES };
 
 			CHECK(uvh_frontend_set_log_base(pt->fe, &l, pt->logfd));
 			CHECK(uvh_frontend_set_features(pt->fe, pt->features | UVH_BIT(UVH_F_LOG_ALL)));

@@ -93,7 +93,7 @@ static int d_set_mem_table(void *dev, const struct uvh_mem_region *r, const int 
 	return D.fail;
 }
 
-static int d_set_log_base(void *dev, const struct uvh_log *log, int fd)
+static int d_set_log_base(void *dev, const struct uvh_dirty_log_area *log, int fd)
 {
 	(void)dev;
 	CALLED(SET_LOG_BASE);
@@ -974,7 +974,7 @@ Test(backend_req, set_device_state_fd_without_a_returned_fd)
 
 Test(backend_req, set_log_base_with_log_shmfd_always_replies)
 {
-	struct uvh_log log = { .mmap_size = 0x1000 };
+	struct uvh_dirty_log_area log = { .mmap_size = 0x1000 };
 	int before = t_count_fds();
 
 	negotiate(F_PROTO | F_V1, PF(LOG_SHMFD));

@@ -999,7 +999,7 @@ Test(devhost, features_fixed_while_rings_run)
 Test(devhost, dirty_log)
 {
 	struct fx f;
-	struct uvh_log lg = { .mmap_size = 0, .mmap_offset = 0 };
+	struct uvh_dirty_log_area lg = { .mmap_size = 0, .mmap_offset = 0 };
 	size_t log_bytes = (GPA_BASE + MEM_SIZE) / UVH_LOG_PAGE / 8 + 1;
 	uint8_t *bm;
 	uint64_t page;

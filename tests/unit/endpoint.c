@@ -465,7 +465,7 @@ Test(endpoint, clean_close)
 Test(endpoint, nonblocking_split_across_calls)
 {
 	static uint8_t buf[12 + 16];
-	struct uvh_log log = { .mmap_size = 1 << 20, .mmap_offset = 4096 };
+	struct uvh_dirty_log_area log = { .mmap_size = 1 << 20, .mmap_offset = 4096 };
 	struct uvh_endpoint ep;
 	int sv[2], fd, before;
 	size_t n;

@@ -161,7 +161,7 @@ static void ring_start(struct mig *m, unsigned int i, uint32_t base, bool fresh,
 
 static void log_open(struct mig *m)
 {
-	struct uvh_log l = { .mmap_size = LOG_BYTES, .mmap_offset = 0 };
+	struct uvh_dirty_log_area l = { .mmap_size = LOG_BYTES, .mmap_offset = 0 };
 
 	m->logfd = t_memfd("mig-log", 4096);
 	m->log = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, m->logfd, 0);

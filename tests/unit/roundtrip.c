@@ -51,7 +51,7 @@ struct rec {
 	int fds[UVH_MEMORY_MAX_NREGIONS];
 	unsigned int n;
 	struct uvh_mem_region region;
-	struct uvh_log log;
+	struct uvh_dirty_log_area log;
 	int fd;				/* last single fd received (-1 none) */
 	uint8_t mac[6];
 	uint16_t mtu;
@@ -145,7 +145,7 @@ static int r_set_mem_table(void *dev, const struct uvh_mem_region *regions, cons
 	return rec->fail;
 }
 
-static int r_set_log_base(void *dev, const struct uvh_log *log, int fd)
+static int r_set_log_base(void *dev, const struct uvh_dirty_log_area *log, int fd)
 {
 	struct rec *rec = seen(dev, UVH_REQ_SET_LOG_BASE);
 
@@ -742,7 +742,7 @@ static void do_memory(struct rt *rt)
 
 static void do_log(struct rt *rt)
 {
-	struct uvh_log log = { .mmap_size = 0x8000, .mmap_offset = 0x100 };
+	struct uvh_dirty_log_area log = { .mmap_size = 0x8000, .mmap_offset = 0x100 };
 	int shm = t_memfd("log", 0x8000), efd = t_eventfd();
 
 	/* LOG_SHMFD is negotiated: the fd goes and a reply comes back. */
@@ -1341,7 +1341,7 @@ Test(roundtrip, body_request_failures)
 Test(roundtrip, log_without_shmfd)
 {
 	struct rt rt;
-	struct uvh_log log = { .mmap_size = 0x1000, .mmap_offset = 0 };
+	struct uvh_dirty_log_area log = { .mmap_size = 0x1000, .mmap_offset = 0 };
 	uint64_t pf;
 	int shm;
 
@@ -1536,7 +1536,7 @@ Test(roundtrip, argument_checks)
 	cr_assert_eq(uvh_frontend_set_device_state_fd(rt.fe, 2, 0, efd, &out), -EINVAL);
 	cr_assert_eq(uvh_frontend_set_device_state_fd(rt.fe, 0, 1, efd, &out), -EINVAL);
 	cr_assert_eq(uvh_frontend_set_inflight_fd(rt.fe, &(struct uvh_inflight){ 0 }, -1), -EBADF);
-	cr_assert_eq(uvh_frontend_set_log_base(rt.fe, &(struct uvh_log){ 0 }, -1), -EBADF);
+	cr_assert_eq(uvh_frontend_set_log_base(rt.fe, &(struct uvh_dirty_log_area){ 0 }, -1), -EBADF);
 	/* None of it reached the back-end, and the connection is fine. */
 	for (uint32_t id = 1; id < UVH_REQ_MAX; id++)
 		if (id != UVH_REQ_SET_OWNER && id != UVH_REQ_GET_FEATURES &&
