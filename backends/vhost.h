@@ -4,7 +4,7 @@
  * (the C form of rust-vmm's VhostBackend trait).
  *
  *   soft  [VhostSoftBackend]  the device runs in the VMM's own process on
- *                             uvhost engines (the virtio-net of engine/net.h)
+ *                             uvhost engines (the virtio-net of devices/net/net.h)
  *   kern  [VhostKernBackend]  /dev/vhost-net: the kernel runs the rings,
  *                             frames go to a tap (uvh_vhost_net_set_backend)
  *   vdpa  [VhostVdpaBackend]  /dev/vhost-vdpa-N: a vDPA device (hardware, or

@@ -4,8 +4,8 @@
  *
  * This file: features, config/status, the back-end channel and IOTLB, the
  * session, the handler table and the public API. The rings are in
- * vhost_user_dev_rings.c, memory and dirty log in vhost_user_dev_mem.c,
- * device state and inflight area in vhost_user_dev_state.c; what they
+ * devhost_rings.c, memory and dirty log in devhost_mem.c,
+ * device state and inflight area in devhost_state.c; what they
  * share is in devhost_internal.h.
  *
  * Locking: v->lock serialises every control-path entry (a request being

@@ -27,7 +27,7 @@
  *                             enabled (the spec's "no side effects"; not
  *                             its TX-dropping example, which loses the
  *                             frames a driver publishes right after the
- *                             enable was sent: see vhost_user_dev_rings.c).
+ *                             enable was sent: see devhost_rings.c).
  *   GET_VRING_BASE            the queue is detached (the engine is waited
  *                             for), ops->queue_stop runs on its thread, the
  *                             ring's base (uvh_vq_base) is returned.

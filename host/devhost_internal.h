@@ -2,10 +2,10 @@
 /*
  * uvhost: what the vhost-user device host's files share: struct uvh_devhost,
  * small helpers, and the functions one file calls in another
- * (vhost_user_dev.c: features, session, public API and the handler table;
- * vhost_user_dev_rings.c: engines and rings; vhost_user_dev_mem.c: memory
- * and dirty log; vhost_user_dev_state.c: device state and inflight area).
- * Locking: see vhost_user_dev.c. Not installed.
+ * (devhost.c: features, session, public API and the handler table;
+ * devhost_rings.c: engines and rings; devhost_mem.c: memory
+ * and dirty log; devhost_state.c: device state and inflight area).
+ * Locking: see devhost.c. Not installed.
  */
 #ifndef UVHOST_DEVHOST_INTERNAL_H
 #define UVHOST_DEVHOST_INTERNAL_H
@@ -100,7 +100,7 @@ static inline bool log_all(const struct uvh_devhost *v)
 	return v->features & UVH_BIT(UVH_F_LOG_ALL);
 }
 
-/* ---- vhost_user_dev_rings.c ----------------------------------------------------- */
+/* ---- devhost_rings.c ----------------------------------------------------- */
 
 /* Run @fn on every running ring, on the thread of the engine serving it;
  * when this returns every engine has done so. */
@@ -127,7 +127,7 @@ UVH__DEVHOST_INTERNAL int uvh__devhost_h_set_vring_call(void *dev, uint32_t inde
 UVH__DEVHOST_INTERNAL int uvh__devhost_h_set_vring_err(void *dev, uint32_t index, int fd);
 UVH__DEVHOST_INTERNAL int uvh__devhost_h_set_vring_enable(void *dev, uint32_t index, bool enable);
 
-/* ---- vhost_user_dev_mem.c ------------------------------------------------------- */
+/* ---- devhost_mem.c ------------------------------------------------------- */
 
 /* Drop the memory table; only once no ring runs. */
 UVH__DEVHOST_INTERNAL void uvh__devhost_drop_memory(struct uvh_devhost *v);
@@ -146,7 +146,7 @@ UVH__DEVHOST_INTERNAL void uvh__devhost_log_kick(struct uvh_devhost *v);
 /* Drop the log area and the log fd. */
 UVH__DEVHOST_INTERNAL void uvh__devhost_drop_log(struct uvh_devhost *v);
 
-/* ---- vhost_user_dev_state.c ----------------------------------------------------- */
+/* ---- devhost_state.c ----------------------------------------------------- */
 
 /* Drop the device state transfer in progress, if any. */
 UVH__DEVHOST_INTERNAL void uvh__devhost_xfer_drop(struct uvh_devhost *v);

@@ -3,7 +3,7 @@
  * uvhost: the vhost-user device host's rings: running control-path
  * changes on the engines that serve the rings, a ring's life cycle
  * (start on its engine, stop, clear) and the SET/GET_VRING_* handlers.
- * See vhost_user_dev.c for the locking.
+ * See devhost.c for the locking.
  */
 #include <errno.h>
 #include <inttypes.h>

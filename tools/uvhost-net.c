@@ -3,7 +3,7 @@
  * uvhost-net: the vhost-user-net back-end daemon.
  *
  * One port per --socket-path (or --fd): each is a virtio-net device
- * (engine/net.h) hosted by a vhost-user device host (engine/devhost.h)
+ * (devices/net/net.h) hosted by a vhost-user device host (host/devhost.h)
  * whose rings run on the engines given by --cores. Each port has a control
  * thread that accepts (or connects), handles the front-end's requests and,
  * when the front-end goes, tears the session down and waits for the next.

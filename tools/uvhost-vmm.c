@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * uvhost-vmm: a tiny VMM that proves the four backends of backends/backend.h.
+ * uvhost-vmm: a tiny VMM that proves the four backends of backends/vhost.h.
  *
  * It does what a VMM's virtio-net device model does, and nothing more: guest
  * memory in a memfd, the feature handshake (and, for vDPA, the status

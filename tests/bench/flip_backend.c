@@ -10,7 +10,7 @@
  *
  * Serves front-ends on SOCKET_PATH one after another (printing what each
  * got) until one second passes with none, then exits 0. Built on the
- * vhost-user device host (engine/devhost.h) with a device of its
+ * vhost-user device host (host/devhost.h) with a device of its
  * own: one engine, event mode.
  */
 #include <errno.h>

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * fuzz_backend_req: a series of front-end requests, with real fds, fed to
- * a real back-end: uvh_backend_req inside a device host (engine/devhost.h)
- * hosting the virtio-net device in loopback (engine/net.h), as
+ * a real back-end: uvh_backend_req inside a device host (host/devhost.h)
+ * hosting the virtio-net device in loopback (devices/net/net.h), as
  * uvhost-net runs it, in the device host's control style (uvh_devhost_handle). The
  * engine is created but not started, so every ring change runs inline
  * and the harness itself runs the rings' bursts between requests: one

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-# The soft backend (backends/soft.c: the virtio-net device of engine/net.h
+# The soft backend (backends/soft.c: the virtio-net device of devices/net/net.h
 # in the VMM's own process, on a uvhost engine thread) driven by uvhost-vmm,
 # the tiny VMM of tools/uvhost-vmm.c: "soft:net" is a loopback device, so
 # every frame sent on TX ring 1 must come back on RX ring 0 intact and in

@@ -602,7 +602,7 @@ Test(backend_req, set_vring_addr_on_a_started_ring)
 	cr_assert(ring(1)->started);
 	/* SET_VRING_ADDR reaches the device on a started ring: QEMU sets the
 	 * LOG flag so at migration start; the device decides (it refuses a
-	 * move, vhost_user_dev.c) */
+	 * move, devhost.c) */
 	a.flags = UVH_VRING_F_LOG;
 	cr_assert_eq(call(UVH_REQ_SET_VRING_ADDR, V, &a, sizeof(a), 0), 0);
 	cr_assert_eq(D.calls[UVH_REQ_SET_VRING_ADDR], 2);

@@ -518,7 +518,7 @@ static void wait_disconnects(struct fx *f, int n)
 #define FEAT_SPLIT	(UVH_BIT(UVH_VIRTIO_F_VERSION_1) | UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX))
 #define FEAT_PACKED	(FEAT_SPLIT | UVH_BIT(UVH_VIRTIO_F_RING_PACKED))
 
-TestSuite(vhost_user_dev, .timeout = 30);
+TestSuite(devhost, .timeout = 120);
 
 /* ---- tests -------------------------------------------------------------------------- */
 

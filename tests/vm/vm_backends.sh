@@ -1,7 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 # Usage: vm_backends.sh
-# The kern and vdpa backends (backends/backend.h) on a real kernel: Debian's
+# The kern and vdpa backends (backends/vhost.h) on a real kernel: Debian's
 # own, booted once under QEMU (TCG), runs uvhost-vmm (the tiny VMM of
 # tools/uvhost-vmm.c) against
 #   - /dev/vhost-net (modprobe vhost_net), its rings' frames leaving through
