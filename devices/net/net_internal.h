@@ -213,7 +213,10 @@ static inline void net_copy_to(struct net_src *s, const struct iovec *dst, unsig
 
 
 /* net_rx.c */
+/* Read (write) up to @len bytes at byte @off of @iov into (from) @buf; the bytes copied. */
 size_t net_iov_read(const struct iovec *iov, unsigned int n, size_t off, void *buf, size_t len);
+size_t net_iov_write(const struct iovec *iov, unsigned int n, size_t off, const void *buf,
+		     size_t len);
 void net_rx_begin(struct net_ring *r, unsigned int frames, struct uvh_engine *self);
 bool net_rx_put(struct net_ring *r, const struct uvh_virtio_net_hdr *hdr,
 		const struct iovec *src, unsigned int nsrc, size_t skip, uint32_t len);

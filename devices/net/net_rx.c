@@ -16,8 +16,10 @@
 #include "util.h"
 #include "net_internal.h"
 
-/* Read up to @len bytes at byte @off of @iov into @buf; returns bytes read. */
-size_t net_iov_read(const struct iovec *iov, unsigned int n, size_t off, void *buf, size_t len)
+/* Copy between a buffer and the bytes at @off of @iov, @len at most, in the
+ * direction @to_iov says; returns the bytes copied. */
+static size_t iov_copy(const struct iovec *iov, unsigned int n, size_t off, void *buf,
+		       size_t len, bool to_iov)
 {
 	size_t done = 0, chunk;
 	unsigned int i;
@@ -30,11 +32,25 @@ size_t net_iov_read(const struct iovec *iov, unsigned int n, size_t off, void *b
 		chunk = iov[i].iov_len - off;
 		if (chunk > len - done)
 			chunk = len - done;
-		memcpy((uint8_t *)buf + done, (uint8_t *)iov[i].iov_base + off, chunk);
+		if (to_iov)
+			memcpy((uint8_t *)iov[i].iov_base + off, (uint8_t *)buf + done, chunk);
+		else
+			memcpy((uint8_t *)buf + done, (uint8_t *)iov[i].iov_base + off, chunk);
 		done += chunk;
 		off = 0;
 	}
 	return done;
+}
+
+size_t net_iov_read(const struct iovec *iov, unsigned int n, size_t off, void *buf, size_t len)
+{
+	return iov_copy(iov, n, off, buf, len, false);
+}
+
+size_t net_iov_write(const struct iovec *iov, unsigned int n, size_t off, const void *buf,
+		     size_t len)
+{
+	return iov_copy(iov, n, off, (void *)buf, len, true);
 }
 
 static void pool_refill(struct net_ring *r, struct net_rxpool *p)

@@ -183,27 +183,6 @@ static int tap_start(struct net_ring *r)
 	return 0;
 }
 
-/* Write @len bytes of @buf at byte @off of @iov (the header fix-up). */
-static void iov_write(const struct iovec *iov, unsigned int n, size_t off, const void *buf,
-		      size_t len)
-{
-	size_t done = 0, chunk;
-	unsigned int i;
-
-	for (i = 0; i < n && done < len; i++) {
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		chunk = iov[i].iov_len - off;
-		if (chunk > len - done)
-			chunk = len - done;
-		memcpy((uint8_t *)iov[i].iov_base + off, (const uint8_t *)buf + done, chunk);
-		done += chunk;
-		off = 0;
-	}
-}
-
 /*
  * A read ended: its chains become used entries (pushed by rx_push). Reads
  * end in the order frames arrive, not the order they were posted (the
@@ -227,7 +206,7 @@ static void rx_slot_done(struct net_ring *r, struct tap_slot *s, int res)
 		nb = (uint16_t)k;
 		/* the kernel writes 10 header bytes and skips num_buffers */
 		if (dev->hdr_len == UVH_NET_HDR_LEN)
-			iov_write(s->wiov, s->nw, 10, &nb, 2);
+			net_iov_write(s->wiov, s->nw, 10, &nb, 2);
 		q->rx_frames++;
 		q->rx_bytes += (uint32_t)res - dev->hdr_len;
 		rem = (uint32_t)res;
