@@ -73,6 +73,7 @@ struct uvh_engine *uvh_engine_create(const struct uvh_engine_opts *opts)
 	if (!o.inbox_size)
 		o.inbox_size = DEF_INBOX;
 	if (o.max_files > 65536 || o.ring_entries > 32768 || o.nap_max_us > MAX_NAP_US ||
+	    o.spin_us > MAX_NAP_US ||
 	    o.nap_min_us > o.nap_max_us) {
 		errno = EINVAL;
 		return NULL;
@@ -98,6 +99,7 @@ struct uvh_engine *uvh_engine_create(const struct uvh_engine_opts *opts)
 	e->nap_min_ns = (uint64_t)o.nap_min_us * 1000u;
 	e->nap_max_ns = (uint64_t)o.nap_max_us * 1000u;
 	e->idle_ns = (uint64_t)o.idle_us * 1000u;
+	e->spin_ns = (uint64_t)(o.spin_us ? o.spin_us : DEF_SPIN_US) * 1000u;
 	/* polling: long enough to hold several of a paced driver's bursts */
 	e->window_ns = e->nap_max_ns / 2;
 	e->ops.next = e->ops.prev = &e->ops;
@@ -568,11 +570,8 @@ int uvh_engine_unwatch(struct uvh_engine *e, struct uvh_engine_watch *w)
 
 /* ---- timers ------------------------------------------------------------------------ */
 
-static int do_add_timer(void *ctx, void *arg)
+int engine_timer_add(struct uvh_engine *e, struct uvh_engine_timer *t)
 {
-	struct uvh_engine *e = ctx;
-	struct uvh_engine_timer *t = arg;
-
 	if (t->engine)
 		return -EBUSY;
 	t->op = engine_op_new(e, OP_TIMER, t);
@@ -582,6 +581,11 @@ static int do_add_timer(void *ctx, void *arg)
 	if (e->ring_ok && !e->stopping)
 		engine_op_arm(e, t->op);
 	return 0;
+}
+
+static int do_add_timer(void *ctx, void *arg)
+{
+	return engine_timer_add(ctx, arg);
 }
 
 int uvh_engine_add_timer(struct uvh_engine *e, struct uvh_engine_timer *t, unsigned int ms,
@@ -597,11 +601,8 @@ int uvh_engine_add_timer(struct uvh_engine *e, struct uvh_engine_timer *t, unsig
 	return uvh_engine_call(e, do_add_timer, t);
 }
 
-static int do_del_timer(void *ctx, void *arg)
+int engine_timer_del(struct uvh_engine *e, struct uvh_engine_timer *t)
 {
-	struct uvh_engine *e = ctx;
-	struct uvh_engine_timer *t = arg;
-
 	if (t->engine != e)
 		return -ENOENT;
 	engine_op_release(e, t->op);
@@ -610,6 +611,11 @@ static int do_del_timer(void *ctx, void *arg)
 	if (e->ring_ok)
 		io_uring_submit(&e->ring);
 	return 0;
+}
+
+static int do_del_timer(void *ctx, void *arg)
+{
+	return engine_timer_del(ctx, arg);
 }
 
 int uvh_engine_del_timer(struct uvh_engine *e, struct uvh_engine_timer *t)
@@ -663,6 +669,8 @@ void uvh_engine_stats(const struct uvh_engine *ce, struct uvh_engine_stats *st)
 	st->nap_ns = LD(nap_ns);
 	st->sleep_ns = LD(sleep_ns);
 	st->nap_plan_ns = LD(nap_plan_ns);
+	st->sleep_timeouts = LD(sleep_timeouts);
+	st->kick_batch = LD(kick_batch);
 #undef LD
 	st->busy_sweeps = st->sweeps > st->idle_sweeps ? st->sweeps - st->idle_sweeps : 0;
 	st->busy_ratio = st->sweeps ? (double)st->busy_sweeps / (double)st->sweeps : 0.0;

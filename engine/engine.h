@@ -77,16 +77,17 @@ struct uvh_engine_opts {
 	int numa_node;			/**< memory node; -1 = the node of @cpu (none if unpinned) */
 	enum uvh_engine_mode mode;	/**< initial mode (default UVH_ENGINE_POLL) */
 	/*
-	 * Adaptive mode. At each sweep that finds no work the engine estimates
-	 * the arrival rate (work per unit of time over the last nap or poll
-	 * window) and the nap after which about nap_batch chains would be
-	 * waiting. Shorter than nap_min_us: it keeps polling (the load is
-	 * high; a nap would cost more than it saves). Otherwise it naps that
-	 * long, at most nap_max_us, with guest notifications still disabled:
-	 * the timer wakes it, the driver never kicks. After idle_us (or
-	 * idle_sweeps) without work, or when the last sleep was longer than
-	 * nap_max_us (sparse traffic), it sleeps with notifications enabled
-	 * until a kick, message, timer or request.
+	 * Adaptive mode: the CPU follows the load (engine_adaptive.c says how
+	 * and why). After a short spell of sweeps without work the engine
+	 * sleeps. On rings with EVENT_IDX it sleeps until a batch of chains is
+	 * there (the driver kicks once per batch): the batch grows while, at
+	 * the rate seen, it comes within nap_max_us, and shrinks when it did
+	 * not; a backstop timer (4 x nap_max_us) finds chains left behind when
+	 * traffic stops mid-batch, and runs only while the batch is above
+	 * one. On rings without EVENT_IDX it naps instead (a timed wait with
+	 * notifications off, long enough for about nap_batch chains, at least
+	 * nap_min_us, at most nap_max_us), and sleeps until kicked after idle_us
+	 * (or idle_sweeps) without work or when the traffic is sparse.
 	 */
 	unsigned int idle_sweeps;	/**< adaptive: sleep after this many idle sweeps in a
 					 *   row (default 0: no count limit, idle_us decides) */
@@ -96,13 +97,19 @@ struct uvh_engine_opts {
 					 *   or nap_max_us when smaller: a sleep and its
 					 *   wake-up cost ~12 us of CPU and run ~15 us late in
 					 *   this project's VMs) */
-	unsigned int nap_max_us;	/**< adaptive: longest nap, the latency bound the
-					 *   moderation may add (default 100, at most 1000000) */
+	unsigned int nap_max_us;	/**< adaptive: the latency bound the moderation may
+					 *   add while the rate holds: longest nap, longest a
+					 *   batch may take (default 200, at most 1000000) */
 	unsigned int nap_batch;		/**< adaptive: chains a nap lets gather, all queues
 					 *   together (default 3/4 of the smallest ring that had
 					 *   work: fewer wake-ups, a quarter left for a late one;
 					 *   a wake-up costs far more than a chain) */
-	bool no_nap;			/**< adaptive: never nap (poll, then sleep) */
+	bool no_nap;			/**< adaptive: never nap or batch kicks (poll, then
+					 *   sleep until kicked) */
+	unsigned int spin_us;		/**< event mode: poll this long without work before
+					 *   sleeping (default 10, about a wake-up's cost:
+					 *   frames closer than that never cost a wake-up
+					 *   each) */
 	unsigned int ring_entries;	/**< io_uring SQ size (default 256) */
 	unsigned int max_files;		/**< registered-file slots (default 1024) */
 	unsigned int inbox_size;	/**< dispatcher inbox entries (default 256) */
@@ -382,6 +389,10 @@ struct uvh_engine_stats {
 	uint64_t sleep_ns;	/**< time spent in sleeps */
 	uint64_t nap_plan_ns;	/**< adaptive: the nap planned at the last decision
 				 *   (0: polling, the load is too high to nap) */
+	uint64_t sleep_timeouts;	/**< sleeps ended by their timeout (adaptive with
+				 *   batched kicks: the batch did not come in time) */
+	uint64_t kick_batch;	/**< adaptive with EVENT_IDX: chains the last sleep
+				 *   waited for */
 	uint64_t kicks;		/**< kick CQEs seen */
 	uint64_t calls;		/**< call eventfd writes */
 	uint64_t calls_suppressed;	/**< signalled queues whose driver wanted no call */

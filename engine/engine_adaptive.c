@@ -1,7 +1,28 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * uvhost: the adaptive mode's policy: after an idle sweep, poll on, nap
- * (a timed wait with notifications off) or sleep until kicked.
+ * uvhost: the adaptive mode's policy: after an idle sweep, poll on or
+ * sleep, so that the CPU follows the load.
+ *
+ * What a sleep costs decides everything. In this project's VMs a timed
+ * wait costs ~25 us of CPU however it is made (io_uring, nanosleep,
+ * epoll: the guest's timer is emulated), a wait ended by a kick from the
+ * other core 5-15 us, and a timeout that does not fire adds ~7 us
+ * (tools: the engine's stats in uvhost-net --stats-interval). So:
+ *
+ *  - rings with EVENT_IDX (every Linux guest's) batch kicks: the engine
+ *    sleeps with avail_event set @kick_batch chains ahead, so the driver
+ *    kicks once per batch, not per burst; the batch doubles while a
+ *    wake-up finds more than it waited for and, at the rate it saw, twice
+ *    the batch would still come within the latency bound (nap_max_us),
+ *    and halves when the wait outlasted that bound. A frame left behind
+ *    when the traffic stops mid-batch is found by the backstop, a periodic
+ *    timer (BACKSTOP_BOUNDS latency bounds) that runs only while the
+ *    batch is above one: a timeout on every sleep would cost ~10 us each,
+ *    the backstop a wake-up per period at most. A driver with one frame
+ *    in flight never finds more than one: it is woken per frame, with no
+ *    timer at all (the lowest latency and cost a sleep can have).
+ *  - rings without it: timed naps with notifications off (plan_nap), then
+ *    a sleep until kicked once the traffic stops.
  */
 #include <errno.h>
 #include <string.h>
@@ -25,7 +46,7 @@ static void adaptive_sleep(struct uvh_engine *e, uint64_t now)
 {
 	uint64_t woke;
 
-	if (!engine_try_sleep(e, UVH_ENGINE_ADAPTIVE)) {
+	if (!engine_sleep(e, 1, 0)) {
 		/* work came (or a stop or request): traffic is not sparse */
 		e->sparse = false;
 		return;
@@ -103,6 +124,52 @@ static uint64_t plan_nap(struct uvh_engine *e, uint64_t now)
 	return req < e->nap_max_ns ? req : e->nap_max_ns;
 }
 
+/* The backstop's expiry needs no action: the wake-up it causes is all. */
+static void backstop_fired(struct uvh_engine_timer *t)
+{
+	(void)t;
+}
+
+void engine_adaptive_reset(struct uvh_engine *e)
+{
+	e->kick_batch = 1;
+	if (e->backstop.engine)
+		engine_timer_del(e, &e->backstop);
+}
+
+/*
+ * Adaptive, EVENT_IDX everywhere: sleep until @kick_batch chains came (or
+ * the latency bound), the batch adapted from the last wait (see top).
+ */
+static void batch_sleep(struct uvh_engine *e, uint64_t now)
+{
+	unsigned int b = e->kick_batch ? e->kick_batch : 1;
+	uint64_t found = e->cyc_work;
+
+	if (e->rested) {
+		if (e->slept_timeout || e->slept_ns > e->nap_max_ns)
+			b = b > 1 ? b / 2 : 1;
+		else if (found > b && b < e->batch_cap && b < KICK_BATCH_MAX &&
+			 2 * b * e->slept_ns <= found * e->nap_max_ns)
+			b *= 2;	/* at the rate seen, twice the batch comes in time */
+	}
+	e->kick_batch = b;
+	atomic_store_explicit(&e->st.kick_batch, b, memory_order_relaxed);
+	/* the backstop runs while a batch > 1 may leave chains waiting */
+	if (b > 1 && !e->backstop.engine) {
+		e->backstop.fn = backstop_fired;
+		e->backstop.period_ns = BACKSTOP_BOUNDS * e->nap_max_ns;
+		engine_timer_add(e, &e->backstop);
+	} else if (b == 1 && e->backstop.engine) {
+		engine_timer_del(e, &e->backstop);
+	}
+	if (!engine_sleep(e, b, 0)) {
+		engine_cycle_begin(e, now, false, 0);
+		return;
+	}
+	engine_cycle_begin(e, uvh_now_ns(), true, 0);
+}
+
 /*
  * Adaptive mode, a sweep found no work. Free for the first IDLE_SPIN idle
  * sweeps of a spell (at peak load the gaps between bursts are that short,
@@ -123,6 +190,10 @@ void engine_adaptive_idle(struct uvh_engine *e)
 	now = uvh_now_ns();
 	if (e->idle == IDLE_SPIN)
 		e->idle_since = now;	/* late by a few hundred ns: no matter */
+	if (e->can_nap && !e->opts.no_nap && engine_kicks_batch(e)) {
+		batch_sleep(e, now);
+		return;
+	}
 	if (e->sparse || now - e->idle_since >= e->idle_ns) {
 		adaptive_sleep(e, now);
 		return;

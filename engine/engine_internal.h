@@ -44,11 +44,19 @@
 #endif
 
 #define DEF_NAP_MIN_US		10u
-#define DEF_NAP_MAX_US		100u
+#define DEF_NAP_MAX_US		200u
 #define DEF_IDLE_US_NO_NAP	50u
 #define MAX_NAP_US		1000000u
 /* Adaptive: idle sweeps in a row (~15 ns each) before the clock is read. */
 #define IDLE_SPIN		16u
+/* Adaptive: most chains a sleep waits for (each ring's share is capped at
+ * 3/4 of its size anyway). */
+#define KICK_BATCH_MAX		4096u
+/* Event mode: default poll before a sleep (about what a wake-up costs). */
+#define DEF_SPIN_US		10u
+/* Adaptive: a batching engine's backstop timer fires every this many
+ * latency bounds (nap_max_us). */
+#define BACKSTOP_BOUNDS		4u
 #define DEF_RING_ENTRIES	256u
 #define DEF_MAX_FILES		1024u
 #define DEF_INBOX		256u
@@ -134,11 +142,18 @@ struct uvh_engine {
 	uint64_t need_ns;		/* estimated nap that gathers a batch */
 	uint64_t late_ns;		/* a cycle's length beyond the nap it asked for */
 	uint64_t nap_min_ns, nap_max_ns, idle_ns, window_ns;
+	unsigned int kick_batch;	/* chains a sleep waits for (EVENT_IDX) */
+	unsigned int batch_cap;		/* the largest a ring takes (3/4 of it) */
+	struct uvh_engine_timer backstop;	/* wakes a batching engine (see
+						 * engine_adaptive.c) */
+	uint64_t slept_ns;		/* the last sleep's length */
+	bool slept_timeout;		/* ... ended by its timeout */
+	uint64_t spin_ns;		/* event mode: poll this long before a sleep */
 
 	struct {
 		_Atomic uint64_t sweeps, idle_sweeps, wakeups, sleeps, kicks, calls,
 			calls_suppressed, messages, timer_fires, requests, naps, nap_ns,
-			sleep_ns, nap_plan_ns;
+			sleep_ns, nap_plan_ns, sleep_timeouts, kick_batch;
 	} st;
 };
 
@@ -164,14 +179,22 @@ void engine_ring_teardown(struct uvh_engine *e);
 /* engine_loop.c */
 void engine_notify_join(struct uvh_engine *e, struct uvh_engine_queue *q);
 void engine_apply_mode(struct uvh_engine *e);
-bool engine_try_sleep(struct uvh_engine *e, enum uvh_engine_mode mode);
+/* Sleep until kicked (@batch chains with EVENT_IDX), a message, a request
+ * or @timeout_ns (0: none); false when work came first. */
+bool engine_sleep(struct uvh_engine *e, unsigned int batch, uint64_t timeout_ns);
+bool engine_kicks_batch(const struct uvh_engine *e);
 void engine_drain_inbox(struct uvh_engine *e);
 int engine_place_thread(struct uvh_engine *e);
 void engine_end_run(struct uvh_engine *e, int err);
 int engine_main(struct uvh_engine *e);
 void *engine_thread(void *arg);
+/* engine.c: timers, on the engine's thread */
+int engine_timer_add(struct uvh_engine *e, struct uvh_engine_timer *t);
+int engine_timer_del(struct uvh_engine *e, struct uvh_engine_timer *t);
 /* engine_adaptive.c */
 void engine_cycle_begin(struct uvh_engine *e, uint64_t now, bool rested, uint64_t nap_req);
 void engine_adaptive_idle(struct uvh_engine *e);
+/* Leaving adaptive mode or the loop: no batch, no backstop. */
+void engine_adaptive_reset(struct uvh_engine *e);
 
 #endif

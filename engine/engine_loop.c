@@ -59,20 +59,42 @@ static void notify_disable_all(struct uvh_engine *e)
 	e->notify_on = false;
 }
 
-/* Enable notifications everywhere; true when some queue already has work.
+/* Enable notifications everywhere; true when some queue already has work
+ * (with @batch > 1: at least that many chains, on rings with EVENT_IDX;
+ * each ring's share capped at 3/4 of it, a quarter left for late ones).
  * Paused and passive queues keep theirs off and are not work: chains
  * waiting on a disabled ring, or RX buffers waiting for frames, must not
  * keep the engine awake. */
-static bool notify_enable_all(struct uvh_engine *e)
+static bool notify_enable_all(struct uvh_engine *e, unsigned int batch)
 {
 	bool pending = false;
-	unsigned int i;
+	unsigned int i, n, cap;
 
-	for (i = 0; i < e->nqueues; i++)
-		if (queue_live(e->queues[i]))
-			pending |= uvh_vq_notify_enable(e->queues[i]->vq);
+	e->batch_cap = 1;
+	for (i = 0; i < e->nqueues; i++) {
+		struct uvh_vq *vq = e->queues[i]->vq;
+
+		if (!queue_live(e->queues[i]))
+			continue;
+		n = batch;
+		cap = vq->cfg.size / 4 * 3;
+		if (cap > e->batch_cap)
+			e->batch_cap = cap;
+		if (n > cap)
+			n = cap ? cap : 1;
+		pending |= uvh_vq_notify_enable_after(vq, n);
+	}
 	e->notify_on = true;
 	return pending;
+}
+
+/* Can every live queue batch its kicks (EVENT_IDX)? None live: yes. */
+bool engine_kicks_batch(const struct uvh_engine *e)
+{
+	for (unsigned int i = 0; i < e->nqueues; i++)
+		if (queue_live(e->queues[i]) && !e->queues[i]->vq->cfg.event_idx)
+			return false;
+	return true;
 }
 
 /* A queue joins the engine's notification state (attached or resumed);
@@ -163,6 +185,7 @@ static unsigned int sweep(struct uvh_engine *e)
 
 void engine_apply_mode(struct uvh_engine *e)
 {
+	engine_adaptive_reset(e);
 	e->idle = 0;
 	e->sparse = false;
 	engine_cycle_begin(e, uvh_now_ns(), false, 0);
@@ -170,8 +193,6 @@ void engine_apply_mode(struct uvh_engine *e)
 	if (!e->ring_ok)
 		return;
 	notify_disable_all(e);
-	if (atomic_load_explicit(&e->mode, memory_order_relaxed) == UVH_ENGINE_EVENT)
-		notify_enable_all(e);	/* a pending chain is found by the next sweep */
 }
 
 /*
@@ -195,6 +216,10 @@ void engine_apply_mode(struct uvh_engine *e)
  * has the same handshake for requests (prepare_sleep / woke), and a stop
  * writes its eventfd after setting stop_req.
  *
+ * With a batch (adaptive mode, EVENT_IDX) the driver kicks once that many
+ * chains are there; fewer wait for the timeout, which the caller gives
+ * (the latency bound).
+ *
  * A nap (adaptive mode) needs none of this: it is a wait with a timeout,
  * notifications stay disabled and the queues are swept when it ends, so
  * whatever the driver published meanwhile is found then. It does not
@@ -202,35 +227,71 @@ void engine_apply_mode(struct uvh_engine *e)
  * of the nap (nap_max_us at most), while a stop, which writes the wake
  * eventfd unconditionally, ends it at once.
  */
-bool engine_try_sleep(struct uvh_engine *e, enum uvh_engine_mode mode)
+bool engine_sleep(struct uvh_engine *e, unsigned int batch, uint64_t timeout_ns)
 {
-	uint64_t t0;
+	struct __kernel_timespec ts = {
+		.tv_sec = (long long)(timeout_ns / 1000000000u),
+		.tv_nsec = (long long)(timeout_ns % 1000000000u),
+	};
+	struct io_uring_cqe *cqe;
+	uint64_t t0, t1;
 	int ret;
 
-	if (notify_enable_all(e)) {
+	e->slept_timeout = false;
+	if (notify_enable_all(e, batch)) {
 		/* Work arrived while we were deciding: keep going. */
-		if (mode == UVH_ENGINE_ADAPTIVE)
-			notify_disable_all(e);
+		notify_disable_all(e);
 		e->idle = 0;
 		return false;
 	}
-	if (atomic_load_explicit(&e->stop_req, memory_order_acquire))
+	if (atomic_load_explicit(&e->stop_req, memory_order_acquire) ||
+	    uvh_dispatcher_prepare_sleep(e->disp) != 0) {
+		notify_disable_all(e);
 		return false;
-	if (uvh_dispatcher_prepare_sleep(e->disp) != 0)
-		return false;
+	}
 	STAT_ADD(e, sleeps, 1);
 	t0 = uvh_now_ns();
-	ret = io_uring_submit_and_wait(&e->ring, 1);
+	if (timeout_ns && e->can_nap)
+		ret = io_uring_submit_and_wait_timeout(&e->ring, &cqe, 1, &ts, NULL);
+	else
+		ret = io_uring_submit_and_wait(&e->ring, 1);
 	if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME)
 		UVH_WARN("%s: io_uring wait: %s", e->name, strerror(-ret));
-	STAT_ADD(e, sleep_ns, uvh_now_ns() - t0);
+	t1 = uvh_now_ns();
+	e->slept_ns = t1 - t0;
+	e->slept_timeout = ret == -ETIME;
+	STAT_ADD(e, sleep_ns, e->slept_ns);
+	if (e->slept_timeout)
+		STAT_ADD(e, sleep_timeouts, 1);
 	uvh_dispatcher_woke(e->disp);
 	STAT_ADD(e, wakeups, 1);
 	engine_reap(e);
 	e->idle = 0;
-	if (mode == UVH_ENGINE_ADAPTIVE)
-		notify_disable_all(e);	/* back to polling */
+	/* Awake: the sweeps find what comes, the driver need not kick (and
+	 * with EVENT_IDX the avail_event left behind asks for one kick at
+	 * most) */
+	notify_disable_all(e);
 	return true;
+}
+
+/*
+ * Event mode, a sweep found no work: poll on for spin_ns (a wake-up costs
+ * about that much CPU: frames closer together than that are cheaper to
+ * wait for awake, so a driver sending faster than wake-ups go never costs
+ * one per frame), then sleep until kicked.
+ */
+static void event_idle(struct uvh_engine *e)
+{
+	uint64_t now;
+
+	e->idle++;
+	if (e->idle < IDLE_SPIN)
+		return;
+	now = uvh_now_ns();
+	if (e->idle == IDLE_SPIN)
+		e->idle_since = now;
+	if (now - e->idle_since >= e->spin_ns)
+		engine_sleep(e, 1, 0);
 }
 
 void engine_drain_inbox(struct uvh_engine *e)
@@ -267,7 +328,7 @@ static void loop(struct uvh_engine *e)
 		if (mode == UVH_ENGINE_ADAPTIVE)
 			engine_adaptive_idle(e);
 		else if (mode == UVH_ENGINE_EVENT)
-			engine_try_sleep(e, mode);
+			event_idle(e);
 	}
 }
 

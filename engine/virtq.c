@@ -356,6 +356,20 @@ bool uvh_vq_notify_enable(struct uvh_vq *vq)
 	return vq->cfg.packed ? uvh_vq_packed_notify(vq, true) : uvh_vq_split_notify(vq, true);
 }
 
+bool uvh_vq_notify_enable_after(struct uvh_vq *vq, unsigned int n)
+{
+	if (n <= 1 || !vq->cfg.event_idx)
+		return uvh_vq_notify_enable(vq);
+	if (uvh_vq_broken(vq))
+		return false;
+	if (vq->rings_pending && !vq_rings_retry(vq))
+		return false;
+	if (n > vq->cfg.size)
+		n = vq->cfg.size;
+	return vq->cfg.packed ? uvh_vq_packed_notify_after(vq, n) :
+				uvh_vq_split_notify_after(vq, n);
+}
+
 bool uvh_vq_avail_pending(struct uvh_vq *vq)
 {
 	if (uvh_vq_broken(vq))

@@ -246,6 +246,15 @@ void uvh_vq_notify_disable(struct uvh_vq *vq);
  * sleeping, or a kick may be lost.
  */
 bool uvh_vq_notify_enable(struct uvh_vq *vq);
+/**
+ * Ask the driver to kick only once @n more chains are available (EVENT_IDX:
+ * split avail_event, packed descriptor event @n descriptors ahead; without
+ * it, as uvh_vq_notify_enable). Returns true when the @n-th is already
+ * there (without EVENT_IDX: any): the caller must process instead of
+ * sleeping. Fewer may wait until the @n-th comes: pair a sleep on it with
+ * a timeout.
+ */
+bool uvh_vq_notify_enable_after(struct uvh_vq *vq, unsigned int n);
 /** Are chains available? (reads the ring; cheap) */
 bool uvh_vq_avail_pending(struct uvh_vq *vq);
 /** The ring was marked broken. From any thread: a ring another engine

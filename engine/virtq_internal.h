@@ -84,6 +84,7 @@ int uvh_vq_split_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned in
 void uvh_vq_split_push(struct uvh_vq *vq, const struct uvh_vq_used *used, unsigned int n);
 bool uvh_vq_split_need_call(struct uvh_vq *vq);
 bool uvh_vq_split_notify(struct uvh_vq *vq, bool enable);
+bool uvh_vq_split_notify_after(struct uvh_vq *vq, unsigned int n);
 bool uvh_vq_split_avail_pending(struct uvh_vq *vq);
 uint32_t uvh_vq_split_base(const struct uvh_vq *vq);
 int uvh_vq_split_unpop(struct uvh_vq *vq, unsigned int n);
@@ -94,6 +95,7 @@ int uvh_vq_packed_pop(struct uvh_vq *vq, struct uvh_vq_chain *chains, unsigned i
 void uvh_vq_packed_push(struct uvh_vq *vq, const struct uvh_vq_used *used, unsigned int n);
 bool uvh_vq_packed_need_call(struct uvh_vq *vq);
 bool uvh_vq_packed_notify(struct uvh_vq *vq, bool enable);
+bool uvh_vq_packed_notify_after(struct uvh_vq *vq, unsigned int n);
 bool uvh_vq_packed_avail_pending(struct uvh_vq *vq);
 uint32_t uvh_vq_packed_base(const struct uvh_vq *vq);
 int uvh_vq_packed_unpop(struct uvh_vq *vq, unsigned int slots);

@@ -792,6 +792,28 @@ bool uvh_vq_packed_notify(struct uvh_vq *vq, bool enable)
 	return uvh_vq_packed_avail_pending(vq);
 }
 
+bool uvh_vq_packed_notify_after(struct uvh_vq *vq, unsigned int n)
+{
+	/* the descriptor n - 1 slots ahead, in its lap */
+	unsigned int slot = vq->last_avail + n - 1;
+	bool wrap = vq->avail_wrap;
+	uint16_t flags;
+
+	if (uvh_vq_broken(vq))
+		return false;
+	if (slot >= vq->cfg.size) {
+		slot -= vq->cfg.size;
+		wrap = !wrap;
+	}
+	st_event(vq->device_event, (uint16_t)(slot | ((unsigned int)wrap << PACKED_WRAP_BIT)),
+		 UVH_VRING_PACKED_EVENT_DESC, memory_order_relaxed);
+	log_device_event(vq);
+	/* the same pair as uvh_vq_packed_notify's fence */
+	atomic_thread_fence(memory_order_seq_cst);
+	flags = ld16(&vq->pdesc[slot].flags, memory_order_acquire);
+	return desc_is_avail(flags, wrap);
+}
+
 int uvh_vq_packed_unpop(struct uvh_vq *vq, unsigned int slots)
 {
 	/* the driver's descriptors there still say available: stepping back

@@ -622,6 +622,25 @@ bool uvh_vq_split_notify(struct uvh_vq *vq, bool enable)
 	return uvh_vq_split_avail_pending(vq);
 }
 
+bool uvh_vq_split_notify_after(struct uvh_vq *vq, unsigned int n)
+{
+	struct uvh_inflight_vq *ifq = vq->inflight;
+	uint16_t avail;
+
+	/* the driver kicks when its avail->idx moves past avail_event, i.e.
+	 * once last_avail + n chains are there */
+	ring_store16(avail_event_ptr(vq), (uint16_t)(vq->last_avail + n - 1));
+	if (unlikely(vq->log != NULL))
+		log_used(vq, (uint64_t)((uint8_t *)avail_event_ptr(vq) - (uint8_t *)vq->used),
+			 sizeof(uint16_t));
+	/* the same store-buffering pair as uvh_vq_split_notify's fence */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (ifq && uvh_inflight_resubmit_pending(ifq))
+		return true;
+	avail = atomic_load_explicit((_Atomic uint16_t *)&vq->avail->idx, memory_order_relaxed);
+	return (uint16_t)(avail - vq->last_avail) >= n;
+}
+
 bool uvh_vq_split_avail_pending(struct uvh_vq *vq)
 {
 	struct uvh_inflight_vq *ifq = vq->inflight;

@@ -300,6 +300,22 @@ static void check_rig(struct rig *r, uint64_t total)
 	cr_assert(!uvh_vq_broken(&r->vq));
 }
 
+/* Wait until the engine is asleep (its sleep count stops moving). */
+static void wait_asleep(struct uvh_engine *e)
+{
+	struct uvh_engine_stats a, b;
+	int i;
+
+	for (i = 0; i < 200; i++) {
+		uvh_engine_stats(e, &a);
+		sleep_ms(5);
+		uvh_engine_stats(e, &b);
+		if (a.sleeps > 0 && a.sweeps == b.sweeps)
+			return;
+	}
+	cr_assert_fail("engine never went to sleep");
+}
+
 /* All chains come back, engine in its own thread. */
 static void roundtrip_thread(enum uvh_engine_mode mode, bool packed, bool event_idx)
 {
@@ -314,6 +330,10 @@ static void roundtrip_thread(enum uvh_engine_mode mode, bool packed, bool event_
 	e = engine_new("uvh-rt", 1, mode);
 	cr_assert_eq(uvh_engine_add_queue(e, &r.q), 0);
 	cr_assert_eq(uvh_engine_start(e), 0);
+	cr_assert(drive(&r, total / 2, 16, 5000), "timed out at %lu/%lu",
+		  (unsigned long)r.done, (unsigned long)total);
+	if (mode == UVH_ENGINE_EVENT)
+		wait_asleep(e);	/* back-to-back chains keep it awake (spin_us) */
 	cr_assert(drive(&r, total, 16, 5000), "timed out at %lu/%lu",
 		  (unsigned long)r.done, (unsigned long)total);
 	uvh_engine_stats(e, &st);
@@ -418,22 +438,6 @@ static void roundtrip_caller(enum uvh_engine_mode mode)
 Test(engine, roundtrip_poll_caller_thread) { roundtrip_caller(UVH_ENGINE_POLL); }
 Test(engine, roundtrip_event_caller_thread) { roundtrip_caller(UVH_ENGINE_EVENT); }
 Test(engine, roundtrip_adaptive_caller_thread) { roundtrip_caller(UVH_ENGINE_ADAPTIVE); }
-
-/* Wait until the engine is asleep (its sleep count stops moving). */
-static void wait_asleep(struct uvh_engine *e)
-{
-	struct uvh_engine_stats a, b;
-	int i;
-
-	for (i = 0; i < 200; i++) {
-		uvh_engine_stats(e, &a);
-		sleep_ms(5);
-		uvh_engine_stats(e, &b);
-		if (a.sleeps > 0 && a.sweeps == b.sweeps)
-			return;
-	}
-	cr_assert_fail("engine never went to sleep");
-}
 
 /* A sleeping event-mode engine is woken by a kick, and only by it. */
 Test(engine, kick_wakes_event_engine)
@@ -676,7 +680,7 @@ static void mode_stress(bool packed, bool naps)
 		o.nap_max_us = 30;
 		o.idle_us = 60;
 	}
-	rig_init(&r, packed, true);
+	rig_init(&r, packed, !naps);	/* naps: only rings without EVENT_IDX nap */
 	e = uvh_engine_create(&o);
 	cr_assert(e, "uvh_engine_create: %s", strerror(errno));
 	cr_assert_eq(uvh_engine_add_queue(e, &r.q), 0);
@@ -800,10 +804,78 @@ static struct uvh_engine *nap_engine(const char *name, bool no_nap)
 }
 
 /*
- * Partial load (8 chains every 20 us, far below what the engine can do):
- * the adaptive engine naps between bursts with notifications off, so the
- * driver is not asked to kick; every chain still comes back intact. With
- * no_nap it never naps.
+ * Partial load (8 chains every 20 us, far below what the engine can do),
+ * EVENT_IDX: the adaptive engine sleeps until a batch of chains is there
+ * (avail_event set ahead), so the driver kicks once per batch, not per
+ * burst, and the batch grows past one; every chain comes back intact.
+ */
+Test(engine, adaptive_batches_kicks_at_partial_load)
+{
+	struct uvh_engine_stats st;
+	struct uvh_engine *e;
+	struct rig r;
+	const unsigned int bursts = 4000;
+
+	pin_self(0);	/* the engine has core 1 */
+	rig_init(&r, false, true);
+	e = nap_engine("uvh-batch", false);
+	cr_assert_eq(uvh_engine_add_queue(e, &r.q), 0);
+	cr_assert_eq(uvh_engine_start(e), 0);
+	cr_assert(drive_paced(&r, 8, 20, bursts), "stuck at %lu/%lu", (unsigned long)r.done,
+		  (unsigned long)r.sent);
+	uvh_engine_stats(e, &st);
+	cr_assert_gt(st.sleeps, 0, "never slept at partial load");
+	cr_assert_eq(st.naps, 0, "napped on a ring that batches kicks");
+	cr_assert_lt(r.kicks, bursts / 4, "%lu kicks for %u bursts: not batched",
+		     (unsigned long)r.kicks, bursts);
+	uvh_engine_destroy(e);
+	check_rig(&r, (uint64_t)bursts * 8);
+	rig_fini(&r);
+}
+
+/*
+ * Traffic that stops in the middle of a batch: the chains already sent
+ * are below the kick threshold and no kick will come; the backstop timer
+ * (4 latency bounds) finds them. Then, with nothing coming, the batch
+ * falls back to one and the backstop goes: an idle engine sleeps without
+ * a timer.
+ */
+Test(engine, adaptive_backstop_finds_chains_left_behind)
+{
+	struct uvh_engine_stats st;
+	struct uvh_engine *e;
+	struct rig r;
+	uint64_t t0, fires;
+
+	pin_self(0);
+	rig_init(&r, false, true);
+	e = nap_engine("uvh-backstop", false);	/* latency bound 200 us */
+	cr_assert_eq(uvh_engine_add_queue(e, &r.q), 0);
+	cr_assert_eq(uvh_engine_start(e), 0);
+	cr_assert(drive_paced(&r, 8, 20, 2000));
+	uvh_engine_stats(e, &st);
+	cr_assert_gt(st.kick_batch, 8, "the batch did not grow (%lu)", (unsigned long)st.kick_batch);
+	/* three chains, far below the batch, then silence */
+	t0 = uvh_now_ns();
+	cr_assert(drive(&r, r.sent + 3, 3, 1000), "chains left behind were never found");
+	cr_assert_lt(uvh_now_ns() - t0, 100ull * 1000000u, "found only after %lu us",
+		     (unsigned long)((uvh_now_ns() - t0) / 1000));
+	sleep_ms(50);	/* the batch halves at each backstop wake-up */
+	uvh_engine_stats(e, &st);
+	fires = st.timer_fires;
+	cr_assert_eq(st.kick_batch, 1, "idle, the batch stayed at %lu", (unsigned long)st.kick_batch);
+	sleep_ms(50);
+	uvh_engine_stats(e, &st);
+	cr_assert_eq(st.timer_fires, fires, "the backstop kept firing on an idle engine");
+	uvh_engine_destroy(e);
+	check_rig(&r, r.sent);
+	rig_fini(&r);
+}
+
+/*
+ * The same load on a ring without EVENT_IDX: kicks cannot be batched, so
+ * the engine naps between bursts with notifications off, and the driver
+ * is not asked to kick. With no_nap it never naps.
  */
 Test(engine, adaptive_naps_at_partial_load)
 {
@@ -813,7 +885,7 @@ Test(engine, adaptive_naps_at_partial_load)
 	const unsigned int bursts = 4000;
 
 	pin_self(0);	/* the engine has core 1 */
-	rig_init(&r, false, true);
+	rig_init(&r, false, false);
 	e = nap_engine("uvh-nap", false);
 	cr_assert_eq(uvh_engine_add_queue(e, &r.q), 0);
 	cr_assert_eq(uvh_engine_start(e), 0);
@@ -830,7 +902,7 @@ Test(engine, adaptive_naps_at_partial_load)
 	check_rig(&r, (uint64_t)bursts * 8);
 	rig_fini(&r);
 
-	rig_init(&r, false, true);
+	rig_init(&r, false, false);
 	e = nap_engine("uvh-nonap", true);
 	cr_assert_eq(uvh_engine_add_queue(e, &r.q), 0);
 	cr_assert_eq(uvh_engine_start(e), 0);
