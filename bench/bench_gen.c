@@ -25,6 +25,7 @@
 #define BG_ETHERTYPE	0x88b5		/* IEEE local experimental */
 #define BG_SEQ_OFF	14u		/* frame offset of the sequence number */
 #define BG_SEQ_AT	(UVH_NET_HDR_LEN + BG_SEQ_OFF)	/* ... in the buffer */
+#define BG_TS_AT	(BG_SEQ_AT + 8)	/* LOOP: the send time (ns) after it */
 #define BG_POISON	0xa5		/* RX buffers before the device writes them */
 
 const char *bg_dir_name(enum bg_dir dir)
@@ -32,6 +33,55 @@ const char *bg_dir_name(enum bg_dir dir)
 	static const char *const names[BG_NDIRS] = { "tx", "rx", "loop" };
 
 	return (unsigned int)dir < BG_NDIRS ? names[dir] : "?";
+}
+
+/* Histogram bucket of @ns: exact below 16, then 16 per power of two. */
+static inline unsigned int rtt_bucket(uint64_t ns)
+{
+	unsigned int e, b;
+
+	if (ns < 16)
+		return (unsigned int)ns;
+	e = 63u - (unsigned int)__builtin_clzll(ns);
+	b = (e - 3u) * 16u + (unsigned int)((ns >> (e - 4u)) & 15u);
+	return b < BG_RTT_BUCKETS ? b : BG_RTT_BUCKETS - 1;
+}
+
+/* The middle of bucket @b, in ns. */
+static double rtt_value(unsigned int b)
+{
+	unsigned int e, m;
+
+	if (b < 16)
+		return b;
+	e = b / 16u + 3u;
+	m = b % 16u;
+	return ((double)(16u + m) + 0.5) * (double)(1ull << (e - 4u));
+}
+
+void bg_rtt_snapshot(struct bg *g, uint32_t h[BG_RTT_BUCKETS])
+{
+	for (unsigned int i = 0; i < BG_RTT_BUCKETS; i++)
+		h[i] = atomic_load_explicit(&g->rtt[i], memory_order_relaxed);
+}
+
+double bg_rtt_percentile(const uint32_t h[BG_RTT_BUCKETS], double q)
+{
+	uint64_t total = 0, seen = 0, want;
+
+	for (unsigned int i = 0; i < BG_RTT_BUCKETS; i++)
+		total += h[i];
+	if (!total)
+		return -1;
+	want = (uint64_t)(q * (double)total);
+	if (want >= total)
+		want = total - 1;
+	for (unsigned int i = 0; i < BG_RTT_BUCKETS; i++) {
+		seen += h[i];
+		if (seen > want)
+			return rtt_value(i) / 1e3;
+	}
+	return -1;
 }
 
 static size_t page_up(size_t n)
@@ -258,6 +308,7 @@ static unsigned int tx_step(struct bg *g, uint64_t t0, uint64_t *sent)
 	void *tok[BG_BURST], *toks[BG_BURST];
 	uint32_t lens[BG_BURST];
 	unsigned int n, room, i;
+	uint64_t ts = 0;
 
 	n = uvh_vq_driver_get_used(&r->drv, tok, lens, BG_BURST);
 	for (i = 0; i < n; i++)
@@ -268,16 +319,20 @@ static unsigned int tx_step(struct bg *g, uint64_t t0, uint64_t *sent)
 		 * posted one is empty or holds one of them): the loopback port
 		 * drops a frame that finds no RX buffer, as a NIC does. Posted,
 		 * not the ring's size: the first burst goes before them. */
-		uint64_t out = g->seq_tx - g->seq_rx;
+		uint64_t out = g->seq_tx - g->seq_rx, limit = g->rx_out;
 
-		if (out >= g->rx_out)
+		if (g->o.max_inflight && g->o.max_inflight < limit)
+			limit = g->o.max_inflight;
+		if (out >= limit)
 			room = 0;
-		else if (g->rx_out - out < room)
-			room = (unsigned int)(g->rx_out - out);
+		else if (limit - out < room)
+			room = (unsigned int)(limit - out);
 	}
 	room = paced(g, t0, *sent, room);
 	if (!room)
 		return n;
+	if (g->o.dir == BG_LOOP)
+		ts = uvh_now_ns();	/* one send time for the burst */
 	for (i = 0; i < room; i++) {
 		unsigned int idx = r->free[r->nfree - 1 - i];
 		uint8_t *p = buf_ptr(g, r, idx);
@@ -287,6 +342,8 @@ static unsigned int tx_step(struct bg *g, uint64_t t0, uint64_t *sent)
 		 * our sequence number */
 		memcpy(p, frame_head, sizeof(frame_head));
 		memcpy(p + BG_SEQ_AT, &seq, sizeof(seq));
+		if (g->o.dir == BG_LOOP)
+			memcpy(p + BG_TS_AT, &ts, sizeof(ts));
 		bufs[i] = (struct uvh_vq_buf){ buf_gpa(g, r, idx), UVH_NET_HDR_LEN + g->o.frame };
 		toks[i] = (void *)(uintptr_t)(idx + 1);
 	}
@@ -302,11 +359,12 @@ static unsigned int tx_step(struct bg *g, uint64_t t0, uint64_t *sent)
 }
 
 /* LOOP: is this, byte for byte, a frame we sent? Counts lost and bad frames. */
-static inline void loop_check(struct bg *g, const uint8_t *p, uint32_t len, uint64_t *lost,
-			      uint64_t *bad)
+static inline void loop_check(struct bg *g, const uint8_t *p, uint32_t len, uint64_t now,
+			      uint64_t *lost, uint64_t *bad)
 {
-	const uint32_t after = BG_SEQ_AT + 8;
-	uint64_t seq;
+	const uint32_t after = BG_TS_AT + 8;	/* sequence and send time aside */
+	uint64_t seq, ts;
+	_Atomic uint32_t *b;
 
 	if (len != UVH_NET_HDR_LEN + g->o.frame || memcmp(p, g->expect, BG_SEQ_AT) ||
 	    memcmp(p + after, g->expect + after, len - after)) {
@@ -320,6 +378,11 @@ static inline void loop_check(struct bg *g, const uint8_t *p, uint32_t len, uint
 	}
 	*lost += seq - g->seq_rx;
 	g->seq_rx = seq + 1;
+	memcpy(&ts, p + BG_TS_AT, sizeof(ts));
+	/* single writer: a relaxed load and store, read by snapshots */
+	b = &g->rtt[rtt_bucket(now > ts ? now - ts : 0)];
+	atomic_store_explicit(b, atomic_load_explicit(b, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
 }
 
 /* Device RX: collect filled buffers, post free ones. Returns frames received. */
@@ -333,7 +396,11 @@ static unsigned int rx_step(struct bg *g, uint64_t t0, uint64_t *posted, uint64_
 	uint32_t lens[BG_BURST];
 	unsigned int n, room, i;
 
+	uint64_t now = 0;
+
 	n = uvh_vq_driver_get_used(&r->drv, tok, lens, BG_BURST);
+	if (n && g->o.dir == BG_LOOP)
+		now = uvh_now_ns();	/* one arrival time for the batch */
 	if (!n && g->o.dir == BG_LOOP && g->seq_rx != g->seq_tx &&
 	    g->ring[1].nfree == g->o.qsize) {
 		/* The device has given every TX chain back, and it publishes
@@ -348,7 +415,7 @@ static unsigned int rx_step(struct bg *g, uint64_t t0, uint64_t *posted, uint64_
 		unsigned int idx = (unsigned int)((uintptr_t)tok[i] - 1);
 
 		if (g->o.dir == BG_LOOP)
-			loop_check(g, buf_ptr(g, r, idx), lens[i], lost, bad);
+			loop_check(g, buf_ptr(g, r, idx), lens[i], now, lost, bad);
 		else if (lens[i] != want)
 			(*bad)++;
 		r->free[r->nfree++] = (uint16_t)idx;

@@ -20,6 +20,9 @@
  *         before it is posted, and each frame back is compared whole with
  *         what was sent (the header as the device must write it: zero but
  *         num_buffers 1), its sequence number in order; gaps count as lost.
+ *         Each frame also carries its send time: the round trip of every
+ *         frame goes into a histogram (bg_rtt_percentile). With
+ *         max_inflight 1 it is a ping-pong: one frame on its way at a time.
  */
 #ifndef UVHOST_BENCH_GEN_H
 #define UVHOST_BENCH_GEN_H
@@ -50,7 +53,12 @@ struct bg_opts {
 	double rate_pps;		/**< 0: as fast as possible; else paced */
 	int cpu;			/**< core of the generator thread (-1: not pinned) */
 	int connect_timeout_ms;
+	unsigned int max_inflight;	/**< LOOP: frames on their way at most (0: as many
+					 *   as RX buffers are posted; 1: ping-pong) */
 };
+
+/** Round-trip histogram: log-linear buckets, 16 per power of two (6 %). */
+#define BG_RTT_BUCKETS	640u
 
 /** One ring as the generator drives it. */
 struct bg_ring {
@@ -83,6 +91,7 @@ struct bg {
 	_Alignas(64) _Atomic uint64_t frames;	/**< completed (see top of file) */
 	_Atomic uint64_t lost;		/**< LOOP: sequence gaps */
 	_Atomic uint64_t bad;		/**< wrong length, content or order */
+	_Atomic uint32_t rtt[BG_RTT_BUCKETS];	/**< LOOP: round trips, by bucket (ns) */
 	uint64_t seq_tx, seq_rx;
 	uint64_t rx_out;		/**< RX buffers posted and not reaped yet */
 	/* written by the controlling thread only */
@@ -104,6 +113,13 @@ static inline uint64_t bg_frames(struct bg *g)
 {
 	return atomic_load_explicit(&g->frames, memory_order_relaxed);
 }
+/** Snapshot the round-trip histogram into @h (any thread). */
+void bg_rtt_snapshot(struct bg *g, uint32_t h[BG_RTT_BUCKETS]);
+/**
+ * The @q quantile (0..1) in microseconds of the round trips counted in
+ * @h (a difference of two snapshots), or -1 when there are none.
+ */
+double bg_rtt_percentile(const uint32_t h[BG_RTT_BUCKETS], double q);
 /** The generator thread's CPU clock (for CPU use), or -1. */
 int bg_cpu_clock(struct bg *g, clockid_t *clk);
 /** Stop and join the generator thread (no-op when not running). */

@@ -40,70 +40,27 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bench_gen.h"
+#include "bench.h"
 #include "c2c.h"
 #include "log.h"
 
-#define PROG		"uvhost-bench"
-#define MAX_SIZES	8
-#define MAX_CASES	512
 #define MAX_ATTEMPTS	24
 /* A side that waited on its core's run queue this share of the window was
  * contended: something else ran there (the kernel's own work stays well
  * under it on an idle machine). */
 #define CONTENDED_SHARE	0.05
 
-enum ring_kind { RING_SPLIT = 0, RING_PACKED, NRINGS };
-static const char *const ring_names[NRINGS] = { "split", "packed" };
-
-enum eng_mode { MODE_POLL = 0, MODE_EVENT, MODE_ADAPTIVE, NMODES };
-static const char *const mode_names[NMODES] = { "poll", "event", "adaptive" };
+const char *const ring_names[NRINGS] = { "split", "packed" };
+const char *const mode_names[NMODES] = { "poll", "event", "adaptive" };
+const char *const svg_colors[12] = {
+	"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+	"#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939",
+};
 
 /* uvhost-net's mode for each direction */
 static const char *const dev_mode[BG_NDIRS] = { "sink", "source", "loopback" };
 
-struct opts {
-	double secs, warmup;
-	uint32_t sizes[MAX_SIZES];
-	unsigned int nsizes;
-	unsigned int dirs, rings, modes;	/* bit sets */
-	int cpu_gen, cpu_dev;
-	uint16_t qsize;
-	double rate_pps;
-	bool event_idx;
-	bool json;
-	const char *svg;
-	const char *uvhost_net;
-	const char *connect;		/* external back-end: no child */
-	pid_t backend_pid;		/* its pid, for CPU use (or 0) */
-	unsigned int repeat;		/* clean attempts whose median is the figure */
-	unsigned int retries;		/* extra attempts for far or contended ones */
-	bool c2c;
-	bool verbose;
-	bool keep_logs;
-	bool c2c_only;			/* print the cache-line latency and exit */
-};
-
-struct result {
-	enum bg_dir dir;
-	enum ring_kind ring;
-	enum eng_mode mode;
-	uint32_t frame;
-	bool ok;
-	char err[160];
-	double secs;			/* measured window */
-	uint64_t frames;
-	double mpps, gbps;
-	double gen_cpu, dev_cpu;	/* cores (1.0 = one whole core); dev < 0: unknown */
-	uint64_t lost, bad;
-	double c2c_before, c2c_after;	/* ns; < 0: not measured */
-	double gen_wait, dev_wait;	/* share of the window waiting for a core; < 0: unknown */
-	bool far, contended;
-	unsigned int attempts, clean;	/* made; neither FAR nor CONTENDED */
-	bool no_figure;			/* every attempt was flagged: no figure kept */
-};
-
-static struct opts o = {
+struct opts o = {
 	.secs = 0.5, .warmup = 0.25,
 	.sizes = { 64, 256, 1518 }, .nsizes = 3,
 	.dirs = 7, .rings = 3, .modes = 1 << MODE_POLL,
@@ -111,11 +68,13 @@ static struct opts o = {
 	.qsize = 256,
 	.c2c = true,
 	.repeat = 1, .retries = 2,
+	.event_idx = true,
+	.points = { 5, 10, 25, 50, 75, 90 }, .npoints = 6,
 };
 
-static struct result results[MAX_CASES];
-static unsigned int nresults;
-static volatile sig_atomic_t interrupted;
+struct result results[MAX_CASES];
+unsigned int nresults;
+volatile sig_atomic_t interrupted;
 static char tmpdir[64];
 static char net_path[PATH_MAX];
 static bool live_tty;
@@ -426,9 +385,10 @@ static void run_case(struct result *r, unsigned int id)
 {
 	struct bg_opts bo = {
 		.dir = r->dir, .packed = r->ring == RING_PACKED, .event_idx = o.event_idx,
-		.frame = r->frame, .qsize = o.qsize, .rate_pps = o.rate_pps,
-		.cpu = o.cpu_gen, .connect_timeout_ms = 5000,
+		.frame = r->frame, .qsize = o.qsize, .rate_pps = r->rate_pps,
+		.cpu = o.cpu_gen, .connect_timeout_ms = 5000, .max_inflight = r->inflight,
 	};
+	static uint32_t h0[BG_RTT_BUCKETS], h1[BG_RTT_BUCKETS];
 	struct child ch = { 0 };
 	struct bg g;
 	clockid_t gclk;
@@ -450,6 +410,7 @@ static void run_case(struct result *r, unsigned int id)
 	r->dev_cpu = r->gen_cpu = -1;
 	r->gen_wait = r->dev_wait = -1;
 	r->c2c_before = r->c2c_after = -1;
+	r->rtt_p50 = r->rtt_p99 = r->rtt_p999 = -1;
 	if (o.c2c)
 		r->c2c_before = uvhb_c2c_ns(o.cpu_gen, o.cpu_dev, 100000);
 
@@ -514,6 +475,7 @@ static void run_case(struct result *r, unsigned int id)
 			d0 = dev_pid > 0 ? proc_cpu_s(dev_pid) : -1;
 			wg0 = runq_wait_s(getpid(), atomic_load(&g.tid));
 			wd0 = dev_pid > 0 ? runq_wait_s(dev_pid, 0) : -1;
+			bg_rtt_snapshot(&g, h0);
 		}
 		if (!o.connect && child_gone(&ch))
 			break;
@@ -524,6 +486,12 @@ static void run_case(struct result *r, unsigned int id)
 	d1 = dev_pid > 0 ? proc_cpu_s(dev_pid) : -1;
 	wg1 = runq_wait_s(getpid(), atomic_load(&g.tid));
 	wd1 = dev_pid > 0 ? runq_wait_s(dev_pid, 0) : -1;
+	bg_rtt_snapshot(&g, h1);
+	for (unsigned int i = 0; i < BG_RTT_BUCKETS; i++)
+		h1[i] -= h0[i];
+	r->rtt_p50 = bg_rtt_percentile(h1, 0.5);
+	r->rtt_p99 = bg_rtt_percentile(h1, 0.99);
+	r->rtt_p999 = bg_rtt_percentile(h1, 0.999);
 	if (live_tty && !(o.json && !live_tty))
 		fprintf(stderr, "\r\033[K");
 	r->lost = atomic_load(&g.lost);
@@ -573,6 +541,23 @@ static void run_case(struct result *r, unsigned int id)
 	r->ok = !r->err[0];
 }
 
+struct result *new_case(enum bg_dir dir, enum ring_kind ring, enum eng_mode mode, uint32_t frame)
+{
+	struct result *r;
+
+	if (nresults == MAX_CASES)
+		return NULL;
+	r = &results[nresults++];
+	memset(r, 0, sizeof(*r));
+	r->dir = dir;
+	r->ring = ring;
+	r->mode = mode;
+	r->frame = frame;
+	r->load = -1;
+	r->rtt_p50 = r->rtt_p99 = r->rtt_p999 = -1;
+	return r;
+}
+
 /*
  * One case, as many attempts as it takes: until o.repeat clean ones (the
  * cores close, neither side contended) or o.repeat + o.retries in all. The
@@ -580,7 +565,7 @@ static void run_case(struct result *r, unsigned int id)
  * a case with no clean attempt keeps no figure. An attempt that fails
  * (frames bad, lost or not moving, the back-end gone) fails the case.
  */
-static void run_attempts(struct result *r, unsigned int *ncases)
+void run_attempts(struct result *r, unsigned int *ncases)
 {
 	static struct result tries[MAX_ATTEMPTS];
 	unsigned int n = 0, clean = 0, order[MAX_ATTEMPTS];
@@ -635,19 +620,19 @@ static void print_table(void)
 {
 	bool any_far = false, any_cont = false, any_none = false;
 
-	printf("\n%-5s %6s %-7s %-9s %9s %9s %8s %8s %9s  %s\n", "dir", "frame", "ring",
+	printf("\n%-5s %6s %-7s %-9s %9s %9s %8s %8s %9s %20s  %s\n", "dir", "frame", "ring",
 	       o.connect ? "back-end" : "engine", "Mpps", "Gbit/s", "gen CPU",
-	       o.connect ? "dev CPU" : "net CPU", "c2c ns", "notes");
+	       o.connect ? "dev CPU" : "net CPU", "c2c ns", "RTT us p50/p99/p99.9", "notes");
 	for (unsigned int i = 0; i < nresults; i++) {
 		const struct result *r = &results[i];
-		char c2c[32], gc[16], dc[16], mpps[16], gbps[16], notes[200] = "";
+		char c2c[32], gc[16], dc[16], mpps[16], gbps[16], rtt[48], notes[200] = "";
 
 		fmt_c2c(r, c2c, sizeof(c2c));
 		if (!r->ok && r->frames == 0) {
-			printf("%-5s %6u %-7s %-9s %9s %9s %8s %8s %9s  FAILED: %s\n",
+			printf("%-5s %6u %-7s %-9s %9s %9s %8s %8s %9s %20s  FAILED: %s\n",
 			       bg_dir_name(r->dir), r->frame, ring_names[r->ring],
 			       o.connect ? "external" : mode_names[r->mode], "-", "-", "-", "-", c2c,
-			       r->err);
+			       "-", r->err);
 			continue;
 		}
 		snprintf(gc, sizeof(gc), r->gen_cpu >= 0 ? "%.0f%%" : "-", r->gen_cpu * 100);
@@ -655,6 +640,11 @@ static void print_table(void)
 		/* a flagged attempt's rate is no figure: it measured the placement */
 		snprintf(mpps, sizeof(mpps), r->no_figure ? "-" : "%.2f", r->mpps);
 		snprintf(gbps, sizeof(gbps), r->no_figure ? "-" : "%.2f", r->gbps);
+		if (r->rtt_p50 >= 0 && !r->no_figure)
+			snprintf(rtt, sizeof(rtt), "%.1f/%.1f/%.1f", r->rtt_p50, r->rtt_p99,
+				 r->rtt_p999);
+		else
+			snprintf(rtt, sizeof(rtt), "-");
 		if (r->far) {
 			strcat(notes, "FAR ");
 			any_far = true;
@@ -677,13 +667,15 @@ static void print_table(void)
 			snprintf(notes + strlen(notes), sizeof(notes) - strlen(notes),
 				 "%s%u flagged attempt%s dropped", r->clean > 1 ? ", " : "",
 				 r->attempts - r->clean, r->attempts - r->clean > 1 ? "s" : "");
-		printf("%-5s %6u %-7s %-9s %9s %9s %8s %8s %9s  %s\n", bg_dir_name(r->dir),
+		printf("%-5s %6u %-7s %-9s %9s %9s %8s %8s %9s %20s  %s\n", bg_dir_name(r->dir),
 		       r->frame, ring_names[r->ring], o.connect ? "external" : mode_names[r->mode],
-		       mpps, gbps, gc, dc, c2c, notes);
+		       mpps, gbps, gc, dc, c2c, rtt, notes);
 	}
 	printf("\nMpps: frames completed per second on the generator's side (tx: consumed by "
 	       "the device,\nrx/loop: received); Gbit/s counts frame bytes; CPU: share of one "
 	       "core over the window.\n");
+	printf("RTT: loop frames' round trip (sent to received back, on the generator's clock)%s.\n",
+	       o.latency ? ", one frame in flight (ping-pong)" : ", under the case's load");
 	if (o.rate_pps > 0)
 		printf("Paced: the generator offered %.3f Mpps.\n", o.rate_pps / 1e6);
 	if (any_far)
@@ -698,7 +690,7 @@ static void print_table(void)
 		       "machine.\n");
 }
 
-static void json_num(const char *key, double v, bool last)
+void json_num(const char *key, double v, bool last)
 {
 	if (v < 0 || !isfinite(v))
 		printf("\"%s\": null%s", key, last ? "" : ", ");
@@ -706,7 +698,7 @@ static void json_num(const char *key, double v, bool last)
 		printf("\"%s\": %.4f%s", key, v, last ? "" : ", ");
 }
 
-static void json_str(const char *s)
+void json_str(const char *s)
 {
 	putchar('"');
 	for (; *s; s++) {
@@ -747,6 +739,10 @@ static void print_json(void)
 		json_num("dev_cpu", r->dev_cpu, false);
 		json_num("c2c_before_ns", r->c2c_before, false);
 		json_num("c2c_after_ns", r->c2c_after, false);
+		json_num("rtt_p50_us", r->no_figure ? -1 : r->rtt_p50, false);
+		json_num("rtt_p99_us", r->no_figure ? -1 : r->rtt_p99, false);
+		json_num("rtt_p999_us", r->no_figure ? -1 : r->rtt_p999, false);
+		printf("\"inflight\": %u, ", r->inflight);
 		printf("\"frames\": %" PRIu64 ", \"seconds\": %.4f, \"lost\": %" PRIu64
 		       ", \"bad\": %" PRIu64 ", \"far\": %s, \"contended\": %s, \"attempts\": %u, "
 		       "\"clean_attempts\": %u, \"error\": ", r->frames, r->secs, r->lost, r->bad,
@@ -759,7 +755,7 @@ static void print_json(void)
 }
 
 /* A "nice" axis step for a range of @span over about @n ticks. */
-static double nice_step(double span, int n)
+double nice_step(double span, int n)
 {
 	double raw = span / n, mag = pow(10, floor(log10(raw))), f = raw / mag;
 
@@ -768,10 +764,7 @@ static double nice_step(double span, int n)
 
 static int write_svg(const char *path)
 {
-	static const char *const colors[] = {
-		"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
-		"#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939",
-	};
+	const char *const *colors = svg_colors;
 	const double W = 760, H = 440, L = 70, R = 210, T = 50, B = 60;
 	const double pw = W - L - R, ph = H - T - B;
 	uint32_t sizes[MAX_SIZES];
@@ -854,7 +847,7 @@ static int write_svg(const char *path)
 			T + ph + 18, sizes[i]);
 	}
 	for (unsigned int s = 0; s < nseries; s++) {
-		const char *color = colors[s % (sizeof(colors) / sizeof(colors[0]))];
+		const char *color = colors[s % 12];
 		unsigned int key = series_key[s];
 		enum bg_dir dir = (enum bg_dir)(key / 100);
 		enum ring_kind ring = (enum ring_kind)(key / 10 % 10);
@@ -914,6 +907,15 @@ static void usage(FILE *f)
 "Measure uvhost-net: uvhost's own front-end and virtqueues generate traffic on one\n"
 "core, uvhost-net (started for each case) serves it on the other.\n"
 "\n"
+"What happens to the frame bytes, by direction:\n"
+"  tx    the generator writes each frame (virtio-net header, Ethernet header, its\n"
+"        sequence number); uvhost-net's sink copies every byte of it into a host\n"
+"        buffer, as a NIC's DMA would, and gives the chain back\n"
+"  rx    uvhost-net's source writes every byte of each frame into the guest's\n"
+"        buffers; the generator checks its length\n"
+"  loop  uvhost-net copies each frame from the guest's TX buffers into its RX\n"
+"        buffers; the generator compares every byte with what it sent\n"
+"\n"
 "  --dirs LIST         tx (guest->device, sink), rx (source->guest), loop\n"
 "                      (loopback, frames checked); default tx,rx,loop\n"
 "  --sizes LIST        frame sizes in bytes (60-9000; default 64,256,1518)\n"
@@ -925,7 +927,14 @@ static void usage(FILE *f)
 "  --full              every direction, size, ring and mode (poll, adaptive), 1 s\n"
 "  --rate PPS          pace the generator (e.g. 4M, 2.5e6); default: flat out\n"
 "  --qsize N           ring size (default 256)\n"
-"  --event-idx         negotiate RING_EVENT_IDX\n"
+"  --no-event-idx      do not negotiate RING_EVENT_IDX (negotiated by default, as\n"
+"                      every Linux guest does)\n"
+"  --latency           loop cases are ping-pongs: one frame in flight, its round\n"
+"                      trip's p50/p99/p99.9 in the table and the JSON (rtt_*_us)\n"
+"  --load-sweep        for each ring and engine mode (default all three), offer the\n"
+"                      --load-points shares of the in-run poll peak (loop, 64 B):\n"
+"                      back-end CPU and round-trip p99 against load; --svg charts it\n"
+"  --load-points LIST  percents of the peak (default 5,10,25,50,75,90)\n"
 "  --cpus A,B          generator core, back-end core (default 0,1)\n"
 "  --repeat N          clean attempts per case, the figure their median (default 1)\n"
 "  --retries N         extra attempts when one is flagged FAR (the cores placed far\n"
@@ -939,7 +948,8 @@ static void usage(FILE *f)
 "  --connect PATH      use the back-end already listening on PATH instead\n"
 "  --backend-pid PID   ... and account its CPU use\n"
 "  --json              print the results as JSON (stdout) instead of the table\n"
-"  --svg FILE          write an SVG chart of Mpps by frame size\n"
+"  --svg FILE          write an SVG chart of Mpps by frame size (with --load-sweep:\n"
+"                      CPU share and p99 round trip against offered load)\n"
 "  --keep-logs         keep uvhost-net's output (printed on failure anyway)\n"
 "  -v, --verbose       uvhost library log on stderr\n"
 "  -h, --help          this text\n"
@@ -1017,7 +1027,7 @@ static void parse_args(int argc, char **argv)
 		OPT_DIRS = 256, OPT_SIZES, OPT_RINGS, OPT_MODES, OPT_SECONDS, OPT_WARMUP,
 		OPT_QUICK, OPT_FULL, OPT_RATE, OPT_QSIZE, OPT_EVENT_IDX, OPT_CPUS, OPT_RETRIES, OPT_REPEAT,
 		OPT_NO_C2C, OPT_NET, OPT_CONNECT, OPT_BACKEND_PID, OPT_JSON, OPT_SVG,
-		OPT_KEEP_LOGS, OPT_C2C_ONLY,
+		OPT_KEEP_LOGS, OPT_C2C_ONLY, OPT_NO_EVENT_IDX, OPT_LATENCY, OPT_SWEEP, OPT_POINTS,
 	};
 	static const struct option lo[] = {
 		{ "dirs", required_argument, NULL, OPT_DIRS },
@@ -1031,6 +1041,10 @@ static void parse_args(int argc, char **argv)
 		{ "rate", required_argument, NULL, OPT_RATE },
 		{ "qsize", required_argument, NULL, OPT_QSIZE },
 		{ "event-idx", no_argument, NULL, OPT_EVENT_IDX },
+		{ "no-event-idx", no_argument, NULL, OPT_NO_EVENT_IDX },
+		{ "latency", no_argument, NULL, OPT_LATENCY },
+		{ "load-sweep", no_argument, NULL, OPT_SWEEP },
+		{ "load-points", required_argument, NULL, OPT_POINTS },
 		{ "cpus", required_argument, NULL, OPT_CPUS },
 		{ "retries", required_argument, NULL, OPT_RETRIES },
 		{ "repeat", required_argument, NULL, OPT_REPEAT },
@@ -1047,21 +1061,26 @@ static void parse_args(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	static const char *const dir_names[BG_NDIRS] = { "tx", "rx", "loop" };
+	bool dirs_given = false, sizes_given = false, rings_given = false, modes_given = false;
 	int c, a, b;
 	char tail;
 
 	while ((c = getopt_long(argc, argv, "vh", lo, NULL)) != -1) {
 		switch (c) {
 		case OPT_DIRS:
+			dirs_given = true;
 			o.dirs = parse_set(optarg, dir_names, BG_NDIRS, "unknown direction");
 			break;
 		case OPT_SIZES:
+			sizes_given = true;
 			parse_sizes(optarg);
 			break;
 		case OPT_RINGS:
+			rings_given = true;
 			o.rings = parse_set(optarg, ring_names, NRINGS, "unknown ring layout");
 			break;
 		case OPT_MODES:
+			modes_given = true;
 			o.modes = parse_set(optarg, mode_names, NMODES, "unknown engine mode");
 			break;
 		case OPT_SECONDS:
@@ -1097,6 +1116,28 @@ static void parse_args(int argc, char **argv)
 		case OPT_EVENT_IDX:
 			o.event_idx = true;
 			break;
+		case OPT_NO_EVENT_IDX:
+			o.event_idx = false;
+			break;
+		case OPT_LATENCY:
+			o.latency = true;
+			break;
+		case OPT_SWEEP:
+			o.sweep = true;
+			break;
+		case OPT_POINTS: {
+			char *save = NULL, *copy = strdup(optarg), *tok;
+
+			o.npoints = 0;
+			for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+				if (o.npoints == MAX_POINTS)
+					die_usage("too many --load-points", optarg);
+				o.points[o.npoints++] = parse_double(tok, "invalid --load-points",
+								     0.1, 100);
+			}
+			free(copy);
+			break;
+		}
 		case OPT_CPUS:
 			if (sscanf(optarg, "%d,%d%c", &a, &b, &tail) != 2 || a < 0 || b < 0 ||
 			    a == b || a >= CPU_SETSIZE || b >= CPU_SETSIZE)
@@ -1148,6 +1189,20 @@ static void parse_args(int argc, char **argv)
 	}
 	if (optind < argc)
 		die_usage("unexpected argument", argv[optind]);
+	/* a ping-pong and a sweep are loop measurements, by default at 64 B;
+	 * a sweep compares the engine modes */
+	if ((o.latency || o.sweep) && !dirs_given)
+		o.dirs = 1 << BG_LOOP;
+	if ((o.latency || o.sweep) && !sizes_given) {
+		o.sizes[0] = 64;
+		o.nsizes = 1;
+	}
+	if (o.sweep && !modes_given)
+		o.modes = 1 << MODE_POLL | 1 << MODE_EVENT | 1 << MODE_ADAPTIVE;
+	if (o.sweep && !rings_given)
+		o.rings = 1 << RING_SPLIT;
+	if (o.sweep && !(o.dirs & 1 << BG_LOOP))
+		die_usage("--load-sweep measures the loop direction", NULL);
 	if (o.connect)
 		o.modes = 1 << MODE_POLL;	/* not ours to choose: one pass */
 }
@@ -1210,7 +1265,9 @@ int main(int argc, char **argv)
 	}
 
 	t_begin = now_s();
-	for (unsigned int d = 0; d < BG_NDIRS && !interrupted; d++) {
+	if (o.sweep)
+		failed += sweep_run(&ncases);
+	for (unsigned int d = 0; d < BG_NDIRS && !interrupted && !o.sweep; d++) {
 		if (!(o.dirs & 1u << d))
 			continue;
 		for (unsigned int ri = 0; ri < NRINGS && !interrupted; ri++) {
@@ -1220,16 +1277,13 @@ int main(int argc, char **argv)
 				if (!(o.modes & 1u << m))
 					continue;
 				for (unsigned int s = 0; s < o.nsizes && !interrupted; s++) {
-					struct result *r;
+					struct result *r = new_case((enum bg_dir)d, (enum ring_kind)ri,
+								    (enum eng_mode)m, o.sizes[s]);
 
-					if (nresults == MAX_CASES)
+					if (!r)
 						break;
-					r = &results[nresults++];
-					memset(r, 0, sizeof(*r));
-					r->dir = (enum bg_dir)d;
-					r->ring = (enum ring_kind)ri;
-					r->mode = (enum eng_mode)m;
-					r->frame = o.sizes[s];
+					r->rate_pps = o.rate_pps;
+					r->inflight = o.latency && d == BG_LOOP ? 1 : 0;
 					run_attempts(r, &ncases);
 					if (!r->ok)
 						failed++;
@@ -1241,11 +1295,11 @@ int main(int argc, char **argv)
 		printf(PROG ": %u case%s in %.1f s\n", nresults, nresults == 1 ? "" : "s",
 		       now_s() - t_begin);
 	if (o.json)
-		print_json();
+		o.sweep ? sweep_print_json() : print_json();
 	else
-		print_table();
+		o.sweep ? sweep_print_table() : print_table();
 	if (o.svg) {
-		ret = write_svg(o.svg);
+		ret = o.sweep ? sweep_write_svg(o.svg) : write_svg(o.svg);
 		if (ret)
 			fprintf(stderr, PROG ": %s: %s\n", o.svg, strerror(-ret));
 		else if (!o.json)

@@ -20,7 +20,8 @@
  *
  * Ports (what happens to the frames), chosen at creation:
  *   LOOPBACK  every frame the guest sends on TX N comes back on its RX N
- *   SINK      frames from the guest are counted and dropped
+ *   SINK      frames from the guest are read whole (copied into a host
+ *             buffer, as a NIC's DMA would), counted and dropped
  *   SOURCE    the guest's RX rings are filled with generated frames of
  *             opts.frame_size bytes (Ethernet header, then a 64-bit
  *             counter); its TX is counted and dropped
@@ -31,7 +32,8 @@
  *             guest buffers
  *
  * Frames are copied once: from the TX chain's buffers into the RX chain's
- * buffers (loopback, switch), or not at all (sink; tap: the kernel copies).
+ * buffers (loopback, switch), into a host buffer (sink), or by the kernel
+ * (tap).
  * The virtio-net header is 12 bytes (VERSION_1 or MRG_RXBUF; 10 for a
  * legacy driver with neither). With MRG_RXBUF a frame may span several RX
  * chains (num_buffers); without it a frame needs one chain big enough, or
