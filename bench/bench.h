@@ -63,6 +63,7 @@ struct result {
 	double mpps, gbps;
 	double gen_cpu, dev_cpu;	/* cores (1.0 = one whole core); dev < 0: unknown */
 	uint64_t lost, bad;
+	uint64_t nb_wrong;		/* LOOP: frames whose num_buffers was not 1 */
 	double c2c_before, c2c_after;	/* ns; < 0: not measured */
 	double gen_wait, dev_wait;	/* share of the window waiting for a core; < 0: unknown */
 	bool far, contended;

@@ -91,6 +91,8 @@ struct bg {
 	_Alignas(64) _Atomic uint64_t frames;	/**< completed (see top of file) */
 	_Atomic uint64_t lost;		/**< LOOP: sequence gaps */
 	_Atomic uint64_t bad;		/**< wrong length, content or order */
+	uint64_t nb_wrong;		/**< LOOP: num_buffers not 1 (read after bg_stop) */
+	uint64_t stall_since;		/**< LOOP: frames missing, every TX chain back */
 	_Atomic uint32_t rtt[BG_RTT_BUCKETS];	/**< LOOP: round trips, by bucket (ns) */
 	uint64_t seq_tx, seq_rx;
 	uint64_t rx_out;		/**< RX buffers posted and not reaped yet */
