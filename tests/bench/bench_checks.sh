@@ -5,6 +5,10 @@
 #          the README's main job works and its loopback comes back byte for byte
 #   flip   against a back-end that flips one byte in the middle of every frame, the loop
 #          check must fail: every frame counted bad, exit status 1
+#   sweep  --load-sweep (two points, two modes) and --latency run and report what they
+#          promise: a peak, a ping-pong and each load point per mode, every one with
+#          frames, CPU and round-trip percentiles in order; the paced points near their
+#          offered rate; the SVG written
 set -u
 T_NAME=bench-$1
 say() { printf '%s: %s\n' "$T_NAME" "$*"; }
@@ -57,6 +61,51 @@ flip)
 	n=$(grep -Ec "^flip_backend: [1-9][0-9]* frames looped back" "$work/backend")
 	[ "$n" -eq 2 ] || fail "the back-end looped frames back in $n of 2 sessions"
 	say "PASS: a byte flipped mid-frame is caught, at 64 and 1518 bytes"
+	;;
+sweep)
+	"$UVHOST_BENCH" --uvhost-net "$UVHOST_NET" --load-sweep --load-points 10,40 \
+		--modes poll,adaptive --seconds 0.3 --warmup 0.15 --retries 0 --no-c2c --json \
+		--svg "$work/sweep.svg" >"$work/sweep.json" 2>"$work/err"
+	rc=$?
+	cat "$work/sweep.json"
+	[ "$rc" -eq 0 ] || { cat "$work/err"; fail "uvhost-bench --load-sweep exited $rc"; }
+	"$UVHOST_BENCH" --uvhost-net "$UVHOST_NET" --latency --rings split --modes event \
+		--seconds 0.3 --warmup 0.15 --retries 0 --no-c2c --json >"$work/lat.json" 2>"$work/err"
+	rc=$?
+	cat "$work/lat.json"
+	[ "$rc" -eq 0 ] || { cat "$work/err"; fail "uvhost-bench --latency exited $rc"; }
+	python3 - "$work/sweep.json" "$work/lat.json" "$work/sweep.svg" <<'PY' || fail "see above"
+import json, sys
+import xml.dom.minidom
+sw = json.load(open(sys.argv[1]))
+bad = []
+pts = sw["points"]
+kinds = [(p["engine"], p["kind"]) for p in pts]
+want = [("poll", "peak")] + [(m, k) for m in ("poll", "adaptive") for k in ("ping-pong", "10%", "40%")]
+if kinds != want:
+    bad.append("points %s, want %s" % (kinds, want))
+for p in pts:
+    tag = "%s %s" % (p["engine"], p["kind"])
+    if not p["ok"] or p["error"]:
+        bad.append(tag + ": failed: " + p["error"])
+        continue
+    if p["dev_cpu"] is None or p["dev_cpu"] <= 0:
+        bad.append(tag + ": no back-end CPU")
+    r = [p["rtt_p50_us"], p["rtt_p99_us"], p["rtt_p999_us"]]
+    if None in r or not (0 < r[0] <= r[1] <= r[2]):
+        bad.append(tag + ": round trips %s" % r)
+    if p["offered_mpps"] and p["mpps"] is not None and p["contended"] is False:
+        if p["mpps"] < 0.8 * p["offered_mpps"]:
+            bad.append(tag + ": %.3f Mpps of %.3f offered" % (p["mpps"], p["offered_mpps"]))
+lat = json.load(open(sys.argv[2]))["results"]
+if len(lat) != 1 or lat[0]["inflight"] != 1 or lat[0]["frames"] <= 0 or lat[0]["bad"] or lat[0]["lost"]:
+    bad.append("latency: %s" % lat)
+xml.dom.minidom.parse(sys.argv[3])
+for b in bad:
+    print("bench-sweep:", b)
+sys.exit(1 if bad else 0)
+PY
+	say "PASS: the sweep's peak, ping-pongs and load points, and a ping-pong's round trips"
 	;;
 *)
 	fail "unknown check '$1'"
