@@ -33,8 +33,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "util.h"
-
 #define ETHTYPE		0x88B6
 #define MIN_LEN		60
 #define MAX_LEN		1514
@@ -45,7 +43,7 @@
 #define DRAIN_MS	1000
 #define MAX_SEQ		(1u << 22)
 
-static double uvh_now_ms(void)
+static double now_ms(void)
 {
 	struct timespec ts;
 
@@ -119,7 +117,7 @@ static void receive(int s, struct acct *a, int ms)
 			continue;
 		}
 		a->echoed++;
-		t = uvh_now_ms();
+		t = now_ms();
 		if (t - a->last_echo > a->max_gap)
 			a->max_gap = t - a->last_echo;
 		a->last_echo = t;
@@ -159,13 +157,13 @@ int main(int argc, char **argv)
 	if (bind(s, (struct sockaddr *)&sll, sizeof(sll)) < 0 || ioctl(s, SIOCGIFHWADDR, &ifr) < 0)
 		return 1;
 	memcpy(a.mac, ifr.ifr_hwaddr.sa_data, 6);
-	t0 = uvh_now_ms();
+	t0 = now_ms();
 	end = t0 + secs * 1000.0;
 	a.last_echo = t0;
 	printf("VM-TRAFFIC start\n");
 	fflush(stdout);
-	while (uvh_now_ms() < end && a.sent < MAX_SEQ) {
-		double t = uvh_now_ms();
+	while (now_ms() < end && a.sent < MAX_SEQ) {
+		double t = now_ms();
 
 		/* echoes overdue leave the window (a late one still counts) */
 		for (unsigned int i = 0; i < a.nin;) {
@@ -191,7 +189,7 @@ int main(int argc, char **argv)
 			a.sent++;
 		}
 		receive(s, &a, 10);
-		t = uvh_now_ms();
+		t = now_ms();
 		if (t - last_print >= 250) {
 			printf("VM-PROGRESS t=%.0f sent=%llu echoed=%llu\n", t - t0, a.sent, a.echoed);
 			fflush(stdout);
@@ -199,8 +197,8 @@ int main(int argc, char **argv)
 		}
 	}
 	/* the last frames sent: give their echoes time to come back */
-	end = uvh_now_ms() + DRAIN_MS;
-	while (a.echoed < a.sent && uvh_now_ms() < end)
+	end = now_ms() + DRAIN_MS;
+	while (a.echoed < a.sent && now_ms() < end)
 		receive(s, &a, 20);
 	printf("VM-MIGRATE sent=%llu echoed=%llu lost=%llu dup=%llu bad=%llu senderr=%llu "
 	       "max_gap_ms=%.0f\n", a.sent, a.echoed, a.sent - a.echoed, a.dup, a.bad, a.senderr,

@@ -32,8 +32,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "util.h"
-
 #define ETHTYPE		0x88B5
 #define FLEN		128
 #define MAGIC		"uvh-restart"
@@ -43,7 +41,7 @@
 #define STALL_MS	300
 #define MAX_SEQ		(1u << 22)
 
-static double uvh_now_ms(void)
+static double now_ms(void)
 {
 	struct timespec ts;
 
@@ -92,14 +90,14 @@ int main(int argc, char **argv)
 	if (bind(s, (struct sockaddr *)&sll, sizeof(sll)) < 0 || ioctl(s, SIOCGIFHWADDR, &ifr) < 0)
 		return 1;
 	memcpy(mac, ifr.ifr_hwaddr.sa_data, 6);
-	t0 = uvh_now_ms();
+	t0 = now_ms();
 	end = t0 + secs * 1000.0;
 	last_echo = t0;
 	printf("VM-TRAFFIC start\n");
 	fflush(stdout);
-	while (uvh_now_ms() < end && sent < MAX_SEQ) {
+	while (now_ms() < end && sent < MAX_SEQ) {
 		struct pollfd p = { .fd = s, .events = POLLIN };
-		double t = uvh_now_ms();
+		double t = now_ms();
 
 		/* give up on echoes too old; keep the window moving */
 		for (unsigned int i = 0; i < nin;) {
@@ -141,7 +139,7 @@ int main(int argc, char **argv)
 					continue;
 				}
 				echoed++;
-				t = uvh_now_ms();
+				t = now_ms();
 				if (t - last_echo >= STALL_MS)
 					stalls++;
 				if (t - last_echo > max_stall)
@@ -156,7 +154,7 @@ int main(int argc, char **argv)
 					}
 			}
 		}
-		t = uvh_now_ms();
+		t = now_ms();
 		if (t - last_print >= 250) {
 			printf("VM-PROGRESS t=%.0f sent=%llu echoed=%llu\n", t - t0, sent, echoed);
 			fflush(stdout);
@@ -164,8 +162,8 @@ int main(int argc, char **argv)
 		}
 	}
 	/* a stall still going on at the end counts too */
-	if (uvh_now_ms() - last_echo > max_stall)
-		max_stall = uvh_now_ms() - last_echo;
+	if (now_ms() - last_echo > max_stall)
+		max_stall = now_ms() - last_echo;
 	printf("VM-RESTART sent=%llu echoed=%llu lost=%llu dup=%llu bad=%llu senderr=%llu "
 	       "stalls=%llu max_stall_ms=%.0f\n", sent, echoed, sent - echoed, dup, bad, senderr,
 	       stalls, max_stall);
