@@ -125,6 +125,17 @@ struct uvh_virtio_net_hdr {
 	uint16_t num_buffers;	/**< MRG_RXBUF: RX chains this frame spans */
 };
 
+/* its flags and gso_type */
+#define UVH_VIRTIO_NET_HDR_F_NEEDS_CSUM		1	/**< checksum from csum_start on still to do */
+#define UVH_VIRTIO_NET_HDR_F_DATA_VALID		2	/**< RX: the checksum was checked */
+#define UVH_VIRTIO_NET_HDR_F_RSC_INFO		4
+#define UVH_VIRTIO_NET_HDR_GSO_NONE		0
+#define UVH_VIRTIO_NET_HDR_GSO_TCPV4		1
+#define UVH_VIRTIO_NET_HDR_GSO_UDP		3
+#define UVH_VIRTIO_NET_HDR_GSO_TCPV6		4
+#define UVH_VIRTIO_NET_HDR_GSO_UDP_L4		5
+#define UVH_VIRTIO_NET_HDR_GSO_ECN		0x80	/**< ORed in: the frame has CWR set */
+
 /** Its size with VERSION_1 or MRG_RXBUF. */
 #define UVH_NET_HDR_LEN		12u
 

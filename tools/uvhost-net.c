@@ -322,8 +322,29 @@ static void *port_thread(void *arg)
 
 /* ---- stats ------------------------------------------------------------------- */
 
+/* The drops since @prev by reason, "" when none: " (over-mtu 3, bad-gso 1)". */
+static const char *drop_reasons(const struct uvh_net_stats *st, const struct uvh_net_stats *prev,
+				char *buf, size_t size)
+{
+	size_t at = 0;
+
+	buf[0] = 0;
+	for (unsigned int w = 0; w < UVH_NET_DROP_REASONS && at + 1 < size; w++) {
+		uint64_t n = st->drops_by_reason[w] - (prev ? prev->drops_by_reason[w] : 0);
+
+		if (n)
+			at += (size_t)snprintf(buf + at, size - at, "%s%s %" PRIu64,
+					       at ? ", " : " (", uvh_net_drop_reason_name(w), n);
+	}
+	if (at && at + 1 < size)
+		snprintf(buf + at, size - at, ")");
+	return buf;
+}
+
 static void print_stats(double secs, bool final)
 {
+	char why[512];
+
 	unsigned long rss = rss_kib();
 
 	for (unsigned int i = 0; i < nports; i++) {
@@ -335,9 +356,10 @@ static void print_stats(double secs, bool final)
 		if (final) {
 			printf(PROG ": port %u %s: total rx %" PRIu64 " pkts %" PRIu64
 			       " bytes, tx %" PRIu64 " pkts %" PRIu64 " bytes, drops rx %"
-			       PRIu64 " tx %" PRIu64 ", ctrl %" PRIu64 "\n",
+			       PRIu64 " tx %" PRIu64 "%s, ctrl %" PRIu64 "\n",
 			       p->id, uvh_net_name(p->net), st.rx_packets, st.rx_bytes,
-			       st.tx_packets, st.tx_bytes, st.rx_drops, st.tx_drops, st.ctrl_cmds);
+			       st.tx_packets, st.tx_bytes, st.rx_drops, st.tx_drops,
+			       drop_reasons(&st, NULL, why, sizeof(why)), st.ctrl_cmds);
 			continue;
 		}
 		rx_pps = (double)(st.rx_packets - p->last.rx_packets) / secs;
@@ -345,9 +367,10 @@ static void print_stats(double secs, bool final)
 		rx_bps = (double)(st.rx_bytes - p->last.rx_bytes) * 8 / secs;
 		tx_bps = (double)(st.tx_bytes - p->last.tx_bytes) * 8 / secs;
 		printf(PROG ": port %u %s: rx %.3f Mpps %.3f Gbit/s, tx %.3f Mpps %.3f Gbit/s,"
-		       " drops rx %" PRIu64 " tx %" PRIu64 ", %s, rss %lu KiB\n",
+		       " drops rx %" PRIu64 " tx %" PRIu64 "%s, %s, rss %lu KiB\n",
 		       p->id, uvh_net_name(p->net), rx_pps / 1e6, rx_bps / 1e9, tx_pps / 1e6,
 		       tx_bps / 1e9, st.rx_drops - p->last.rx_drops, st.tx_drops - p->last.tx_drops,
+		       drop_reasons(&st, &p->last, why, sizeof(why)),
 		       uvh_devhost_connected(p->dh) ? "connected" : "waiting", rss);
 		p->last = st;
 	}

@@ -86,12 +86,22 @@ static unsigned int tx_process(struct net_ring *r)
 	n = (unsigned int)got;
 	for (i = 0; i < n; i++) {
 		uint32_t len = r->tch[i].out_len;
+		int why;
 
+		r->tlen[i] = 0;
 		/* a host that processes a disabled ring: consumed without effect */
-		if (unlikely(!r->enabled || len < dev->hdr_len || len - dev->hdr_len > NET_MAX_TX))
-			r->tlen[i] = 0;
-		else
+		if (unlikely(!r->enabled)) {
+			why = UVH_NET_DROP_RING_OFF;
+		} else if (unlikely(len <= dev->hdr_len || len - dev->hdr_len > NET_MAX_TX)) {
+			why = UVH_NET_DROP_MALFORMED;
+		} else {
 			r->tlen[i] = len - dev->hdr_len;
+			why = net_tx_check(r, i);
+			if (likely(!why))
+				continue;
+			r->tlen[i] = 0;
+		}
+		net_count(&r->why[why], 1);	/* the drop itself: below */
 	}
 	if (port->tx_burst && r->enabled)
 		port->tx_burst(r, n);
@@ -176,6 +186,7 @@ struct uvh_net_dev *uvh_net_create(const struct uvh_net_opts *opts)
 	atomic_init(&dev->active_pairs, 1);
 	dev->hdr_len = UVH_NET_HDR_LEN;
 	dev->frame_size = opts->frame_size ? opts->frame_size : 64;
+	atomic_init(&dev->rx_max_frame, NET_MAX_TX);
 	dev->port = -1;
 	if (memcmp(opts->mac, zero, 6)) {
 		memcpy(dev->cfg.mac, opts->mac, 6);
@@ -231,6 +242,9 @@ void uvh_net_destroy(struct uvh_net_dev *dev)
 		free(r->tiov);
 		free(r->tused);
 		free(r->tlen);
+		free(r->thdr);
+		free(r->oiov);
+		free(r->ohdr);
 		free(r->rx);
 	}
 	if (dev->port_ops->close)
@@ -257,17 +271,35 @@ uint64_t uvh_net_features(const struct uvh_net_dev *dev)
 	return (f | dev->port_ops->features_add) & ~dev->port_ops->features_drop;
 }
 
+/* What the guest takes: its MTU once it negotiated MTU (+ Ethernet header
+ * and a VLAN tag), else the biggest frame. */
+static void rx_max_frame_update(struct uvh_net_dev *dev)
+{
+	uint32_t max = NET_MAX_TX;
+
+	if (dev->features & UVH_BIT(UVH_VIRTIO_NET_F_MTU))
+		max = dev->cfg.mtu + 18u;
+	atomic_store_explicit(&dev->rx_max_frame, max, memory_order_relaxed);
+}
+
 int uvh_net_set_features(struct uvh_net_dev *dev, uint64_t features)
 {
 	features &= uvh_net_features(dev);
 	/* again while rings run (LOG_ALL toggled): write nothing they read */
 	if (dev->features_set && features == dev->features)
 		return 0;
+	if (net_features_check(features)) {
+		UVH_ERR("%s: features 0x%llx break the virtio-net dependencies (TSO needs "
+			"the checksum offload of its direction, ECN needs TSO)", dev->name,
+			(unsigned long long)features);
+		return -EINVAL;
+	}
 	dev->features_set = true;
 	dev->features = features;
 	dev->mrg = !!(dev->features & UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF));
 	dev->hdr_len = (dev->mrg || (dev->features & UVH_BIT(UVH_VIRTIO_F_VERSION_1))) ?
 		       UVH_NET_HDR_LEN : 10;
+	rx_max_frame_update(dev);
 	return dev->port_ops->set_features ? dev->port_ops->set_features(dev) : 0;
 }
 
@@ -317,6 +349,7 @@ int uvh_net_set_mtu(struct uvh_net_dev *dev, uint16_t mtu)
 	if (mtu < 68 || mtu > UVH_NET_MAX_FRAME - 14)
 		return -EINVAL;
 	dev->cfg.mtu = mtu;
+	rx_max_frame_update(dev);
 	return 0;
 }
 
@@ -327,6 +360,7 @@ void uvh_net_reset(struct uvh_net_dev *dev)
 	dev->mrg = false;
 	dev->hdr_len = UVH_NET_HDR_LEN;
 	dev->rx_mode = 0;
+	rx_max_frame_update(dev);
 	atomic_store(&dev->active_pairs, 1);
 	atomic_store(&dev->rarp, 0);
 }
@@ -347,16 +381,25 @@ static int ring_alloc(struct net_ring *r)
 	r->tiov = calloc(NET_TX_IOV, sizeof(*r->tiov));
 	r->tused = calloc(UVH_NET_BURST, sizeof(*r->tused));
 	r->tlen = calloc(UVH_NET_BURST, sizeof(*r->tlen));
-	if (r->tch && r->tiov && r->tused && r->tlen)
+	r->thdr = calloc(UVH_NET_BURST, sizeof(*r->thdr));
+	r->oiov = calloc(NET_OUT_IOV, sizeof(*r->oiov));
+	r->ohdr = calloc(1, NET_GSO_HDRS_MAX);
+	if (r->tch && r->tiov && r->tused && r->tlen && r->thdr && r->oiov && r->ohdr)
 		return 0;
 	free(r->tch);
 	free(r->tiov);
 	free(r->tused);
 	free(r->tlen);
+	free(r->thdr);
+	free(r->oiov);
+	free(r->ohdr);
 	r->tch = NULL;
 	r->tiov = NULL;
 	r->tused = NULL;
 	r->tlen = NULL;
+	r->thdr = NULL;
+	r->oiov = NULL;
+	r->ohdr = NULL;
 	return -ENOMEM;
 }
 
@@ -460,6 +503,9 @@ void uvh_net_get_stats(const struct uvh_net_dev *dev, struct uvh_net_stats *st)
 
 		if (r->is_ctrl)
 			continue;
+		for (unsigned int w = 0; w < UVH_NET_DROP_REASONS; w++)
+			st->drops_by_reason[w] += atomic_load_explicit(&r->why[w],
+								       memory_order_relaxed);
 		if (r->is_rx) {
 			st->tx_packets += pk;
 			st->tx_bytes += by;
@@ -473,3 +519,20 @@ void uvh_net_get_stats(const struct uvh_net_dev *dev, struct uvh_net_stats *st)
 	st->ctrl_cmds = atomic_load_explicit(&dev->ctrl_cmds, memory_order_relaxed);
 }
 
+
+const char *uvh_net_drop_reason_name(unsigned int reason)
+{
+	static const char *const names[UVH_NET_DROP_REASONS] = {
+		[UVH_NET_DROP_MALFORMED] = "malformed",
+		[UVH_NET_DROP_CSUM_NOT_NEGOTIATED] = "csum-not-negotiated",
+		[UVH_NET_DROP_GSO_NOT_NEGOTIATED] = "gso-not-negotiated",
+		[UVH_NET_DROP_BAD_CSUM] = "bad-csum-offsets",
+		[UVH_NET_DROP_BAD_GSO] = "bad-gso",
+		[UVH_NET_DROP_OVERSIZE] = "over-mtu",
+		[UVH_NET_DROP_RING_OFF] = "ring-off",
+		[UVH_NET_DROP_NO_BUFFER] = "no-rx-buffer",
+		[UVH_NET_DROP_PORT] = "port-refused",
+	};
+
+	return reason < UVH_NET_DROP_REASONS ? names[reason] : "?";
+}

@@ -126,7 +126,11 @@ const char *uvh_net_tap_name(const struct uvh_net_dev *dev);
  * Virtio feature bits offered: VERSION_1, MRG_RXBUF, MAC, STATUS, MTU,
  * CTRL_VQ, CTRL_RX, MQ (pairs > 1), RING_EVENT_IDX, RING_INDIRECT_DESC,
  * RING_PACKED, IN_ORDER; TAP adds CSUM, GUEST_CSUM, HOST_TSO4, HOST_TSO6,
- * HOST_ECN (passed through to the tap in the header). No vhost-user bits.
+ * HOST_ECN (passed through to the tap in the header); LOOPBACK and SWITCH
+ * add those and GUEST_TSO4, GUEST_TSO6, GUEST_ECN (a frame's header goes
+ * through to a receiver that negotiated what it uses; for one that did
+ * not, the device segments TSO frames and completes checksums). No
+ * vhost-user bits.
  */
 uint64_t uvh_net_features(const struct uvh_net_dev *dev);
 
@@ -134,7 +138,9 @@ uint64_t uvh_net_features(const struct uvh_net_dev *dev);
  * The features in force (a subset of uvh_net_features(); other bits,
  * such as vhost-user's, are ignored). Sets the header size; TAP sets the
  * tap's offloads (TUNSETOFFLOAD). May be called while rings run (the
- * virtio-net bits must then be unchanged). 0, or a TUNSETOFFLOAD error.
+ * virtio-net bits must then be unchanged). 0, -EINVAL for a set that
+ * breaks the spec's dependencies (GUEST_TSO without GUEST_CSUM, HOST_TSO
+ * without CSUM, ECN without TSO), or a TUNSETOFFLOAD error.
  */
 int uvh_net_set_features(struct uvh_net_dev *dev, uint64_t features);
 
@@ -262,6 +268,40 @@ unsigned int uvh_net_queue_process(struct uvh_net_dev *dev, uint32_t index);
 
 /* ---- counters ----------------------------------------------------------------- */
 
+/**
+ * Why a frame was dropped. Every drop counted in rx_drops or tx_drops is
+ * counted once more under one reason (uvh_net_stats.drops_by_reason).
+ */
+enum uvh_net_drop_reason {
+	/** from the guest: shorter than its header (switch: than an Ethernet
+	 *  header) or longer than UVH_NET_MAX_FRAME + 18 */
+	UVH_NET_DROP_MALFORMED = 0,
+	/** from the guest: NEEDS_CSUM without CSUM negotiated */
+	UVH_NET_DROP_CSUM_NOT_NEGOTIATED,
+	/** from the guest: a gso_type without its HOST_TSO4/6 (ECN: HOST_ECN;
+	 *  UFO and USO are not offered) */
+	UVH_NET_DROP_GSO_NOT_NEGOTIATED,
+	/** from the guest: csum_start + csum_offset past the frame */
+	UVH_NET_DROP_BAD_CSUM,
+	/** from the guest: an unknown gso_type, gso_size 0, hdr_len past the
+	 *  frame, or (to be segmented) not TCP over IPv4 / IPv6 without
+	 *  extension headers, no payload, more than 512 segments */
+	UVH_NET_DROP_BAD_GSO,
+	/** for a guest: larger than its MTU (when it negotiated MTU), or
+	 *  segments that would be */
+	UVH_NET_DROP_OVERSIZE,
+	/** the ring was disabled or stopped */
+	UVH_NET_DROP_RING_OFF,
+	/** for a guest: no RX chain, or a chain too small (no MRG_RXBUF) */
+	UVH_NET_DROP_NO_BUFFER,
+	/** the port refused it (tap: the kernel's write failed) */
+	UVH_NET_DROP_PORT,
+	UVH_NET_DROP_REASONS
+};
+
+/** A reason's name ("malformed", "csum-not-negotiated", ...; "?" when unknown). */
+const char *uvh_net_drop_reason_name(unsigned int reason);
+
 /** Counters of one port (summed over its pairs; relaxed reads). */
 struct uvh_net_stats {
 	uint64_t rx_packets;	/**< frames taken from the guest's TX */
@@ -275,6 +315,8 @@ struct uvh_net_stats {
 	uint64_t tx_drops;	/**< frames for the guest that found no room (RX full,
 				 *   chain too small, ring stopped or disabled) */
 	uint64_t ctrl_cmds;	/**< control ring commands handled */
+	/** rx_drops + tx_drops, by enum uvh_net_drop_reason */
+	uint64_t drops_by_reason[UVH_NET_DROP_REASONS];
 };
 
 /** Fill @st. Safe from any thread. */

@@ -6,6 +6,8 @@
  *                  generic TX burst, RARP, counters
  *   net_rx.c       RX delivery into the guest's rings, every port's
  *   net_ctrl.c     the control ring
+ *   net_offload.c  TX headers checked, offloads passed through or done
+ *                  in software for each receiver
  *   net_state.c    the device's own state, for migration
  *   net_host.c     the glue for the device host (host/devhost.h)
  *   port_*.c       one file per port type, each a struct net_port_ops
@@ -18,6 +20,7 @@
 #include <sys/uio.h>
 
 #include "net.h"
+#include "util.h"
 
 struct net_ring;
 
@@ -63,6 +66,13 @@ struct net_port_ops {
 	unsigned int (*process)(struct net_ring *r);
 };
 
+/* The offloads a port that forwards between guests offers (net_offload.c
+ * does what a receiver did not negotiate). */
+#define NET_OFFLOADS	(UVH_BIT(UVH_VIRTIO_NET_F_CSUM) | UVH_BIT(UVH_VIRTIO_NET_F_GUEST_CSUM) | \
+			 UVH_BIT(UVH_VIRTIO_NET_F_HOST_TSO4) | UVH_BIT(UVH_VIRTIO_NET_F_HOST_TSO6) | \
+			 UVH_BIT(UVH_VIRTIO_NET_F_HOST_ECN) | UVH_BIT(UVH_VIRTIO_NET_F_GUEST_TSO4) | \
+			 UVH_BIT(UVH_VIRTIO_NET_F_GUEST_TSO6) | UVH_BIT(UVH_VIRTIO_NET_F_GUEST_ECN))
+
 extern const struct net_port_ops net_port_loopback, net_port_sink, net_port_source,
 	net_port_switch, net_port_tap;
 
@@ -71,6 +81,9 @@ extern const struct net_port_ops net_port_loopback, net_port_sink, net_port_sour
 #define NET_RX_IOV	1024u
 #define NET_RX_USED	256u
 #define NET_MAX_TX	(UVH_NET_MAX_FRAME + 18u)	/* + Ethernet header, VLAN tag */
+#define NET_OUT_IOV	(NET_TX_IOV + 2u)	/* a frame rebuilt from slices + a patch */
+#define NET_GSO_HDRS_MAX 160u		/* Ethernet + VLAN + IPv4 (60) + TCP (60) */
+#define NET_GSO_MAX_SEGS 512u		/* more from one frame is an attack */
 
 /* RX chains taken from the ring and not used yet (kept in pop order). */
 struct net_rxpool {
@@ -115,11 +128,15 @@ struct net_ring {
 	struct iovec *tiov;
 	struct uvh_vq_used *tused;
 	uint32_t *tlen;			/* per chain: its frame's bytes, 0 = dropped */
+	struct uvh_virtio_net_hdr *thdr;	/* per chain: its header, checked */
+	struct iovec *oiov;		/* a frame rebuilt for one receiver */
+	uint8_t *ohdr;			/* a segment's headers */
 	/* RX */
 	struct net_rxpool *rx;
 	void *port_priv;		/* the port's per-ring state */
 	/* counters: single writer (the serving engine, or the lock holder) */
 	_Atomic uint64_t packets, bytes, drops;
+	_Atomic uint64_t why[UVH_NET_DROP_REASONS];	/* drops by reason */
 };
 
 struct uvh_net_dev {
@@ -132,6 +149,9 @@ struct uvh_net_dev {
 	uint32_t hdr_len;
 	bool mrg;
 	struct uvh_virtio_net_config cfg;
+	/* the biggest frame the guest takes (MTU negotiated: mtu + 18), read
+	 * by other ports' engines: relaxed, a new MTU may reach them late */
+	_Atomic uint32_t rx_max_frame;
 	unsigned int frame_size;
 	_Atomic uint64_t rarp;		/* SEND_RARP waiting: MAC | RARP_PENDING (net.c) */
 	_Atomic uint64_t ctrl_cmds;
@@ -151,6 +171,19 @@ static inline void net_count(_Atomic uint64_t *c, uint64_t v)
 {
 	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v,
 			      memory_order_relaxed);
+}
+
+/* Count @n drops for @why on a ring's counters (single writer). */
+static inline void net_drop(struct net_ring *r, enum uvh_net_drop_reason why, uint64_t n)
+{
+	net_count(&r->drops, n);
+	net_count(&r->why[why], n);
+}
+
+static inline uint32_t net_rx_max_frame(const struct uvh_net_dev *dev)
+{
+	return atomic_load_explicit(&((struct uvh_net_dev *)dev)->rx_max_frame,
+				    memory_order_relaxed);
 }
 
 /* A read position in a list of source iovecs. */
@@ -224,6 +257,52 @@ void net_rx_end(struct net_ring *r);
 bool net_rx_room(struct net_ring *r);
 /* give back the pool's chains at a stop */
 void net_rx_pool_return(struct net_ring *r);
+/* net_offload.c */
+int net_tx_check_slow(struct net_ring *r, unsigned int i);
+void net_deliver_slow(struct net_ring *rx, struct net_ring *tx, unsigned int i);
+/* 0, or -1 for features that break the spec's dependencies */
+int net_features_check(uint64_t features);
+
+/*
+ * TX frame @i of @r (tlen set): read its header into thdr[i] and check it
+ * against the features the sender negotiated: 0, or the drop reason (the
+ * caller sets tlen 0). One 12-byte read when no offload is used.
+ */
+static inline int net_tx_check(struct net_ring *r, unsigned int i)
+{
+	const struct uvh_vq_chain *c = &r->tch[i];
+	struct uvh_virtio_net_hdr *h = &r->thdr[i];
+	uint32_t hl = r->dev->hdr_len;
+
+	h->num_buffers = 0;
+	if (likely(c->nout && c->iov[0].iov_len >= hl))
+		memcpy(h, c->iov[0].iov_base, hl);
+	else
+		net_iov_read(c->iov, c->nout, 0, h, hl);
+	if (likely(!h->flags && !h->gso_type))
+		return 0;
+	return net_tx_check_slow(r, i);
+}
+
+/*
+ * Put TX frame @i of @tx (checked, tlen > 0) into RX ring @rx (opened with
+ * net_rx_begin): as it is when @rx's guest takes what its header uses,
+ * else segmented or its checksum completed; a frame over @rx's guest's
+ * MTU is dropped (counted on @rx).
+ */
+static inline void net_deliver(struct net_ring *rx, struct net_ring *tx, unsigned int i)
+{
+	const struct uvh_virtio_net_hdr *h = &tx->thdr[i];
+
+	if (likely(!h->flags && !h->gso_type && tx->tlen[i] <= net_rx_max_frame(rx->dev))) {
+		const struct uvh_vq_chain *c = &tx->tch[i];
+
+		net_rx_put(rx, NULL, c->iov, c->nout, tx->dev->hdr_len, tx->tlen[i]);
+		return;
+	}
+	net_deliver_slow(rx, tx, i);
+}
+
 /* net_ctrl.c */
 unsigned int net_ctrl_process(struct net_ring *r);
 /* port_switch.c: the per-RX-ring spinlock of shared rings */

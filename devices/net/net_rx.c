@@ -169,7 +169,7 @@ bool net_rx_put(struct net_ring *r, const struct uvh_virtio_net_hdr *hdr,
 	unsigned int k = 0, j;
 
 	if (unlikely(!rx_open(r))) {
-		net_count(&r->drops, 1);	/* no pool: counted at once */
+		net_drop(r, UVH_NET_DROP_RING_OFF, 1);	/* no pool: counted at once */
 		return false;
 	}
 	/* room for the chains this frame may take, pushed before they overflow */
@@ -263,7 +263,7 @@ void net_rx_end(struct net_ring *r)
 
 		net_count(&r->packets, p->pk);
 		net_count(&r->bytes, p->by);
-		net_count(&r->drops, p->dr);
+		net_drop(r, UVH_NET_DROP_NO_BUFFER, p->dr);
 		p->pk = p->by = p->dr = 0;
 	}
 	if (r->rx && r->rx->nused && r->running) {

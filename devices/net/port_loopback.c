@@ -9,16 +9,13 @@
 
 static void loopback_tx_burst(struct net_ring *r, unsigned int n)
 {
-	struct uvh_net_dev *dev = r->dev;
-	struct net_ring *rx = &dev->rings[r->index - 1];
+	struct net_ring *rx = &r->dev->rings[r->index - 1];
 	unsigned int i;
 
 	net_rx_begin(rx, n, r->engine);
 	for (i = 0; i < n; i++) {
-		const struct uvh_vq_chain *c = &r->tch[i];
-
 		if (r->tlen[i])
-			net_rx_put(rx, NULL, c->iov, c->nout, dev->hdr_len, r->tlen[i]);
+			net_deliver(rx, r, i);
 	}
 	net_rx_end(rx);
 }
@@ -44,6 +41,7 @@ static void loopback_ring_changed(struct net_ring *r)
 
 const struct net_port_ops net_port_loopback = {
 	.name = "loopback",
+	.features_add = NET_OFFLOADS,
 	.rx_passive = true,
 	.tx_burst = loopback_tx_burst,
 	.ring_changed = loopback_ring_changed,

@@ -215,6 +215,7 @@ static void switch_tx_burst(struct net_ring *r, unsigned int n)
 		if (r->tlen[i] < 14 ||
 		    net_iov_read(c->iov, c->nout, dev->hdr_len, eth, 12) < 12) {
 			r->tlen[i] = 0;
+			net_count(&r->why[UVH_NET_DROP_MALFORMED], 1);
 			continue;
 		}
 		if (!(eth[6] & 1))
@@ -249,11 +250,9 @@ static void switch_tx_burst(struct net_ring *r, unsigned int n)
 		rx = &peer->rings[2 * qp];
 		net_rx_begin(rx, n, r->engine);
 		for (i = 0; i < n; i++) {
-			const struct uvh_vq_chain *c = &r->tch[i];
-
 			if (dest[i] != (uint8_t)p && dest[i] != DEST_FLOOD)
 				continue;
-			net_rx_put(rx, NULL, c->iov, c->nout, dev->hdr_len, r->tlen[i]);
+			net_deliver(rx, r, i);
 		}
 		net_rx_end(rx);
 	}
@@ -261,6 +260,7 @@ static void switch_tx_burst(struct net_ring *r, unsigned int n)
 
 const struct net_port_ops net_port_switch = {
 	.name = "switch",
+	.features_add = NET_OFFLOADS,
 	.rx_passive = true,
 	.rx_shared = true,
 	.open = switch_open,

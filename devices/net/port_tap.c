@@ -32,6 +32,7 @@
 #define TAP_SLOT_CHAINS	8u
 #define TAP_SLOT_IOV	128u
 #define TAP_RING	64u
+#define TAP_REFUSED	(-EBADMSG)	/* a TX frame we dropped before any write */
 
 /* The port's own state (dev->port_priv). */
 struct tap_port {
@@ -242,7 +243,7 @@ static unsigned int rx_push(struct net_ring *r)
 		net_count(&r->bytes, q->rx_bytes);
 	}
 	if (q->rx_drops)
-		net_count(&r->drops, q->rx_drops);
+		net_drop(r, UVH_NET_DROP_PORT, q->rx_drops);
 	q->nused = 0;
 	q->rx_frames = q->rx_bytes = q->rx_drops = 0;
 	return n;
@@ -345,6 +346,9 @@ static unsigned int tx_complete(struct net_ring *r)
 			bytes += (uint32_t)q->tx_res[i] - dev->hdr_len;
 		} else {
 			bad++;
+			/* refused before the write: its reason is counted */
+			if (q->tx_res[i] != TAP_REFUSED)
+				net_count(&r->why[UVH_NET_DROP_PORT], 1);
 		}
 	}
 	uvh_vq_push(r->vq, r->tused, n);
@@ -362,7 +366,7 @@ static unsigned int tx_burst(struct net_ring *r)
 	struct net_tapq *q = r->port_priv;
 	struct io_uring_sqe *sqe;
 	unsigned int i, n, sub = 0;
-	int got;
+	int got, why;
 
 	got = uvh_vq_pop(r->vq, r->tch, UVH_NET_BURST, r->tiov, NET_TX_IOV);
 	if (got <= 0)
@@ -374,11 +378,22 @@ static unsigned int tx_burst(struct net_ring *r)
 		const struct uvh_vq_chain *c = &r->tch[i];
 
 		sqe = NULL;
-		if (r->enabled && c->out_len > dev->hdr_len)
-			sqe = io_uring_get_sqe(&q->ring);
+		why = UVH_NET_DROP_RING_OFF;
+		if (r->enabled && c->out_len > dev->hdr_len) {
+			/* the kernel checks a header too, but not against what
+			 * this guest negotiated */
+			r->tlen[i] = c->out_len - dev->hdr_len;
+			why = c->out_len - dev->hdr_len > NET_MAX_TX ? UVH_NET_DROP_MALFORMED :
+								       net_tx_check(r, i);
+			if (!why)
+				sqe = io_uring_get_sqe(&q->ring);
+		} else if (r->enabled) {
+			why = UVH_NET_DROP_MALFORMED;
+		}
 		if (!sqe) {
-			q->tx_res[i] = -EINVAL;	/* dropped, completed now */
+			q->tx_res[i] = TAP_REFUSED;	/* dropped, completed now */
 			q->tx_done++;
+			net_count(&r->why[why ? why : UVH_NET_DROP_PORT], 1);
 			continue;
 		}
 		/* the header goes along, as the guest wrote it */

@@ -286,7 +286,36 @@ def gen_frontend():
     write('fuzz_frontend_reply', 'backend-channel', chan)
 
 
+def gen_net_offload():
+    # sender bits CSUM|TSO4|TSO6|ECN, receiver bits GUEST_CSUM|TSO4|TSO6|ECN|MTU|MRG,
+    # pieces, MTU (68 + v % 9000), the virtio-net header, the frame
+    def seed(name, stx, srx, pieces, mtu, vhdr, fr):
+        write('fuzz_net_offload', name, bytes([stx, srx, pieces]) +
+              struct.pack('<H', mtu - 68) + vhdr + fr)
+
+    def vnet(flags=0, gso=0, hdr_len=0, gso_size=0, start=0, off=0):
+        return struct.pack('<BBHHHHH', flags, gso, hdr_len, gso_size, start, off, 0)
+
+    eth4 = b'\x02' * 6 + b'\x02\0\0\0\0\x0a' + b'\x08\x00'
+    eth6 = b'\x02' * 6 + b'\x02\0\0\0\0\x0a' + b'\x86\xdd'
+    pay = bytes((i * 7) & 0xff for i in range(6000))
+    ip4 = struct.pack('>BBHHHBBH4s4s', 0x45, 0, 40 + len(pay), 1, 0x4000, 64, 6, 0,
+                      b'\x0a\0\0\x01', b'\x0a\0\0\x02')
+    tcp = struct.pack('>HHIIBBHHH', 1, 2, 0xfffff000, 0, 0x50, 0x19, 1000, 0, 0)
+    tcpo = struct.pack('>HHIIBBHHH', 1, 2, 5, 0, 0x80, 0x98, 1000, 0, 0) + b'\x01\x01\x08\x0a' + bytes(8)
+    ip6 = struct.pack('>IHBB16s16s', 0x60000000, 32 + len(pay), 6, 64, bytes(range(16)),
+                      bytes(range(16, 32)))
+    seed('tso4-plain', 0x3, 0x20, 3, 1500, vnet(1, 1, 54, 1448, 34, 16), eth4 + ip4 + tcp + pay)
+    seed('tso4-passed', 0x3, 0x23, 1, 1500, vnet(1, 1, 54, 1448, 34, 16), eth4 + ip4 + tcp + pay)
+    seed('tso4-csum-rx', 0x3, 0x31, 7, 1500, vnet(1, 1, 54, 1000, 34, 16), eth4 + ip4 + tcp + pay)
+    seed('tso6-opts-ecn', 0xf, 0x20, 5, 1500, vnet(1, 0x84, 86, 1200, 54, 16), eth6 + ip6 + tcpo + pay)
+    seed('csum-udp', 0x1, 0x00, 2, 1500, vnet(1, 0, 0, 0, 34, 6), eth4 + ip4[:9] + b'\x11' + ip4[10:] + pay[:800])
+    seed('oversize', 0x0, 0x30, 1, 1500, vnet(), eth4 + pay)
+    seed('bad-csum-start', 0x1, 0x20, 1, 1500, vnet(1, 0, 0, 0, 9000, 16), eth4 + pay[:100])
+
+
 gen_vq()
+gen_net_offload()
 gen_backend_req()
 gen_message()
 gen_frontend()

@@ -102,10 +102,10 @@ un_kill() {
 
 # un_total PORT FIELD: a final counter of port PORT, printed at exit as
 #   uvhost-net: port N NAME: total rx A pkts B bytes, tx C pkts D bytes,
-#   drops rx E tx F, ctrl G
+#   drops rx E tx F[ (REASON N, ...)], ctrl G
 # FIELD: rx rx_bytes tx tx_bytes rx_drops tx_drops ctrl. Empty if absent.
 un_total() {
-	sed -nE "s/^uvhost-net: port $1 [^:]*: total rx ([0-9]+) pkts ([0-9]+) bytes, tx ([0-9]+) pkts ([0-9]+) bytes, drops rx ([0-9]+) tx ([0-9]+), ctrl ([0-9]+)\$/\\1 \\2 \\3 \\4 \\5 \\6 \\7/p" \
+	sed -nE "s/^uvhost-net: port $1 [^:]*: total rx ([0-9]+) pkts ([0-9]+) bytes, tx ([0-9]+) pkts ([0-9]+) bytes, drops rx ([0-9]+) tx ([0-9]+)( \\([^)]*\\))?, ctrl ([0-9]+)\$/\\1 \\2 \\3 \\4 \\5 \\6 \\8/p" \
 		"$UN_LOG" | tail -n 1 | {
 		read -r rx rxb tx txb rxd txd ctrl || exit 0
 		case $2 in
