@@ -101,7 +101,7 @@ static unsigned int tx_process(struct net_ring *r)
 				continue;
 			r->tlen[i] = 0;
 		}
-		net_count(&r->why[why], 1);	/* the drop itself: below */
+		net_why(r, why);	/* the drop itself: below */
 	}
 	if (port->tx_burst && r->enabled)
 		port->tx_burst(r, n);
@@ -519,6 +519,18 @@ void uvh_net_get_stats(const struct uvh_net_dev *dev, struct uvh_net_stats *st)
 	st->ctrl_cmds = atomic_load_explicit(&dev->ctrl_cmds, memory_order_relaxed);
 }
 
+
+void net_drop_log(struct uvh_net_dev *dev, enum uvh_net_drop_reason why)
+{
+	/* any thread may get here first: one of them logs */
+	if (atomic_fetch_or_explicit(&dev->why_logged, 1u << why, memory_order_relaxed) &
+	    (1u << why))
+		return;
+	if (why == UVH_NET_DROP_RING_OFF || why == UVH_NET_DROP_NO_BUFFER)
+		return;		/* the guest's pace, not its fault: counted only */
+	UVH_WARN("%s: dropped a frame: %s (the first; others are counted in the stats)",
+		 dev->name, uvh_net_drop_reason_name(why));
+}
 
 const char *uvh_net_drop_reason_name(unsigned int reason)
 {

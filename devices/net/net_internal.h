@@ -152,6 +152,7 @@ struct uvh_net_dev {
 	/* the biggest frame the guest takes (MTU negotiated: mtu + 18), read
 	 * by other ports' engines: relaxed, a new MTU may reach them late */
 	_Atomic uint32_t rx_max_frame;
+	_Atomic uint32_t why_logged;	/* drop reasons logged once (net_drop_log) */
 	unsigned int frame_size;
 	_Atomic uint64_t rarp;		/* SEND_RARP waiting: MAC | RARP_PENDING (net.c) */
 	_Atomic uint64_t ctrl_cmds;
@@ -171,6 +172,19 @@ static inline void net_count(_Atomic uint64_t *c, uint64_t v)
 {
 	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v,
 			      memory_order_relaxed);
+}
+
+/* The first drop of a guest's frame for a reason its own (a header it had no
+ * right to send, a frame over its MTU) is logged once per port (net.c). */
+void net_drop_log(struct uvh_net_dev *dev, enum uvh_net_drop_reason why);
+
+/* Count a drop's reason; the drop itself is counted by the caller. */
+static inline void net_why(struct net_ring *r, enum uvh_net_drop_reason why)
+{
+	net_count(&r->why[why], 1);
+	if (unlikely(!(atomic_load_explicit(&r->dev->why_logged, memory_order_relaxed) &
+		       (1u << why))))
+		net_drop_log(r->dev, why);
 }
 
 /* Count @n drops for @why on a ring's counters (single writer). */

@@ -207,7 +207,7 @@ static bool slice(const struct iovec *src, unsigned int n, size_t off, size_t le
 static void refuse(struct net_ring *rx, enum uvh_net_drop_reason why)
 {
 	net_count(&rx->drops, 1);
-	net_count(&rx->why[why], 1);
+	net_why(rx, why);
 }
 
 /* NEEDS_CSUM for a receiver without GUEST_CSUM: the frame with the

@@ -215,7 +215,7 @@ static void switch_tx_burst(struct net_ring *r, unsigned int n)
 		if (r->tlen[i] < 14 ||
 		    net_iov_read(c->iov, c->nout, dev->hdr_len, eth, 12) < 12) {
 			r->tlen[i] = 0;
-			net_count(&r->why[UVH_NET_DROP_MALFORMED], 1);
+			net_why(r, UVH_NET_DROP_MALFORMED);
 			continue;
 		}
 		if (!(eth[6] & 1))

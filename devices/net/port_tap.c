@@ -393,7 +393,7 @@ static unsigned int tx_burst(struct net_ring *r)
 		if (!sqe) {
 			q->tx_res[i] = TAP_REFUSED;	/* dropped, completed now */
 			q->tx_done++;
-			net_count(&r->why[why ? why : UVH_NET_DROP_PORT], 1);
+			net_why(r, why ? why : UVH_NET_DROP_PORT);
 			continue;
 		}
 		/* the header goes along, as the guest wrote it */
