@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "bench_gen.h"
 
@@ -17,6 +18,8 @@
 #define MAX_SIZES	8
 #define MAX_CASES	512
 #define MAX_POINTS	16
+/* a side that waited this share of the window for its core was contended */
+#define CONTENDED_SHARE	0.05
 
 enum ring_kind { RING_SPLIT = 0, RING_PACKED, NRINGS };
 extern const char *const ring_names[NRINGS];
@@ -49,6 +52,7 @@ struct opts {
 	bool sweep;			/* --load-sweep */
 	double points[MAX_POINTS];	/* its loads, % of the poll peak */
 	unsigned int npoints;
+	bool tso;			/* --tso */
 };
 
 struct result {
@@ -80,7 +84,27 @@ extern struct result results[MAX_CASES];
 extern unsigned int nresults;
 extern volatile sig_atomic_t interrupted;
 
+/* A uvhost-net child process. */
+struct child {
+	pid_t pid;
+	char sock[128];
+	char log[128];
+};
+
 /* uvhost-bench.c */
+extern char tmpdir[64];		/* sockets and logs */
+double now_s(void);
+void sleep_s(double s);
+double clock_s(clockid_t clk);
+/* a process's CPU time; the run-queue wait of one thread (@tid) or all (0); -1 unknown */
+double proc_cpu_s(pid_t pid);
+double runq_wait_s(pid_t pid, int tid);
+/* uvhost-net with @args (NULL-ended; --cores is added), pinned to the back-end's
+ * core, its output in tmpdir/net@id.log */
+int child_spawn(struct child *c, unsigned int id, const char *const *args);
+bool child_gone(struct child *c);
+void child_stop(struct child *c);
+void child_log_tail(const struct child *c);
 void run_attempts(struct result *r, unsigned int *ncases);
 /* A fresh case in results[] (NULL when full), its rate and load unset. */
 struct result *new_case(enum bg_dir dir, enum ring_kind ring, enum eng_mode mode, uint32_t frame);
@@ -88,6 +112,11 @@ void json_num(const char *key, double v, bool last);
 void json_str(const char *s);
 double nice_step(double span, int n);
 extern const char *const svg_colors[12];
+
+/* tso.c: --tso; the number of cases that failed */
+unsigned int tso_run(void);
+void tso_print_table(void);
+void tso_print_json(void);
 
 /* sweep.c */
 /* Run the sweep's cases (appended to results[]); the number that failed. */

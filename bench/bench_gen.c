@@ -119,6 +119,60 @@ static inline uint64_t buf_gpa(const struct bg *g, const struct bg_ring *r, unsi
 		}								\
 	} while (0)
 
+static uint16_t csum16(const uint8_t *p, size_t n, uint32_t s)
+{
+	for (size_t i = 0; i < n; i++)
+		s += (i & 1) ? p[i] : (uint32_t)p[i] << 8;
+	while (s >> 16)
+		s = (s & 0xffff) + (s >> 16);
+	return (uint16_t)s;
+}
+
+/*
+ * TCP stream: the headers every TX buffer starts with (the sequence number
+ * is set per frame). A TSO frame carries a GSO header and the partial
+ * checksum a driver leaves (the pseudo-header's sum); a plain one a TCP
+ * checksum nobody checks (a guest's stack would compute it: its cost, not
+ * the device's).
+ */
+static void tcp_template(struct bg *g)
+{
+	uint8_t *h = g->tcp_head, *eth = h + UVH_NET_HDR_LEN, *ip = eth + 14, *tcp = ip + 20;
+	uint32_t l3len = g->o.frame - 14;
+	uint16_t v;
+
+	memset(h, 0, sizeof(g->tcp_head));
+	if (g->o.tso) {
+		struct uvh_virtio_net_hdr vh = {
+			.flags = UVH_VIRTIO_NET_HDR_F_NEEDS_CSUM,
+			.gso_type = UVH_VIRTIO_NET_HDR_GSO_TCPV4,
+			.hdr_len = 54, .gso_size = g->o.mss, .csum_start = 34, .csum_offset = 16,
+		};
+		memcpy(h, &vh, UVH_NET_HDR_LEN);
+	}
+	/* to a MAC nobody has: the switch floods it to the other port */
+	memcpy(eth, "\x02\x00\x00\x00\x00\x99\x02\x00\x00\x00\x00\x01\x08\x00", 14);
+	ip[0] = 0x45;
+	ip[2] = (uint8_t)(l3len >> 8);
+	ip[3] = (uint8_t)l3len;
+	ip[6] = 0x40;
+	ip[8] = 64;
+	ip[9] = 6;
+	memcpy(ip + 12, "\x0a\x00\x00\x01\x0a\x00\x00\x02", 8);
+	v = (uint16_t)~csum16(ip, 20, 0);
+	ip[10] = (uint8_t)(v >> 8);
+	ip[11] = (uint8_t)v;
+	tcp[0] = 0x9c; tcp[1] = 0x40; tcp[2] = 0x14; tcp[3] = 0x51;
+	tcp[12] = 0x50;
+	tcp[13] = 0x18;			/* ACK PSH */
+	tcp[14] = 0xff; tcp[15] = 0xff;
+	v = csum16(ip + 12, 8, 6 + l3len - 20);
+	tcp[16] = (uint8_t)(v >> 8);
+	tcp[17] = (uint8_t)v;
+	for (unsigned int b = 0; b < g->o.qsize; b++)
+		memcpy(buf_ptr(g, &g->ring[1], b), h, sizeof(g->tcp_head));
+}
+
 static int make_memory(struct bg *g)
 {
 	size_t area = page_up(uvh_vq_driver_area_bytes(g->o.qsize, g->o.packed));
@@ -167,6 +221,8 @@ static int make_memory(struct bg *g)
 		/* we poll: no interrupts, ever */
 		uvh_vq_driver_enable_cb(&r->drv, false);
 	}
+	if (g->o.mss)
+		tcp_template(g);
 	/* LOOP: a frame as it must come back: what TX buffers hold, behind
 	 * the header a device writes (no offload, one buffer: num_buffers 1) */
 	g->expect = malloc(UVH_NET_HDR_LEN + g->o.frame);
@@ -221,6 +277,7 @@ int bg_open(struct bg *g, const struct bg_opts *o)
 	g->ring[0].kick_fd = g->ring[0].call_fd = -1;
 	g->ring[1].kick_fd = g->ring[1].call_fd = -1;
 	if (!o->qsize || o->frame < 60 || o->frame > UVH_NET_MAX_FRAME ||
+	    (o->mss && (o->frame <= 54 || (!o->tso && o->frame - 54 > o->mss))) ||
 	    (!o->packed && (o->qsize & (o->qsize - 1)))) {
 		fprintf(stderr, "uvhost-bench: bad ring size or frame size\n");
 		return -EINVAL;
@@ -240,6 +297,7 @@ int bg_open(struct bg *g, const struct bg_opts *o)
 		want |= UVH_BIT(UVH_VIRTIO_F_RING_PACKED);
 	if (o->event_idx)
 		want |= UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX);
+	want |= o->offloads;
 	BG_CHECK(uvh_frontend_negotiate(g->fe, want, UVH_BIT(UVH_PROTOCOL_F_REPLY_ACK), &feat, &pf),
 		 "negotiate");
 	g->features = feat;
@@ -250,6 +308,11 @@ int bg_open(struct bg *g, const struct bg_opts *o)
 			o->packed && !(feat & UVH_BIT(UVH_VIRTIO_F_RING_PACKED)) ? " RING_PACKED" : "",
 			o->event_idx && !(feat & UVH_BIT(UVH_VIRTIO_F_RING_EVENT_IDX)) ?
 			" RING_EVENT_IDX" : "");
+		return -EOPNOTSUPP;
+	}
+	if ((feat & o->offloads) != o->offloads) {
+		fprintf(stderr, "uvhost-bench: the back-end does not offer the features %#llx\n",
+			(unsigned long long)(o->offloads & ~feat));
 		return -EOPNOTSUPP;
 	}
 
@@ -328,6 +391,17 @@ static unsigned int tx_step(struct bg *g, uint64_t t0, uint64_t *sent)
 		else if (limit - out < room)
 			room = (unsigned int)(limit - out);
 	}
+	if (g->rx_peer) {
+		/* never more payload on its way than the receiver's posted
+		 * buffers take, at one MSS each (segments) */
+		uint64_t cap = g->rx_peer->rx_out * g->o.mss, out, one = g->o.frame - 54;
+
+		out = g->payload_sent - g->rx_peer->payload_got;
+		if (out + one > cap)
+			room = 0;
+		else if ((cap - out) / one < room)
+			room = (unsigned int)((cap - out) / one);
+	}
 	room = paced(g, t0, *sent, room);
 	if (!room)
 		return n;
@@ -338,6 +412,21 @@ static unsigned int tx_step(struct bg *g, uint64_t t0, uint64_t *sent)
 		uint8_t *p = buf_ptr(g, r, idx);
 		uint64_t seq = g->seq_tx + i;
 
+		if (g->o.mss) {
+			/* headers as a guest's stack writes them, its byte sequence */
+			uint32_t tseq = (uint32_t)g->payload_sent;
+
+			memcpy(p, g->tcp_head, sizeof(g->tcp_head));
+			p[UVH_NET_HDR_LEN + 38] = (uint8_t)(tseq >> 24);
+			p[UVH_NET_HDR_LEN + 39] = (uint8_t)(tseq >> 16);
+			p[UVH_NET_HDR_LEN + 40] = (uint8_t)(tseq >> 8);
+			p[UVH_NET_HDR_LEN + 41] = (uint8_t)tseq;
+			g->payload_sent += g->o.frame - 54;
+			bufs[i] = (struct uvh_vq_buf){ buf_gpa(g, r, idx),
+						       UVH_NET_HDR_LEN + g->o.frame };
+			toks[i] = (void *)(uintptr_t)(idx + 1);
+			continue;
+		}
 		/* as a driver does per frame: header and Ethernet header, plus
 		 * our sequence number */
 		memcpy(p, frame_head, sizeof(frame_head));
@@ -392,6 +481,33 @@ static inline void loop_check(struct bg *g, const uint8_t *p, uint32_t len, uint
 			      memory_order_relaxed);
 }
 
+/* TCP stream, a filled RX buffer: the start of a frame (its headers, then
+ * num_buffers - 1 more buffers) or more of one. 1 when a frame starts. */
+static inline unsigned int payload_check(struct bg *g, const uint8_t *p, uint32_t len,
+					 uint64_t *bad)
+{
+	uint16_t nb = 1;
+
+	if (g->rx_left) {
+		g->rx_left--;
+		g->payload_got += len;
+		return 0;
+	}
+	if (g->features & UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF))
+		memcpy(&nb, p + 10, 2);
+	/* headers whole, IPv4 with the sender's addresses, the total length right */
+	if (len < UVH_NET_HDR_LEN + 54 || !nb || p[UVH_NET_HDR_LEN + 14] != 0x45 ||
+	    memcmp(p + UVH_NET_HDR_LEN + 26, "\x0a\x00\x00\x01", 4) ||
+	    (nb == 1 && (uint32_t)(p[UVH_NET_HDR_LEN + 16] << 8 | p[UVH_NET_HDR_LEN + 17]) !=
+			len - UVH_NET_HDR_LEN - 14)) {
+		(*bad)++;
+		return 0;
+	}
+	g->rx_left = nb - 1u;
+	g->payload_got += len - UVH_NET_HDR_LEN - 54;
+	return 1;
+}
+
 /* Device RX: collect filled buffers, post free ones. Returns frames received. */
 static unsigned int rx_step(struct bg *g, uint64_t t0, uint64_t *posted, uint64_t *lost,
 			    uint64_t *bad)
@@ -404,6 +520,8 @@ static unsigned int rx_step(struct bg *g, uint64_t t0, uint64_t *posted, uint64_
 	unsigned int n, room, i;
 
 	uint64_t now = 0;
+
+	unsigned int frames = 0;
 
 	n = uvh_vq_driver_get_used(&r->drv, tok, lens, BG_BURST);
 	if (n && g->o.dir == BG_LOOP)
@@ -433,13 +551,17 @@ static unsigned int rx_step(struct bg *g, uint64_t t0, uint64_t *posted, uint64_
 
 		if (g->o.dir == BG_LOOP)
 			loop_check(g, buf_ptr(g, r, idx), lens[i], now, lost, bad);
+		else if (g->o.payload_rx)
+			frames += payload_check(g, buf_ptr(g, r, idx), lens[i], bad);
 		else if (lens[i] != want)
 			(*bad)++;
 		r->free[r->nfree++] = (uint16_t)idx;
 	}
+	if (g->o.payload_rx)
+		n = frames;
 	room = r->nfree < BG_BURST ? r->nfree : BG_BURST;
 	/* in RX the posted buffers are the traffic: pace them */
-	if (g->o.dir == BG_RX)
+	if (g->o.dir == BG_RX && !g->o.payload_rx)
 		room = paced(g, t0, *posted, room);
 	if (!room)
 		return n;
@@ -479,19 +601,29 @@ static void *gen_main(void *arg)
 	t0 = uvh_now_ns();
 	/* the device's TX ring may sleep until its first kick (event mode):
 	 * the spec asks for one kick after SET_VRING_KICK anyway */
-	for (unsigned int i = 0; i < 2; i++) {
+	for (unsigned int i = 0; i < 4; i++) {
+		struct bg *d = i < 2 ? g : g->rx_peer;
 		uint64_t one = 1;
 
-		if (write(g->ring[i].kick_fd, &one, sizeof(one)) < 0)
+		if (d && write(d->ring[i & 1].kick_fd, &one, sizeof(one)) < 0)
 			g->thread_err = -errno;
 	}
 	while (!atomic_load_explicit(&g->stop, memory_order_relaxed)) {
 		unsigned int n = 0;
 
-		if (dir != BG_RX)
-			n = tx_step(g, t0, &sent);
-		if (dir != BG_TX)
-			n = rx_step(g, t0, &posted, &lost, &bad);
+		if (g->rx_peer) {
+			tx_step(g, t0, &sent);
+			n = rx_step(g->rx_peer, t0, &posted, &lost, &bad);
+			/* relaxed, as frames below */
+			atomic_store_explicit(&g->payload, g->rx_peer->payload_got,
+					      memory_order_relaxed);
+			dir = BG_RX;	/* bad frames are counted */
+		} else {
+			if (dir != BG_RX)
+				n = tx_step(g, t0, &sent);
+			if (dir != BG_TX)
+				n = rx_step(g, t0, &posted, &lost, &bad);
+		}
 		if (n) {
 			total += n;
 			/* relaxed: a progress counter read once a second */
@@ -503,6 +635,11 @@ static void *gen_main(void *arg)
 		}
 	}
 	return NULL;
+}
+
+void bg_pair(struct bg *tx, struct bg *rx)
+{
+	tx->rx_peer = rx;
 }
 
 int bg_start(struct bg *g)

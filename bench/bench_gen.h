@@ -55,6 +55,15 @@ struct bg_opts {
 	int connect_timeout_ms;
 	unsigned int max_inflight;	/**< LOOP: frames on their way at most (0: as many
 					 *   as RX buffers are posted; 1: ping-pong) */
+	/* ---- a TCP stream between two devices (uvhost-bench --tso) ---- */
+	uint64_t offloads;		/**< virtio-net features to negotiate as well
+					 *   (offloads, MRG_RXBUF): all or bg_open fails */
+	uint16_t mss;			/**< TX: frames are one TCP/IPv4 stream with
+					 *   this MSS (0: the bench's own frames) */
+	bool tso;			/**< ... each frame one TSO segment (a GSO
+					 *   header, partial checksum) of frame bytes */
+	bool payload_rx;		/**< RX: what arrives is TCP/IPv4, segments or
+					 *   whole (merged buffers): count its payload */
 };
 
 /** Round-trip histogram: log-linear buckets, 16 per power of two (6 %). */
@@ -96,6 +105,12 @@ struct bg {
 	_Atomic uint32_t rtt[BG_RTT_BUCKETS];	/**< LOOP: round trips, by bucket (ns) */
 	uint64_t seq_tx, seq_rx;
 	uint64_t rx_out;		/**< RX buffers posted and not reaped yet */
+	struct bg *rx_peer;		/**< TCP stream: the receiving device's generator,
+					 *   driven by this one's thread (bg_pair) */
+	_Atomic uint64_t payload;	/**< TCP stream: payload bytes received */
+	uint64_t payload_sent, payload_got;	/**< ... by this thread */
+	unsigned int rx_left;		/**< payload_rx: buffers left of the frame */
+	uint8_t tcp_head[12 + 54];	/**< TCP stream: virtio-net, Ethernet, IPv4, TCP */
 	/* written by the controlling thread only */
 	_Alignas(64) _Atomic int stop;
 	_Alignas(64) char pad_end;
@@ -110,6 +125,20 @@ struct bg {
 int bg_open(struct bg *g, const struct bg_opts *o);
 /** Start the generator thread. 0 or a negative errno. */
 int bg_start(struct bg *g);
+/**
+ * A TCP stream from @tx's device (opened with mss set) to @rx's (opened
+ * with payload_rx): @tx's thread sends on the one and receives on the
+ * other, never more payload on its way than @rx's posted buffers take at
+ * one MSS each, so the device never drops for want of a buffer. The
+ * frames and payload bytes received are @tx's counters (bg_frames,
+ * bg_payload). Before bg_start(@tx); @rx is never started.
+ */
+void bg_pair(struct bg *tx, struct bg *rx);
+/** TCP stream: payload bytes received so far (any thread; relaxed). */
+static inline uint64_t bg_payload(struct bg *g)
+{
+	return atomic_load_explicit(&g->payload, memory_order_relaxed);
+}
 /** Frames completed so far (any thread; relaxed). */
 static inline uint64_t bg_frames(struct bg *g)
 {

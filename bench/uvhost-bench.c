@@ -48,7 +48,6 @@
 /* A side that waited on its core's run queue this share of the window was
  * contended: something else ran there (the kernel's own work stays well
  * under it on an idle machine). */
-#define CONTENDED_SHARE	0.05
 
 const char *const ring_names[NRINGS] = { "split", "packed" };
 const char *const mode_names[NMODES] = { "poll", "event", "adaptive" };
@@ -75,13 +74,13 @@ struct opts o = {
 struct result results[MAX_CASES];
 unsigned int nresults;
 volatile sig_atomic_t interrupted;
-static char tmpdir[64];
+char tmpdir[64];
 static char net_path[PATH_MAX];
 static bool live_tty;
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-static double now_s(void)
+double now_s(void)
 {
 	struct timespec ts;
 
@@ -89,7 +88,7 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static void sleep_s(double s)
+void sleep_s(double s)
 {
 	struct timespec ts;
 
@@ -108,7 +107,7 @@ static void on_signal(int sig)
 }
 
 /* utime + stime of a whole process, in seconds; < 0 when unreadable. */
-static double proc_cpu_s(pid_t pid)
+double proc_cpu_s(pid_t pid)
 {
 	char path[64], buf[1024], *p;
 	unsigned long long ut, st;
@@ -137,7 +136,7 @@ static double proc_cpu_s(pid_t pid)
  * waited on a run queue, ready but not running (schedstat's second field),
  * or -1.
  */
-static double runq_wait_s(pid_t pid, int tid)
+double runq_wait_s(pid_t pid, int tid)
 {
 	char path[64 + NAME_MAX], buf[128];
 	unsigned long long run, wait, sum = 0;
@@ -179,7 +178,7 @@ static double runq_wait_s(pid_t pid, int tid)
 	return any ? (double)sum * 1e-9 : -1;
 }
 
-static double clock_s(clockid_t clk)
+double clock_s(clockid_t clk)
 {
 	struct timespec ts;
 
@@ -249,39 +248,22 @@ static int find_uvhost_net(void)
 	return -ENOENT;
 }
 
-struct child {
-	pid_t pid;
-	char sock[128];
-	char log[128];
-};
-
-static int child_start(struct child *c, const struct result *r, unsigned int id)
+int child_spawn(struct child *c, unsigned int id, const char *const *args)
 {
-	char frame[16], cores[16];
-	const char *argv[16];
+	char cores[16];
+	const char *argv[24];
 	unsigned int n = 0;
 	pid_t parent;
 	int logfd;
 
-	snprintf(c->sock, sizeof(c->sock), "%s/net%u.sock", tmpdir, id);
 	snprintf(c->log, sizeof(c->log), "%s/net%u.log", tmpdir, id);
-	snprintf(frame, sizeof(frame), "%u", r->frame);
 	snprintf(cores, sizeof(cores), "%d", o.cpu_dev);
 	argv[n++] = net_path;
-	argv[n++] = "--socket-path";
-	argv[n++] = c->sock;
-	argv[n++] = "--mode";
-	argv[n++] = dev_mode[r->dir];
-	if (r->dir == BG_RX) {
-		argv[n++] = "--frame-size";
-		argv[n++] = frame;
-	}
+	while (*args && n < 20)
+		argv[n++] = *args++;
 	argv[n++] = "--cores";
 	argv[n++] = cores;
-	argv[n++] = "--engine-mode";
-	argv[n++] = mode_names[r->mode];
 	argv[n] = NULL;
-	unlink(c->sock);
 	logfd = open(c->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (logfd < 0)
 		return -errno;
@@ -310,8 +292,31 @@ static int child_start(struct child *c, const struct result *r, unsigned int id)
 	return 0;
 }
 
+static int child_start(struct child *c, const struct result *r, unsigned int id)
+{
+	char frame[16];
+	const char *args[12];
+	unsigned int n = 0;
+
+	snprintf(c->sock, sizeof(c->sock), "%s/net%u.sock", tmpdir, id);
+	snprintf(frame, sizeof(frame), "%u", r->frame);
+	args[n++] = "--socket-path";
+	args[n++] = c->sock;
+	args[n++] = "--mode";
+	args[n++] = dev_mode[r->dir];
+	if (r->dir == BG_RX) {
+		args[n++] = "--frame-size";
+		args[n++] = frame;
+	}
+	args[n++] = "--engine-mode";
+	args[n++] = mode_names[r->mode];
+	args[n] = NULL;
+	unlink(c->sock);
+	return child_spawn(c, id, args);
+}
+
 /* Has the child exited? (reaps it) */
-static bool child_gone(struct child *c)
+bool child_gone(struct child *c)
 {
 	int st;
 
@@ -324,7 +329,7 @@ static bool child_gone(struct child *c)
 	return false;
 }
 
-static void child_stop(struct child *c)
+void child_stop(struct child *c)
 {
 	int st;
 
@@ -343,7 +348,7 @@ static void child_stop(struct child *c)
 	c->pid = 0;
 }
 
-static void child_log_tail(const struct child *c)
+void child_log_tail(const struct child *c)
 {
 	char line[512];
 	FILE *f = fopen(c->log, "r");
@@ -946,6 +951,11 @@ static void usage(FILE *f)
 "                      --load-points shares of the in-run poll peak (loop, 64 B):\n"
 "                      back-end CPU and round-trip p99 against load; --svg charts it\n"
 "  --load-points LIST  percents of the peak (default 5,10,25,50,75,90)\n"
+"  --tso               a TCP stream from one port of uvhost-net --mode switch to\n"
+"                      another, Gbit/s of payload: 1,502-byte frames (offloads\n"
+"                      off), 64 KiB TSO frames to a GUEST_TSO4 receiver (passed\n"
+"                      whole), to a plain one (segmented, checksums computed) and\n"
+"                      to a GUEST_CSUM one (segmented, checksums left partial)\n"
 "  --cpus A,B          generator core, back-end core (default 0,1)\n"
 "  --repeat N          clean attempts per case, the figure their median (default 1)\n"
 "  --retries N         extra attempts when one is flagged FAR (the cores placed far\n"
@@ -1039,6 +1049,7 @@ static void parse_args(int argc, char **argv)
 		OPT_QUICK, OPT_FULL, OPT_RATE, OPT_QSIZE, OPT_EVENT_IDX, OPT_CPUS, OPT_RETRIES, OPT_REPEAT,
 		OPT_NO_C2C, OPT_NET, OPT_CONNECT, OPT_BACKEND_PID, OPT_JSON, OPT_SVG,
 		OPT_KEEP_LOGS, OPT_C2C_ONLY, OPT_NO_EVENT_IDX, OPT_LATENCY, OPT_SWEEP, OPT_POINTS,
+		OPT_TSO,
 	};
 	static const struct option lo[] = {
 		{ "dirs", required_argument, NULL, OPT_DIRS },
@@ -1056,6 +1067,7 @@ static void parse_args(int argc, char **argv)
 		{ "latency", no_argument, NULL, OPT_LATENCY },
 		{ "load-sweep", no_argument, NULL, OPT_SWEEP },
 		{ "load-points", required_argument, NULL, OPT_POINTS },
+		{ "tso", no_argument, NULL, OPT_TSO },
 		{ "cpus", required_argument, NULL, OPT_CPUS },
 		{ "retries", required_argument, NULL, OPT_RETRIES },
 		{ "repeat", required_argument, NULL, OPT_REPEAT },
@@ -1135,6 +1147,9 @@ static void parse_args(int argc, char **argv)
 			break;
 		case OPT_SWEEP:
 			o.sweep = true;
+			break;
+		case OPT_TSO:
+			o.tso = true;
 			break;
 		case OPT_POINTS: {
 			char *save = NULL, *copy = strdup(optarg), *tok;
@@ -1216,6 +1231,10 @@ static void parse_args(int argc, char **argv)
 		die_usage("--load-sweep measures the loop direction", NULL);
 	if (o.connect)
 		o.modes = 1 << MODE_POLL;	/* not ours to choose: one pass */
+	if (o.tso && !rings_given)
+		o.rings = 1 << RING_SPLIT;
+	if (o.tso && (o.connect || o.sweep || o.latency))
+		die_usage("--tso runs uvhost-net itself, alone", NULL);
 }
 
 static void log_sink(enum uvh_log_level level, const char *line, void *opaque)
@@ -1276,6 +1295,13 @@ int main(int argc, char **argv)
 	}
 
 	t_begin = now_s();
+	if (o.tso) {
+		failed = tso_run();
+		o.json ? tso_print_json() : tso_print_table();
+		if (!o.keep_logs)
+			rmdir(tmpdir);
+		return failed || interrupted ? 1 : 0;
+	}
 	if (o.sweep)
 		failed += sweep_run(&ncases);
 	for (unsigned int d = 0; d < BG_NDIRS && !interrupted && !o.sweep; d++) {
