@@ -84,6 +84,7 @@ static unsigned int tx_process(struct net_ring *r)
 	if (got <= 0)
 		return r->pair == 0 ? rarp_deliver(dev, r->engine) : 0;
 	n = (unsigned int)got;
+	r->toff = 0;
 	for (i = 0; i < n; i++) {
 		uint32_t len = r->tch[i].out_len;
 		int why;

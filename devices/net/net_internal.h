@@ -128,13 +128,18 @@ struct net_ring {
 	struct iovec *tiov;
 	struct uvh_vq_used *tused;
 	uint32_t *tlen;			/* per chain: its frame's bytes, 0 = dropped */
-	struct uvh_virtio_net_hdr *thdr;	/* per chain: its header, checked */
+	struct uvh_virtio_net_hdr *thdr;	/* per chain: its header, checked
+						 * (only where toff has its bit) */
+	uint32_t toff;			/* this burst's frames that use an offload */
 	struct iovec *oiov;		/* a frame rebuilt for one receiver */
 	uint8_t *ohdr;			/* a segment's headers */
 	/* RX */
 	struct net_rxpool *rx;
 	void *port_priv;		/* the port's per-ring state */
 	/* counters: single writer (the serving engine, or the lock holder) */
+	/* RX: the biggest frame its guest takes, for this producer's burst
+	 * (net_rx_begin; the lock holder's, on a shared ring) */
+	uint32_t max_frame;
 	_Atomic uint64_t packets, bytes, drops;
 	_Atomic uint64_t why[UVH_NET_DROP_REASONS];	/* drops by reason */
 };
@@ -278,23 +283,26 @@ void net_deliver_slow(struct net_ring *rx, struct net_ring *tx, unsigned int i);
 int net_features_check(uint64_t features);
 
 /*
- * TX frame @i of @r (tlen set): read its header into thdr[i] and check it
- * against the features the sender negotiated: 0, or the drop reason (the
- * caller sets tlen 0). One 12-byte read when no offload is used.
+ * TX frame @i of @r (tlen set; r->toff cleared at the burst's start): check
+ * its header against the features the sender negotiated: 0, or the drop
+ * reason (the caller sets tlen 0). One 2-byte read when no offload is used;
+ * else the header goes into thdr[i] and toff gets bit @i.
  */
 static inline int net_tx_check(struct net_ring *r, unsigned int i)
 {
 	const struct uvh_vq_chain *c = &r->tch[i];
 	struct uvh_virtio_net_hdr *h = &r->thdr[i];
-	uint32_t hl = r->dev->hdr_len;
+	uint16_t fg;	/* flags and gso_type: zero for a frame without offloads */
 
-	h->num_buffers = 0;
-	if (likely(c->nout && c->iov[0].iov_len >= hl))
-		memcpy(h, c->iov[0].iov_base, hl);
+	if (likely(c->nout && c->iov[0].iov_len >= 2))
+		memcpy(&fg, c->iov[0].iov_base, 2);
 	else
-		net_iov_read(c->iov, c->nout, 0, h, hl);
-	if (likely(!h->flags && !h->gso_type))
+		net_iov_read(c->iov, c->nout, 0, &fg, 2);
+	if (likely(!fg))
 		return 0;
+	h->num_buffers = 0;
+	net_iov_read(c->iov, c->nout, 0, h, r->dev->hdr_len);
+	r->toff |= 1u << i;
 	return net_tx_check_slow(r, i);
 }
 
@@ -306,9 +314,7 @@ static inline int net_tx_check(struct net_ring *r, unsigned int i)
  */
 static inline void net_deliver(struct net_ring *rx, struct net_ring *tx, unsigned int i)
 {
-	const struct uvh_virtio_net_hdr *h = &tx->thdr[i];
-
-	if (likely(!h->flags && !h->gso_type && tx->tlen[i] <= net_rx_max_frame(rx->dev))) {
+	if (likely(!(tx->toff & (1u << i)) && tx->tlen[i] <= rx->max_frame)) {
 		const struct uvh_vq_chain *c = &tx->tch[i];
 
 		net_rx_put(rx, NULL, c->iov, c->nout, tx->dev->hdr_len, tx->tlen[i]);

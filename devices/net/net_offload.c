@@ -351,7 +351,7 @@ static void deliver_segments(struct net_ring *rx, struct net_ring *tx, unsigned 
 		return;
 	}
 	/* every segment but the last is the biggest: it must fit the receiver */
-	if (t.hlen + (mss < payload ? mss : payload) > net_rx_max_frame(rdev)) {
+	if (t.hlen + (mss < payload ? mss : payload) > rx->max_frame) {
 		refuse(rx, UVH_NET_DROP_OVERSIZE);
 		return;
 	}
@@ -434,6 +434,12 @@ void net_deliver_slow(struct net_ring *rx, struct net_ring *tx, unsigned int i)
 	uint32_t len = tx->tlen[i];
 	struct uvh_virtio_net_hdr oh;
 
+	if (!(tx->toff & (1u << i))) {
+		/* no offload: too big for the receiver */
+		refuse(rx, UVH_NET_DROP_OVERSIZE);
+		return;
+	}
+
 	if (h->gso_type != UVH_VIRTIO_NET_HDR_GSO_NONE) {
 		if (!takes_gso(rdev, h->gso_type)) {
 			deliver_segments(rx, tx, i);
@@ -444,7 +450,7 @@ void net_deliver_slow(struct net_ring *rx, struct net_ring *tx, unsigned int i)
 		net_rx_put(rx, &oh, c->iov, c->nout, tx->dev->hdr_len, len);
 		return;
 	}
-	if (len > net_rx_max_frame(rdev)) {
+	if (len > rx->max_frame) {
 		refuse(rx, UVH_NET_DROP_OVERSIZE);
 		return;
 	}

@@ -142,6 +142,7 @@ void net_rx_begin(struct net_ring *r, unsigned int frames, struct uvh_engine *se
 {
 	if (r->shared)
 		net_lock(r);
+	r->max_frame = net_rx_max_frame(r->dev);	/* once per burst, not per frame */
 	if (r->rx) {
 		r->rx->self = self;
 		r->rx->dry = false;

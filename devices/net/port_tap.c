@@ -374,6 +374,7 @@ static unsigned int tx_burst(struct net_ring *r)
 	n = (unsigned int)got;
 	q->ntx = n;
 	q->tx_done = 0;
+	r->toff = 0;
 	for (i = 0; i < n; i++) {
 		const struct uvh_vq_chain *c = &r->tch[i];
 
