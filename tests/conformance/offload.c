@@ -42,6 +42,20 @@
 static pid_t daemon_pid = -1;
 static char dir[64];
 
+/* The daemon's sockets and their directory. */
+static void cleanup(void)
+{
+	char path[96];
+
+	if (!dir[0])
+		return;
+	for (unsigned int k = 0; k <= NPORTS; k++) {
+		snprintf(path, sizeof(path), "%s/s%u", dir, k);
+		unlink(path);
+	}
+	rmdir(dir);
+}
+
 noreturn void fail(const char *fmt, ...)
 {
 	va_list ap;
@@ -57,6 +71,7 @@ noreturn void fail(const char *fmt, ...)
 		kill(daemon_pid, SIGTERM);
 		waitpid(daemon_pid, NULL, 0);
 	}
+	cleanup();
 	exit(1);
 }
 
@@ -405,9 +420,7 @@ int main(int argc, char **argv)
 	printf("conformance-offload: a TSO frame from a port without HOST_TSO4 reached nobody\n");
 	kill(daemon_pid, SIGTERM);
 	waitpid(daemon_pid, NULL, 0);
-	for (unsigned k = 0; k <= NPORTS; k++)
-		unlink(s[k]);
-	rmdir(dir);
+	cleanup();
 	printf("conformance-offload: PASS\n");
 	return 0;
 }

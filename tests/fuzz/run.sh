@@ -24,7 +24,7 @@ secs=${1:-60}
 [ $# -gt 0 ] && shift
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(fuzz_message fuzz_backend_req fuzz_vq_split fuzz_vq_packed
-				      fuzz_frontend_reply)
+				      fuzz_frontend_reply fuzz_net_offload)
 build=${BUILD:-$top/build-fuzz}
 jobs=${JOBS:-1}
 merge=${MERGE:-1}
