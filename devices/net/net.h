@@ -283,8 +283,9 @@ enum uvh_net_drop_reason {
 	UVH_NET_DROP_GSO_NOT_NEGOTIATED,
 	/** from the guest: csum_start + csum_offset past the frame */
 	UVH_NET_DROP_BAD_CSUM,
-	/** from the guest: an unknown gso_type, gso_size 0, hdr_len past the
-	 *  frame, or (to be segmented) not TCP over IPv4 / IPv6 without
+	/** from the guest: an unknown gso_type, a GSO frame without NEEDS_CSUM,
+	 *  gso_size 0, hdr_len past the frame, or (to be segmented) not TCP
+	 *  over IPv4 / IPv6 without
 	 *  extension headers, no payload, more than 512 segments */
 	UVH_NET_DROP_BAD_GSO,
 	/** for a guest: larger than its MTU (when it negotiated MTU), or

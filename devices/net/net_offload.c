@@ -73,8 +73,9 @@ int net_tx_check_slow(struct net_ring *r, unsigned int i)
 	}
 	if ((h->gso_type & UVH_VIRTIO_NET_HDR_GSO_ECN) && !has(dev, UVH_VIRTIO_NET_F_HOST_ECN))
 		return UVH_NET_DROP_GSO_NOT_NEGOTIATED;
-	/* hdr_len is the driver's hint, not trusted for anything but this */
-	if (!h->gso_size || h->hdr_len > len)
+	/* the spec: a GSO frame MUST come with NEEDS_CSUM and its MSS; hdr_len
+	 * is the driver's hint, not trusted for anything but this */
+	if (!(h->flags & UVH_VIRTIO_NET_HDR_F_NEEDS_CSUM) || !h->gso_size || h->hdr_len > len)
 		return UVH_NET_DROP_BAD_GSO;
 	return 0;
 }

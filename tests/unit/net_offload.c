@@ -459,6 +459,8 @@ Test(net_offload, bad_headers_dropped_by_reason)
 		  UVH_NET_DROP_BAD_GSO, false },
 		{ "unknown gso_type", F(CSUM) | F(HOST_TSO4), 1, 7, 1448, 54, 34, 16,
 		  UVH_NET_DROP_BAD_GSO, false },
+		{ "TCPV4 without NEEDS_CSUM", F(CSUM) | F(HOST_TSO4), 0, 1, 1448, 54, 0, 0,
+		  UVH_NET_DROP_BAD_GSO, false },
 		{ "hdr_len past the frame", F(CSUM) | F(HOST_TSO4), 1, 1, 1448, 60000, 34, 16,
 		  UVH_NET_DROP_BAD_GSO, false },
 		{ "csum_start past the frame", F(CSUM), 1, 0, 0, 0, 4000, 16,
