@@ -332,9 +332,15 @@ static const char *drop_reasons(const struct uvh_net_stats *st, const struct uvh
 	for (unsigned int w = 0; w < UVH_NET_DROP_REASONS && at + 1 < size; w++) {
 		uint64_t n = st->drops_by_reason[w] - (prev ? prev->drops_by_reason[w] : 0);
 
-		if (n)
-			at += (size_t)snprintf(buf + at, size - at, "%s%s %" PRIu64,
-					       at ? ", " : " (", uvh_net_drop_reason_name(w), n);
+		int k;
+
+		if (!n)
+			continue;
+		k = snprintf(buf + at, size - at, "%s%s %" PRIu64, at ? ", " : " (",
+			     uvh_net_drop_reason_name(w), n);
+		if (k < 0 || (size_t)k >= size - at)
+			return buf;	/* cut short: never past the buffer */
+		at += (size_t)k;
 	}
 	if (at && at + 1 < size)
 		snprintf(buf + at, size - at, ")");

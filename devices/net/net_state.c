@@ -110,7 +110,7 @@ int uvh_net_state_load(struct uvh_net_dev *dev, const void *buf, size_t len)
 	}
 	atomic_store(&dev->active_pairs, pairs);
 	memcpy(dev->cfg.mac, b + 20, 6);
-	dev->cfg.mtu = mtu;
+	uvh_net_set_mtu(dev, mtu);	/* checked above; the MTU kept for the receivers too */
 	dev->cfg.status = status;
 	dev->rx_mode = b[30];
 	return 0;

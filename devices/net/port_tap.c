@@ -346,7 +346,8 @@ static unsigned int tx_complete(struct net_ring *r)
 			bytes += (uint32_t)q->tx_res[i] - dev->hdr_len;
 		} else {
 			bad++;
-			/* refused before the write: its reason is counted */
+			/* the kernel failed the write (a frame refused before
+			 * it has its reason counted already) */
 			if (q->tx_res[i] != TAP_REFUSED)
 				net_count(&r->why[UVH_NET_DROP_PORT], 1);
 		}
