@@ -29,8 +29,8 @@
 #include "net_internal.h"
 
 #define TAP_SLOTS	32u	/* reads in flight per RX ring (a power of two) */
-#define TAP_SLOT_CHAINS	8u
-#define TAP_SLOT_IOV	128u
+#define TAP_SLOT_CHAINS	64u	/* a 64 KiB frame (GUEST_TSO) over 1.5 KiB buffers: 44 */
+#define TAP_SLOT_IOV	256u
 #define TAP_RING	64u
 #define TAP_REFUSED	(-EBADMSG)	/* a TX frame we dropped before any write */
 
@@ -45,9 +45,17 @@ static inline struct tap_port *tap_of(const struct uvh_net_dev *dev)
 	return dev->port_priv;
 }
 
+/*
+ * A read's buffers: RX chains popped for it. A frame uses the first chains
+ * it needs; the others stay with the slot for its next read (a 66-byte ACK
+ * must not cost the 44 buffers a 64 KiB segment needs, nor hand them back
+ * empty, which a guest counts as errors). Chains are so used out of pop
+ * order: IN_ORDER is not offered with a tap.
+ */
 struct tap_slot {
 	struct uvh_vq_chain ch[TAP_SLOT_CHAINS];
 	unsigned int nch;
+	unsigned int niov;			/* s->iov entries the chains hold */
 	struct iovec iov[TAP_SLOT_IOV];		/* what uvh_vq_pop filled */
 	struct iovec wiov[TAP_SLOT_IOV];	/* the writable parts, for readv */
 	unsigned int nw;
@@ -147,9 +155,16 @@ static int tap_set_features(struct uvh_net_dev *dev)
 	unsigned int off = 0, i;
 	int sz = (int)dev->hdr_len;
 
-	/* what the kernel may hand us for the guest: only what it acked */
+	/* what the kernel may hand us for the guest: only what it acked
+	 * (GUEST_TSO implies GUEST_CSUM: uvh_net_set_features checks) */
 	if (dev->features & (1ull << UVH_VIRTIO_NET_F_GUEST_CSUM))
 		off |= TUN_F_CSUM;
+	if (dev->features & (1ull << UVH_VIRTIO_NET_F_GUEST_TSO4))
+		off |= TUN_F_TSO4;
+	if (dev->features & (1ull << UVH_VIRTIO_NET_F_GUEST_TSO6))
+		off |= TUN_F_TSO6;
+	if (dev->features & (1ull << UVH_VIRTIO_NET_F_GUEST_ECN))
+		off |= TUN_F_TSO_ECN;
 	for (i = 0; t && i < dev->max_pairs; i++) {
 		if (ioctl(t->fds[i], TUNSETVNETHDRSZ, &sz) < 0 ||
 		    ioctl(t->fds[i], TUNSETOFFLOAD, off) < 0) {
@@ -196,13 +211,13 @@ static void rx_slot_done(struct net_ring *r, struct tap_slot *s, int res)
 	struct uvh_net_dev *dev = r->dev;
 	struct net_tapq *q = r->port_priv;
 	uint32_t rem = 0, l;
-	unsigned int j, k;
+	unsigned int j, k = 0, off;
 
 	if (res > (int)dev->hdr_len) {
 		uint16_t nb;
 
 		rem = (uint32_t)res;
-		for (k = 0, j = 0; j < s->nch && rem; j++, k++)
+		for (j = 0; j < s->nch && rem; j++, k++)
 			rem -= rem < s->ch[j].in_len ? rem : s->ch[j].in_len;
 		nb = (uint16_t)k;
 		/* the kernel writes 10 header bytes and skips num_buffers */
@@ -215,10 +230,13 @@ static void rx_slot_done(struct net_ring *r, struct tap_slot *s, int res)
 		 * push cannot find packed chains completed out of order) */
 		if (__builtin_expect(r->vq->log != NULL, 0))
 			uvh_dirty_log_mark_iov(r->vq->log, r->vq->mem, s->wiov, s->nw, rem);
-	} else if (res != -ECANCELED) {
+	} else if (res < 0 && res != -ECANCELED) {
 		q->rx_drops++;
 	}
-	for (j = 0; j < s->nch; j++) {
+	/* a stop (cancelled reads) gives every chain back, 0 bytes for the unused */
+	if (res == -ECANCELED)
+		k = s->nch;
+	for (j = 0; j < k; j++) {
 		l = rem < s->ch[j].in_len ? rem : s->ch[j].in_len;
 		q->used[q->nused].id = s->ch[j].id;
 		q->used[q->nused].ndesc = s->ch[j].ndesc;
@@ -226,9 +244,34 @@ static void rx_slot_done(struct net_ring *r, struct tap_slot *s, int res)
 		q->nused++;
 		rem -= l;
 	}
+	/* the rest stay for the slot's next read, moved to the front */
+	off = k < s->nch ? (unsigned int)(s->ch[k].iov - s->iov) : s->niov;
+	if (off && off < s->niov)
+		memmove(s->iov, s->iov + off, (s->niov - off) * sizeof(s->iov[0]));
+	for (j = k; j < s->nch; j++) {
+		s->ch[j - k] = s->ch[j];
+		s->ch[j - k].iov -= off;
+	}
+	s->nch -= k;
+	s->niov -= off;
 	s->busy = false;
-	s->nch = 0;
 	q->count--;
+}
+
+/* A stopped ring: chains slots kept between reads go back, 0 bytes each. */
+static void rx_slots_return(struct net_ring *r)
+{
+	struct net_tapq *q = r->port_priv;
+
+	for (unsigned int i = 0; i < TAP_SLOTS; i++) {
+		struct tap_slot *s = &q->slots[i];
+
+		if (s->busy || !s->nch)
+			continue;
+		s->busy = true;
+		q->count++;
+		rx_slot_done(r, s, -ECANCELED);
+	}
 }
 
 static unsigned int rx_push(struct net_ring *r)
@@ -273,17 +316,28 @@ static unsigned int reap(struct net_ring *r)
 	return n;
 }
 
-/* Post reads on fresh RX chains; returns reads posted. */
+/* The biggest frame the kernel may hand the guest: a 64 KiB segment with
+ * GUEST_TSO, else the MTU (+ Ethernet header and a VLAN tag). */
+static uint64_t rx_want(const struct uvh_net_dev *dev)
+{
+	if (dev->features & (UVH_BIT(UVH_VIRTIO_NET_F_GUEST_TSO4) |
+			     UVH_BIT(UVH_VIRTIO_NET_F_GUEST_TSO6)))
+		return dev->hdr_len + UVH_NET_MAX_FRAME + 18u;
+	return dev->hdr_len + dev->cfg.mtu + 18u;
+}
+
+/* Post reads on RX chains (a slot's kept ones, topped up); returns reads posted. */
 static unsigned int rx_refill(struct net_ring *r)
 {
 	struct uvh_net_dev *dev = r->dev;
 	struct net_tapq *q = r->port_priv;
-	uint64_t want = dev->hdr_len + dev->cfg.mtu + 18u;	/* Ethernet + VLAN tag */
-	unsigned int posted = 0, used, i;
+	uint64_t want = rx_want(dev);
+	unsigned int posted = 0, i, j, tried = 0;
 	struct io_uring_sqe *sqe;
+	bool dry = false;
 	int got;
 
-	while (q->count < TAP_SLOTS) {
+	while (q->count < TAP_SLOTS && tried < TAP_SLOTS) {
 		unsigned int idx;
 		struct tap_slot *s;
 
@@ -291,39 +345,54 @@ static unsigned int rx_refill(struct net_ring *r)
 			q->next = (q->next + 1) & (TAP_SLOTS - 1);
 		idx = q->next;
 		s = &q->slots[idx];
+		q->next = (q->next + 1) & (TAP_SLOTS - 1);
+		tried++;
 
-		s->nch = s->nw = 0;
 		s->cap = 0;
-		used = 0;
-		/* one chain, or (merged buffers) as many as a full frame needs */
-		do {
+		for (j = 0; j < s->nch; j++)
+			s->cap += s->ch[j].in_len;
+		/* one chain, or (merged buffers) as many as the biggest frame needs */
+		while (!dry && (!s->nch || (dev->mrg && s->cap < want)) &&
+		       s->nch < TAP_SLOT_CHAINS) {
 			struct uvh_vq_chain *c = &s->ch[s->nch];
 
-			if (TAP_SLOT_IOV - used < TAP_SLOT_IOV / 2 && s->nch)
+			if (TAP_SLOT_IOV - s->niov < TAP_SLOT_IOV / 2 && s->nch)
 				break;	/* keep a lone pop safe: see net_rx.c's pool */
-			got = uvh_vq_pop(r->vq, c, 1, s->iov + used, TAP_SLOT_IOV - used);
-			if (got <= 0)
+			got = uvh_vq_pop(r->vq, c, 1, s->iov + s->niov, TAP_SLOT_IOV - s->niov);
+			if (got <= 0) {
+				dry = true;
 				break;
-			used += c->nout + c->nin;
-			for (i = 0; i < c->nin; i++)
-				s->wiov[s->nw++] = c->iov[c->nout + i];
+			}
+			s->niov += c->nout + c->nin;
 			s->cap += c->in_len;
 			s->nch++;
-		} while (dev->mrg && s->cap < want && s->nch < TAP_SLOT_CHAINS);
+		}
 		if (!s->nch)
 			break;
+		/* Short of the biggest frame, with the ring dry: wait for more
+		 * buffers, unless no read would be left posted at all (then a
+		 * frame that does not fit is dropped by the kernel). */
+		if (dev->mrg && s->cap < want && q->count)
+			break;
+		s->nw = 0;
+		for (j = 0; j < s->nch; j++)
+			for (i = 0; i < s->ch[j].nin; i++)
+				s->wiov[s->nw++] = s->ch[j].iov[s->ch[j].nout + i];
 		s->busy = true;
 		q->count++;
 		sqe = io_uring_get_sqe(&q->ring);
 		if (!sqe) {
-			/* cannot happen (TAP_RING > TAP_SLOTS); give the chains back */
-			rx_slot_done(r, s, 0);
+			/* cannot happen (TAP_RING > TAP_SLOTS); the chains stay */
+			s->busy = false;
+			q->count--;
 			break;
 		}
 		io_uring_prep_readv(sqe, q->fd, s->wiov, s->nw, 0);
 		/* offset 0 on a tap is ignored: it is a stream of frames */
 		sqe->user_data = idx;
 		posted++;
+		if (dry)
+			break;
 	}
 	if (posted)
 		io_uring_submit(&q->ring);
@@ -456,9 +525,12 @@ static void tap_stop(struct net_ring *r)
 	for (;;) {
 		reap(r);
 		if (r->is_rx) {
-			rx_push(r);
-			if (!q->count)
+			if (!q->count) {
+				rx_slots_return(r);
+				rx_push(r);
 				break;
+			}
+			rx_push(r);
 		} else if (q->tx_done == q->ntx) {
 			if (q->ntx)
 				tx_complete(r);
@@ -475,16 +547,18 @@ static void tap_stop(struct net_ring *r)
 }
 
 /*
- * Offloads the tap understands in the header we pass through. No
- * GUEST_TSO/UFO: a 64 KiB frame from the tap would need RX chains merged
- * before its size is known. No IN_ORDER: a RARP can overtake the tap
- * reads in flight.
+ * Offloads the tap understands in the header we pass through, both ways:
+ * the kernel takes TSO frames from the guest as they are, and hands it 64
+ * KiB segments (GUEST_TSO4/6, TUNSETOFFLOAD) read across merged buffers.
+ * No UFO/USO. No IN_ORDER: a RARP can overtake the tap reads in flight,
+ * and slots use their chains out of pop order.
  */
 const struct net_port_ops net_port_tap = {
 	.name = "tap",
 	.features_add = UVH_BIT(UVH_VIRTIO_NET_F_CSUM) | UVH_BIT(UVH_VIRTIO_NET_F_GUEST_CSUM) |
 			UVH_BIT(UVH_VIRTIO_NET_F_HOST_TSO4) | UVH_BIT(UVH_VIRTIO_NET_F_HOST_TSO6) |
-			UVH_BIT(UVH_VIRTIO_NET_F_HOST_ECN),
+			UVH_BIT(UVH_VIRTIO_NET_F_HOST_ECN) | UVH_BIT(UVH_VIRTIO_NET_F_GUEST_TSO4) |
+			UVH_BIT(UVH_VIRTIO_NET_F_GUEST_TSO6) | UVH_BIT(UVH_VIRTIO_NET_F_GUEST_ECN),
 	.features_drop = UVH_BIT(UVH_VIRTIO_F_IN_ORDER),
 	.open = tap_open,
 	.close = tap_close,

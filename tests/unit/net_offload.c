@@ -8,9 +8,17 @@
  * reason. Checksums and segments are checked against a reference written
  * here, byte by byte in network order, independent of the device's code.
  */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "util.h"
 #include "net.h"
@@ -586,3 +594,122 @@ Test(net_offload, feature_dependencies_enforced)
 	cr_assert_eq(uvh_net_set_features(dev, SENDER), 0);
 	uvh_net_destroy(dev);
 }
+
+/* ---- a real tap: 64 KiB segments from the kernel ----------------------------------- */
+
+static int tap_up(const char *name)
+{
+	struct ifreq ifr;
+	int sk = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), ret;
+	char path[128];
+	int fd;
+
+	if (sk < 0)
+		return -errno;
+	/* quiet: no IPv6 router solicitations among our frames */
+	snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", name);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (write(fd, "1", 1) < 0)
+			(void)0;
+		close(fd);
+	}
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+	ret = ioctl(sk, SIOCGIFFLAGS, &ifr);
+	if (!ret) {
+		ifr.ifr_flags |= IFF_UP;
+		ret = ioctl(sk, SIOCSIFFLAGS, &ifr);
+	}
+	ret = ret ? -errno : 0;
+	close(sk);
+	return ret;
+}
+
+/*
+ * The host's stack hands the tap a TSO frame (an AF_PACKET socket with
+ * PACKET_VNET_HDR sends it with its GSO header). A guest with GUEST_TSO4
+ * gets it whole, GSO header and all, across merged 4 KiB buffers; a guest
+ * without gets the kernel's own segments (TUNSETOFFLOAD told it not to
+ * hand over GSO frames), each at most an MTU.
+ */
+static void tap_gso_case(bool guest_tso)
+{
+	struct uvh_net_opts o = { .type = UVH_NET_PORT_TAP, .tap_name = "uvhtso%d" };
+	/* 60,054 bytes: 15 buffers of 4 KiB, 42 segments */
+	const struct tso t = { .payload = 60000, .mss = 1448, .tcpflags = 0x18 };
+	uint64_t features = BASE | F(GUEST_CSUM) | (guest_tso ? F(GUEST_TSO4) : 0);
+	static uint8_t frame[70000];
+	static uint8_t pkt[70000 + UVH_NET_HDR_LEN];
+	static struct rxframe f;
+	struct uvh_virtio_net_hdr h;
+	struct sockaddr_ll sll;
+	struct uvh_net_dev *probe;
+	struct guest g;
+	struct tdev a;
+	uint32_t len, got = 0, frames = 0, i;
+	int ps, one = 1;
+
+	probe = uvh_net_create(&o);
+	if (!probe) {
+		cr_skip_test("no usable tap: %s", strerror(errno));
+		return;
+	}
+	uvh_net_destroy(probe);
+	ps = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(0x0800));
+	if (ps < 0 || setsockopt(ps, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof(one))) {
+		cr_skip_test("no AF_PACKET with PACKET_VNET_HDR: %s", strerror(errno));
+		return;
+	}
+	guest_init(&g);
+	tdev_init(&a, &g, &o, features);
+	cr_assert_eq(!!(a.features & F(GUEST_TSO4)), guest_tso, "the tap offers GUEST_TSO4");
+	cr_assert_eq(tap_up(uvh_net_tap_name(a.dev)), 0);
+	memset(&sll, 0, sizeof(sll));
+	sll.sll_family = AF_PACKET;
+	sll.sll_protocol = htons(0x0800);
+	sll.sll_ifindex = (int)if_nametoindex(uvh_net_tap_name(a.dev));
+	cr_assert_gt(sll.sll_ifindex, 0);
+	post_rx(&a, 0, 64, 4096);
+	uvh_net_queue_process(a.dev, 0);	/* reads posted */
+
+	len = make_tso(frame, &t, mac_a, mac_x, &h);
+	/* the packet socket takes the 10-byte struct virtio_net_hdr */
+	memcpy(pkt, &h, 10);
+	memcpy(pkt + 10, frame, len);
+	cr_assert_eq(sendto(ps, pkt, 10 + len, 0, (struct sockaddr *)&sll, sizeof(sll)),
+		     (ssize_t)(10 + len), "send: %s", strerror(errno));
+	for (i = 0; i < 400 && got < t.payload; i++) {
+		uvh_net_queue_process(a.dev, 0);
+		while (recv_frame(&a, 0, &f)) {
+			if (f.len < 54 || f.data[12] != 0x08)
+				continue;	/* not ours */
+			frames++;
+			if (guest_tso) {
+				cr_assert_eq(f.len, len, "whole: %u bytes", f.len);
+				cr_assert_eq(f.hdr.gso_type, UVH_VIRTIO_NET_HDR_GSO_TCPV4);
+				cr_assert_eq(f.hdr.gso_size, 1448);
+				cr_assert(f.hdr.flags & UVH_VIRTIO_NET_HDR_F_NEEDS_CSUM);
+				cr_assert_gt(f.hdr.num_buffers, 1);
+				cr_assert_arr_eq(f.data, frame, 34, "headers up to TCP");
+				cr_assert_arr_eq(f.data + 54, frame + 54, t.payload);
+			} else {
+				cr_assert_eq(f.hdr.gso_type, 0);
+				cr_assert_leq(f.len, 1514, "segment of %u bytes", f.len);
+				cr_assert_arr_eq(f.data + 54, frame + 54 + got, f.len - 54);
+			}
+			got += f.len - 54;
+		}
+		if (got < t.payload)
+			usleep(5000);
+	}
+	cr_assert_eq(got, t.payload, "%u of %u payload bytes in %u frames", got, t.payload,
+		     frames);
+	cr_assert_eq(frames, guest_tso ? 1u : (t.payload + 1447) / 1448);
+	close(ps);
+	tdev_fini(&a);
+	guest_fini(&g);
+}
+
+Test(net_offload, tap_hands_guest_tso_frames_whole) { tap_gso_case(true); }
+Test(net_offload, tap_segments_for_a_guest_without_tso) { tap_gso_case(false); }
