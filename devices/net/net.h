@@ -126,8 +126,10 @@ const char *uvh_net_tap_name(const struct uvh_net_dev *dev);
  * Virtio feature bits offered: VERSION_1, MRG_RXBUF, MAC, STATUS, MTU,
  * CTRL_VQ, CTRL_RX, MQ (pairs > 1), RING_EVENT_IDX, RING_INDIRECT_DESC,
  * RING_PACKED, IN_ORDER; TAP adds CSUM, GUEST_CSUM, HOST_TSO4, HOST_TSO6,
- * HOST_ECN (passed through to the tap in the header); LOOPBACK and SWITCH
- * add those and GUEST_TSO4, GUEST_TSO6, GUEST_ECN (a frame's header goes
+ * HOST_ECN, GUEST_TSO4, GUEST_TSO6, GUEST_ECN (headers pass through the
+ * tap both ways; the kernel hands 64 KiB segments to a guest that took
+ * GUEST_TSO, read across merged buffers); LOOPBACK and SWITCH add the same
+ * (a frame's header goes
  * through to a receiver that negotiated what it uses; for one that did
  * not, the device segments TSO frames and completes checksums). No
  * vhost-user bits.

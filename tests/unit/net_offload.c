@@ -631,14 +631,16 @@ static int tap_up(const char *name)
  * PACKET_VNET_HDR sends it with its GSO header). A guest with GUEST_TSO4
  * gets it whole, GSO header and all, across merged 4 KiB buffers; a guest
  * without gets the kernel's own segments (TUNSETOFFLOAD told it not to
- * hand over GSO frames), each at most an MTU.
+ * hand over GSO frames), each at most an MTU. The other way, the guest's
+ * TSO frame (HOST_TSO4) reaches the host's stack whole.
  */
 static void tap_gso_case(bool guest_tso)
 {
 	struct uvh_net_opts o = { .type = UVH_NET_PORT_TAP, .tap_name = "uvhtso%d" };
 	/* 60,054 bytes: 15 buffers of 4 KiB, 42 segments */
 	const struct tso t = { .payload = 60000, .mss = 1448, .tcpflags = 0x18 };
-	uint64_t features = BASE | F(GUEST_CSUM) | (guest_tso ? F(GUEST_TSO4) : 0);
+	uint64_t features = BASE | F(GUEST_CSUM) | F(CSUM) | F(HOST_TSO4) |
+			    (guest_tso ? F(GUEST_TSO4) : 0);
 	static uint8_t frame[70000];
 	static uint8_t pkt[70000 + UVH_NET_HDR_LEN];
 	static struct rxframe f;
@@ -670,6 +672,7 @@ static void tap_gso_case(bool guest_tso)
 	sll.sll_protocol = htons(0x0800);
 	sll.sll_ifindex = (int)if_nametoindex(uvh_net_tap_name(a.dev));
 	cr_assert_gt(sll.sll_ifindex, 0);
+	cr_assert_eq(bind(ps, (struct sockaddr *)&sll, sizeof(sll)), 0);
 	post_rx(&a, 0, 64, 4096);
 	uvh_net_queue_process(a.dev, 0);	/* reads posted */
 
@@ -706,6 +709,26 @@ static void tap_gso_case(bool guest_tso)
 	cr_assert_eq(got, t.payload, "%u of %u payload bytes in %u frames", got, t.payload,
 		     frames);
 	cr_assert_eq(frames, guest_tso ? 1u : (t.payload + 1447) / 1448);
+
+	/* guest -> host: the guest's TSO frame reaches the stack whole (the
+	 * packet socket sees it with its GSO header) */
+	frame[0] = 0x02;	/* another frame: a different first byte */
+	send_frame_hdr(&a, 1, &h, frame, len);
+	uvh_vq_driver_publish(&a.rings[1].drv);
+	cr_assert_eq(uvh_net_queue_process(a.dev, 1), 1);
+	for (i = 0, got = 0; i < 100 && !got; i++) {
+		ssize_t n = recv(ps, pkt, sizeof(pkt), MSG_DONTWAIT);
+
+		if (n == (ssize_t)(10 + len) && !memcmp(pkt + 10, frame, len)) {
+			memcpy(&h, pkt, 10);
+			cr_assert_eq(h.gso_type, UVH_VIRTIO_NET_HDR_GSO_TCPV4);
+			cr_assert_eq(h.gso_size, 1448);
+			got = 1;
+		} else if (n < 0) {
+			usleep(5000);
+		}
+	}
+	cr_assert(got, "the guest's TSO frame did not reach the host whole");
 	close(ps);
 	tdev_fini(&a);
 	guest_fini(&g);
