@@ -78,8 +78,12 @@ for g in a b; do
 	mkdir -p "$R"
 	cp -a "$IPDIR/root/." "$R/"
 	# every library iperf3 loads, where the loader looks for it
-	libs=$(LD_LIBRARY_PATH="$IPDIR/root/usr/lib/x86_64-linux-gnu" ldd "$IPDIR/root/usr/bin/iperf3" |
-	       awk '/=> \// { print $3 } /^\t\/lib/ { print $1 }')
+	ldd_out=$(LD_LIBRARY_PATH="$IPDIR/root/usr/lib/x86_64-linux-gnu" ldd "$IPDIR/root/usr/bin/iperf3")
+	if grep -q 'not found' <<< "$ldd_out"; then
+		fail "iperf3 needs libraries the host lacks: $(grep 'not found' <<< "$ldd_out" | tr -d '\t' | tr '\n' ' ')"
+		exit 1
+	fi
+	libs=$(awk '/=> \// { print $3 } /^\t\/lib/ { print $1 }' <<< "$ldd_out")
 	for l in $libs; do
 		case $l in "$IPDIR"/*) continue ;; esac
 		mkdir -p "$R$(dirname "$l")"
