@@ -326,28 +326,51 @@ static uint64_t rx_want(const struct uvh_net_dev *dev)
 	return dev->hdr_len + dev->cfg.mtu + 18u;
 }
 
-/* Post reads on RX chains (a slot's kept ones, topped up); returns reads posted. */
+/* Post a read on slot @idx's chains; false when no SQE (cannot happen). */
+static bool rx_post(struct net_ring *r, unsigned int idx)
+{
+	struct net_tapq *q = r->port_priv;
+	struct tap_slot *s = &q->slots[idx];
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
+	unsigned int i, j;
+
+	if (!sqe)
+		return false;	/* TAP_RING > TAP_SLOTS: the chains stay */
+	s->nw = 0;
+	for (j = 0; j < s->nch; j++)
+		for (i = 0; i < s->ch[j].nin; i++)
+			s->wiov[s->nw++] = s->ch[j].iov[s->ch[j].nout + i];
+	io_uring_prep_readv(sqe, q->fd, s->wiov, s->nw, 0);
+	/* offset 0 on a tap is ignored: it is a stream of frames */
+	sqe->user_data = idx;
+	s->busy = true;
+	q->count++;
+	return true;
+}
+
+/*
+ * Post reads on RX chains: every idle slot is topped up from the ring to
+ * the biggest frame's size and posted. A slot still short of it (the ring
+ * ran dry: Linux refills only once half its ring is used) waits for more
+ * buffers rather than risk a big frame the kernel would drop — unless no
+ * read would be left posted at all: then the fullest such slot goes.
+ * Returns reads posted.
+ */
 static unsigned int rx_refill(struct net_ring *r)
 {
 	struct uvh_net_dev *dev = r->dev;
 	struct net_tapq *q = r->port_priv;
-	uint64_t want = rx_want(dev);
-	unsigned int posted = 0, i, j, tried = 0;
-	struct io_uring_sqe *sqe;
+	uint64_t want = rx_want(dev), best_cap = 0;
+	unsigned int posted = 0, k, j, best = TAP_SLOTS;
 	bool dry = false;
 	int got;
 
-	while (q->count < TAP_SLOTS && tried < TAP_SLOTS) {
-		unsigned int idx;
-		struct tap_slot *s;
+	for (k = 0; k < TAP_SLOTS && q->count < TAP_SLOTS; k++) {
+		unsigned int idx = (q->next + k) & (TAP_SLOTS - 1);
+		struct tap_slot *s = &q->slots[idx];
 
-		while (q->slots[q->next].busy)
-			q->next = (q->next + 1) & (TAP_SLOTS - 1);
-		idx = q->next;
-		s = &q->slots[idx];
-		q->next = (q->next + 1) & (TAP_SLOTS - 1);
-		tried++;
-
+		if (s->busy)
+			continue;
 		s->cap = 0;
 		for (j = 0; j < s->nch; j++)
 			s->cap += s->ch[j].in_len;
@@ -368,32 +391,22 @@ static unsigned int rx_refill(struct net_ring *r)
 			s->nch++;
 		}
 		if (!s->nch)
-			break;
-		/* Short of the biggest frame, with the ring dry: wait for more
-		 * buffers, unless no read would be left posted at all (then a
-		 * frame that does not fit is dropped by the kernel). */
-		if (dev->mrg && s->cap < want && q->count)
-			break;
-		s->nw = 0;
-		for (j = 0; j < s->nch; j++)
-			for (i = 0; i < s->ch[j].nin; i++)
-				s->wiov[s->nw++] = s->ch[j].iov[s->ch[j].nout + i];
-		s->busy = true;
-		q->count++;
-		sqe = io_uring_get_sqe(&q->ring);
-		if (!sqe) {
-			/* cannot happen (TAP_RING > TAP_SLOTS); the chains stay */
-			s->busy = false;
-			q->count--;
-			break;
+			continue;
+		if (dev->mrg && s->cap < want && s->nch < TAP_SLOT_CHAINS &&
+		    TAP_SLOT_IOV - s->niov >= TAP_SLOT_IOV / 2) {
+			if (s->cap > best_cap) {
+				best_cap = s->cap;
+				best = idx;
+			}
+			continue;	/* short: waits for buffers */
 		}
-		io_uring_prep_readv(sqe, q->fd, s->wiov, s->nw, 0);
-		/* offset 0 on a tap is ignored: it is a stream of frames */
-		sqe->user_data = idx;
-		posted++;
-		if (dry)
+		if (!rx_post(r, idx))
 			break;
+		posted++;
 	}
+	if (!q->count && best < TAP_SLOTS && rx_post(r, best))
+		posted++;
+	q->next = (q->next + 1) & (TAP_SLOTS - 1);
 	if (posted)
 		io_uring_submit(&q->ring);
 	return posted;

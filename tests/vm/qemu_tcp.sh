@@ -12,8 +12,13 @@
 #                 ECN and UFO property off: 1,514-byte frames
 #   qemu-bridge   the anchor: the same two guests on QEMU's own networking,
 #                 its userspace virtio-net on two taps joined by a Linux bridge
-# Each guest reports the offload features it negotiated; the client prints
-# iperf3's receiver rate. Under TCG absolute rates are low; the ratio between
+#   tap           one guest on `uvhost-net --mode tap`, the host's iperf3 as
+#                 its peer both ways: the host's 64 KiB segments reach the
+#                 guest whole (GUEST_TSO4 through TUNSETOFFLOAD, merged
+#                 buffers), the guest's reach the host (HOST_TSO4)
+# Each guest reports the offload features it negotiated (checked); the
+# client prints iperf3's receiver rate; the tap guest its RX error counters
+# (must stay 0). Under TCG absolute rates are low; the ratio between
 # set-ups is the result. PASS when every set-up moved data, the features
 # were the ones asked for, and uvhost-net logged no error.
 # Environment: UVHOST_NET, QEMU, VM_TIMEOUT (per set-up, default 240),
@@ -28,7 +33,7 @@ NAME="vm-tcp"
 . "$HERE/vm_lib.sh"
 VM_TIMEOUT=${VM_TIMEOUT:-240}
 GUEST_MEM=256M
-SETUPS=${VM_TCP_SETUPS:-offloads-on offloads-off qemu-bridge}
+SETUPS=${VM_TCP_SETUPS:-offloads-on offloads-off qemu-bridge tap}
 NET_PID=""
 QA_PID=""
 QB_PID=""
@@ -39,6 +44,7 @@ cleanup() {
 	vm_stop_pid "$QA_PID" 2
 	vm_stop_pid "$QB_PID" 2
 	vm_stop_pid "$NET_PID" 2
+	[ -n "${TAP_UP:-}" ] && ip addr del 10.77.0.254/24 dev uvhtcp-t0 2>/dev/null
 	if [ -n "$BRIDGE" ]; then
 		ip link del uvhtcp-a 2>/dev/null
 		ip link del uvhtcp-b 2>/dev/null
@@ -119,6 +125,20 @@ sed 's/^/VM-IPERF /' /tmp/iperf.log
 grep -q receiver /tmp/iperf.log || exit 13
 GUEST
 } > "$WORK/root-b/cmd.sh"
+mkdir -p "$WORK/root-t"
+cp -a "$WORK/root-a/." "$WORK/root-t/"
+{ guest_common; cat <<GUEST
+ip addr add 10.77.0.1/24 dev eth0 && ip link set eth0 up || exit 12
+echo VM-SERVER-UP
+# the host's two runs: to the guest, then from it (-R)
+iperf3 -s -1 > /tmp/iperf.log 2>&1 && iperf3 -s -1 >> /tmp/iperf.log 2>&1
+echo "VM-SERVER-EXIT \$?"
+for f in rx_packets rx_errors rx_length_errors rx_dropped tx_packets tx_errors; do
+	echo "VM-STAT \$f \$(cat /sys/class/net/eth0/statistics/\$f)"
+done
+GUEST
+} > "$WORK/root-t/cmd.sh"
+vm_pack_initrd "$WORK/root-t" "$INITRD" "$WORK/initrd-t.gz"
 vm_pack_initrd "$WORK/root-a" "$INITRD" "$WORK/initrd-a.gz"
 vm_pack_initrd "$WORK/root-b" "$INITRD" "$WORK/initrd-b.gz"
 
@@ -215,8 +235,73 @@ run() {
 	esac
 }
 
+# tap: one guest behind uvhost-net's tap, the host's own iperf3 as its peer
+IPERF_HOST() {
+	LD_LIBRARY_PATH="$IPDIR/root/usr/lib/x86_64-linux-gnu" "$IPDIR/root/usr/bin/iperf3" "$@"
+}
+run_tap() {
+	local con feat r1 r2
+	vm_start_net "$WORK/net-tap.log" --mode tap --tap uvhtcp-t0 --engine-mode adaptive \
+		--socket-path "$WORK/t.sock" -v ||
+		{ cat "$WORK/net-tap.log"; fail "tap: uvhost-net did not start"; return; }
+	TAP_UP=1
+	if ! { ip addr add 10.77.0.254/24 dev uvhtcp-t0 && ip link set uvhtcp-t0 up; }; then
+		fail "tap: cannot configure uvhtcp-t0"
+		return
+	fi
+	vm_qemu_head 1 "$GUEST_MEM" memfd
+	# shellcheck disable=SC2054
+	QARGS+=(-chardev "socket,id=c0,path=$WORK/t.sock" -netdev "vhost-user,id=n0,chardev=c0"
+		-device "virtio-net-pci,netdev=n0,mac=52:54:00:77:00:01,vectors=0,romfile=")
+	vm_qemu_boot "$WORK/initrd-t.gz"
+	timeout -k 5 "$VM_TIMEOUT" "$QEMU" "${QARGS[@]}" < /dev/null > "$WORK/con-tap.log" 2>&1 &
+	QA_PID=$!
+	for _ in $(seq 120); do
+		IPERF_HOST -c 10.77.0.1 -t "$SECS" -f m > "$WORK/iperf-tap-1.log" 2>&1 && break
+		kill -0 "$QA_PID" 2>/dev/null || break
+		sleep 1
+	done
+	sleep 0.5
+	IPERF_HOST -c 10.77.0.1 -t "$SECS" -f m -R > "$WORK/iperf-tap-2.log" 2>&1
+	for _ in $(seq 50); do kill -0 "$QA_PID" 2>/dev/null || break; sleep 0.2; done
+	vm_stop_pid "$QA_PID" 2
+	QA_PID=""
+	tr -d '\r' < "$WORK/con-tap.log" | grep -E '^(VM-|@@VM)' | sed 's/^/  tap-guest| /'
+	sed 's/^/  tap-host-to-guest| /' "$WORK/iperf-tap-1.log" | grep -E 'sender|receiver|error'
+	sed 's/^/  tap-guest-to-host| /' "$WORK/iperf-tap-2.log" | grep -E 'sender|receiver|error'
+	con=$(tr -d '\r' < "$WORK/con-tap.log")
+	feat=$(sed -n 's/^VM-FEATURES //p' <<< "$con")
+	r1=$(awk '/receiver/ { for (i = 1; i < NF; i++) if ($(i + 1) == "Mbits/sec") r = $i } END { print r }' "$WORK/iperf-tap-1.log")
+	r2=$(awk '/receiver/ { for (i = 1; i < NF; i++) if ($(i + 1) == "Mbits/sec") r = $i } END { print r }' "$WORK/iperf-tap-2.log")
+	if [ -n "$r1" ] && [ -n "$r2" ]; then
+		pass "tap: host -> guest $r1 Mbit/s, guest -> host $r2 Mbit/s"
+	else
+		fail "tap: iperf3 host -> guest '${r1:-none}', guest -> host '${r2:-none}'"
+	fi
+	# no RX buffer handed back empty or cut (a guest counts those as errors)
+	if grep -q '^VM-STAT rx_errors 0$' <<< "$con" &&
+	   grep -q '^VM-STAT rx_length_errors 0$' <<< "$con"; then
+		pass "tap: the guest counted no RX errors"
+	else
+		fail "tap: guest RX errors: $(grep '^VM-STAT rx_' <<< "$con" | tr '\n' ' ')"
+	fi
+	if [ -n "$feat" ]; then
+		say "tap: negotiated CSUM=${feat:0:1} GUEST_CSUM=${feat:1:1} GUEST_TSO4=${feat:7:1} HOST_TSO4=${feat:11:1} MRG_RXBUF=${feat:15:1}"
+		[ "${feat:0:1}${feat:1:1}${feat:7:1}${feat:11:1}" = 1111 ] ||
+			fail "tap: the offloads were not negotiated"
+	else
+		fail "tap: the guest did not report its features"
+	fi
+	ip addr del 10.77.0.254/24 dev uvhtcp-t0 2>/dev/null
+	TAP_UP=""
+	vm_term_net "$NET_PID" "tap: uvhost-net"
+	NET_PID=""
+	grep -E 'total rx|drop' "$WORK/net-tap.log" | sed 's/^/  tap-net| /'
+	grep -qE 'uvhost(-net)? error' "$WORK/net-tap.log" && fail "tap: uvhost-net logged an error"
+}
+
 for s in $SETUPS; do
-	run "$s"
+	if [ "$s" = tap ]; then run_tap; else run "$s"; fi
 done
 if [ -n "${RATE[offloads-on]:-}" ] && [ -n "${RATE[offloads-off]:-}" ]; then
 	say "RESULT offloads on / off: ${RATE[offloads-on]} / ${RATE[offloads-off]} Mbit/s = $(awk -v a="${RATE[offloads-on]}" -v b="${RATE[offloads-off]}" 'BEGIN { if (b > 0) printf "%.2fx", a / b }')"
