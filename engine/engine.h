@@ -219,7 +219,9 @@ struct uvh_engine_queue {
 	 * engine). The engine then never reads its notification state or its
 	 * available chains (they are not work: buffers posted and waiting
 	 * must not keep it awake) and keeps the driver's kicks off; process()
-	 * still runs every sweep. Set before attach.
+	 * still runs every sweep. Set before attach, or changed by process()
+	 * (the engine's thread: a tap's RX ring is passive while every read
+	 * is posted); the engine reads it before each sleep.
 	 */
 	bool passive;
 

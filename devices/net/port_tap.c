@@ -502,6 +502,12 @@ static unsigned int tap_process(struct net_ring *r)
 		work = rx_push(r);
 		if (r->enabled)
 			rx_refill(r);
+		/* With every read posted, buffers the guest posts are not work:
+		 * they must not keep a sleeping engine awake (it polled the
+		 * ring at 99 % of a core for an idle guest). A read's end wakes
+		 * it through the kick eventfd its completions are written to. */
+		if (r->eq)
+			r->eq->passive = q->count == TAP_SLOTS;
 		return work;
 	}
 	if (q->ntx && q->tx_done == q->ntx)
