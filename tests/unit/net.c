@@ -650,40 +650,6 @@ Test(net, dh_ops_table)
 
 /* ---- tap --------------------------------------------------------------------------- */
 
-static int if_up(const char *name)
-{
-	struct ifreq ifr;
-	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), ret;
-
-	if (s < 0)
-		return -errno;
-	memset(&ifr, 0, sizeof(ifr));
-	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
-	ret = ioctl(s, SIOCGIFFLAGS, &ifr);
-	if (!ret) {
-		ifr.ifr_flags |= IFF_UP;
-		ret = ioctl(s, SIOCSIFFLAGS, &ifr);
-	}
-	ret = ret ? -errno : 0;
-	close(s);
-	return ret;
-}
-
-static void disable_ipv6(const char *name)
-{
-	char path[128];
-	int fd;
-
-	/* quiet interface: no router solicitations mixed with our frames */
-	snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", name);
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		if (write(fd, "1", 1) < 0)
-			(void)0;
-		close(fd);
-	}
-}
-
 Test(net, tap_both_ways)
 {
 	struct uvh_net_opts o = { .type = UVH_NET_PORT_TAP, .tap_name = "uvhnet%d" };
@@ -716,8 +682,7 @@ Test(net, tap_both_ways)
 	tdev_init(&t, &g, &o, features);
 	cr_assert(t.features & UVH_BIT(UVH_VIRTIO_NET_F_CSUM));
 	cr_assert_not(t.features & UVH_BIT(UVH_VIRTIO_F_IN_ORDER));
-	disable_ipv6(uvh_net_tap_name(t.dev));
-	if (if_up(uvh_net_tap_name(t.dev))) {
+	if (t_tap_up(uvh_net_tap_name(t.dev))) {
 		close(ps);
 		tdev_fini(&t);
 		guest_fini(&g);

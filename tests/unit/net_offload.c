@@ -597,35 +597,6 @@ Test(net_offload, feature_dependencies_enforced)
 
 /* ---- a real tap: 64 KiB segments from the kernel ----------------------------------- */
 
-static int tap_up(const char *name)
-{
-	struct ifreq ifr;
-	int sk = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), ret;
-	char path[128];
-	int fd;
-
-	if (sk < 0)
-		return -errno;
-	/* quiet: no IPv6 router solicitations among our frames */
-	snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", name);
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		if (write(fd, "1", 1) < 0)
-			(void)0;
-		close(fd);
-	}
-	memset(&ifr, 0, sizeof(ifr));
-	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
-	ret = ioctl(sk, SIOCGIFFLAGS, &ifr);
-	if (!ret) {
-		ifr.ifr_flags |= IFF_UP;
-		ret = ioctl(sk, SIOCSIFFLAGS, &ifr);
-	}
-	ret = ret ? -errno : 0;
-	close(sk);
-	return ret;
-}
-
 /*
  * The host's stack hands the tap a TSO frame (an AF_PACKET socket with
  * PACKET_VNET_HDR sends it with its GSO header). A guest with GUEST_TSO4
@@ -666,7 +637,7 @@ static void tap_gso_case(bool guest_tso)
 	guest_init(&g);
 	tdev_init(&a, &g, &o, features);
 	cr_assert_eq(!!(a.features & F(GUEST_TSO4)), guest_tso, "the tap offers GUEST_TSO4");
-	cr_assert_eq(tap_up(uvh_net_tap_name(a.dev)), 0);
+	cr_assert_eq(t_tap_up(uvh_net_tap_name(a.dev)), 0);
 	memset(&sll, 0, sizeof(sll));
 	sll.sll_family = AF_PACKET;
 	sll.sll_protocol = htons(0x0800);
@@ -769,7 +740,7 @@ Test(net_offload, tap_reads_stay_posted_when_the_ring_runs_dry)
 	}
 	guest_init(&g);
 	tdev_init(&a, &g, &o, features);
-	cr_assert_eq(tap_up(uvh_net_tap_name(a.dev)), 0);
+	cr_assert_eq(t_tap_up(uvh_net_tap_name(a.dev)), 0);
 	memset(&sll, 0, sizeof(sll));
 	sll.sll_family = AF_PACKET;
 	sll.sll_protocol = htons(0x88b5);

@@ -2,9 +2,14 @@
 /* A guest for the virtio-net tests (t_net.h). */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -163,3 +168,31 @@ bool recv_frame(struct tdev *t, unsigned int idx, struct rxframe *f)
 	return true;
 }
 
+
+int t_tap_up(const char *name)
+{
+	struct ifreq ifr;
+	char path[128];
+	int sk, fd, ret;
+
+	snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", name);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (write(fd, "1", 1) < 0)
+			(void)0;	/* IPv6 off is a nicety, not a requirement */
+		close(fd);
+	}
+	sk = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (sk < 0)
+		return -errno;
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+	ret = ioctl(sk, SIOCGIFFLAGS, &ifr);
+	if (!ret) {
+		ifr.ifr_flags |= IFF_UP;
+		ret = ioctl(sk, SIOCSIFFLAGS, &ifr);
+	}
+	ret = ret ? -errno : 0;
+	close(sk);
+	return ret;
+}

@@ -68,6 +68,10 @@ struct rxframe {
 	struct uvh_virtio_net_hdr hdr;
 };
 
+/* Bring interface @name up, IPv6 off on it (no router solicitations among the
+ * test's frames): 0 or a negative errno. */
+int t_tap_up(const char *name);
+
 /* The next received frame of RX ring @idx, buffers merged as num_buffers says. */
 bool recv_frame(struct tdev *t, unsigned int idx, struct rxframe *f);
 
