@@ -27,6 +27,27 @@ static const struct net_port_ops *const port_types[] = {
 	[UVH_NET_PORT_TAP] = &net_port_tap,
 };
 
+/* A ring's burst arrays (TX) or RX pool, freed and forgotten. */
+static void ring_free(struct net_ring *r)
+{
+	free(r->tch);
+	free(r->tiov);
+	free(r->tused);
+	free(r->tlen);
+	free(r->thdr);
+	free(r->oiov);
+	free(r->ohdr);
+	free(r->rx);
+	r->tch = NULL;
+	r->tiov = NULL;
+	r->tused = NULL;
+	r->tlen = NULL;
+	r->thdr = NULL;
+	r->oiov = NULL;
+	r->ohdr = NULL;
+	r->rx = NULL;
+}
+
 /* ---- RARP ---------------------------------------------------------------------- */
 
 /* The pending RARP: the MAC in bits 0-47, RARP_PENDING set while one waits. */
@@ -239,14 +260,7 @@ void uvh_net_destroy(struct uvh_net_dev *dev)
 			UVH_WARN("%s: destroyed with ring %u running", dev->name, i);
 			uvh_net_queue_stop(dev, i);
 		}
-		free(r->tch);
-		free(r->tiov);
-		free(r->tused);
-		free(r->tlen);
-		free(r->thdr);
-		free(r->oiov);
-		free(r->ohdr);
-		free(r->rx);
+		ring_free(r);
 	}
 	if (dev->port_ops->close)
 		dev->port_ops->close(dev);
@@ -387,20 +401,7 @@ static int ring_alloc(struct net_ring *r)
 	r->ohdr = calloc(1, NET_GSO_HDRS_MAX);
 	if (r->tch && r->tiov && r->tused && r->tlen && r->thdr && r->oiov && r->ohdr)
 		return 0;
-	free(r->tch);
-	free(r->tiov);
-	free(r->tused);
-	free(r->tlen);
-	free(r->thdr);
-	free(r->oiov);
-	free(r->ohdr);
-	r->tch = NULL;
-	r->tiov = NULL;
-	r->tused = NULL;
-	r->tlen = NULL;
-	r->thdr = NULL;
-	r->oiov = NULL;
-	r->ohdr = NULL;
+	ring_free(r);
 	return -ENOMEM;
 }
 
