@@ -268,6 +268,8 @@ void uvh_engine_destroy(struct uvh_engine *e)
 		e->queues[i]->engine = NULL;
 		e->queues[i]->kick_op = NULL;
 		e->queues[i]->kick_slot = -1;
+		e->queues[i]->wake_op = NULL;
+		e->queues[i]->wake_slot = -1;
 	}
 	for (op = e->ops.next; op && op != &e->ops; op = next) {
 		next = op->next;
@@ -416,6 +418,23 @@ static int do_add_queue(void *ctx, void *arg)
 		q->kick_op = NULL;
 	}
 	q->kick_slot = slot;
+	q->wake_op = NULL;
+	q->wake_slot = -1;
+	if (q->wake_fd > 0) {
+		q->wake_slot = engine_slot_alloc(e, q->wake_fd);
+		q->wake_op = q->wake_slot >= 0 ? engine_op_new(e, OP_READY, q) : NULL;
+		if (!q->wake_op) {
+			int err = q->wake_slot < 0 ? q->wake_slot : -ENOMEM;
+
+			engine_slot_free(e, q->wake_slot);
+			q->wake_slot = -1;
+			engine_op_release(e, q->kick_op);
+			q->kick_op = NULL;
+			engine_slot_free(e, q->kick_slot);
+			q->kick_slot = -1;
+			return err;
+		}
+	}
 	q->engine = e;
 	q->index = e->nqueues;
 	q->need_signal = false;
@@ -425,6 +444,8 @@ static int do_add_queue(void *ctx, void *arg)
 	atomic_store_explicit(&e->nqueues_pub, e->nqueues, memory_order_relaxed);
 	if (e->ring_ok && !e->stopping && q->kick_op)
 		engine_op_arm(e, q->kick_op);
+	if (e->ring_ok && !e->stopping && q->wake_op)
+		engine_op_arm(e, q->wake_op);
 	engine_notify_join(e, q);
 	return 0;
 }
@@ -437,7 +458,8 @@ int uvh_engine_add_queue(struct uvh_engine *e, struct uvh_engine_queue *q)
 		return -EINVAL;
 	if ((q->kick_fd < -1 || (q->kick_fd >= 0 && !is_eventfd(q->kick_fd))) ||
 	    (q->call_fd < -1 || (q->call_fd >= 0 && !is_eventfd(q->call_fd))) ||
-	    (q->err_fd < -1 || (q->err_fd >= 0 && !is_eventfd(q->err_fd))))
+	    (q->err_fd < -1 || (q->err_fd >= 0 && !is_eventfd(q->err_fd))) ||
+	    (q->wake_fd > 0 && fcntl(q->wake_fd, F_GETFD) < 0))
 		return -EINVAL;
 	if (q->engine)
 		return -EBUSY;
@@ -468,6 +490,10 @@ static int do_remove_queue(void *ctx, void *arg)
 	q->kick_op = NULL;
 	engine_slot_free(e, q->kick_slot);
 	q->kick_slot = -1;
+	engine_op_release(e, q->wake_op);
+	q->wake_op = NULL;
+	engine_slot_free(e, q->wake_slot);
+	q->wake_slot = -1;
 	q->engine = NULL;
 	q->need_signal = false;
 	if (e->ring_ok)

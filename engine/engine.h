@@ -224,11 +224,21 @@ struct uvh_engine_queue {
 	 * is posted); the engine reads it before each sleep.
 	 */
 	bool passive;
+	/**
+	 * An fd of the device's own whose readability is work for this queue,
+	 * polled (POLLIN, multishot) in the engine's ring next to the kick: an
+	 * AF_XDP socket whose RX ring got frames wakes a sleeping engine as a
+	 * kick does. Nothing is read from it. 0 or negative: none (so a zeroed
+	 * queue has none; fd 0 is never a device's socket). Set before attach.
+	 */
+	int wake_fd;
 
 	/* -- internal: owned by the engine while attached -- */
 	struct uvh_engine *engine;	/**< the engine it is attached to, or NULL */
 	struct uvh_engine_op *kick_op;	/**< the multishot poll on kick_fd */
 	int kick_slot;			/**< registered-file slot of kick_fd, -1 */
+	struct uvh_engine_op *wake_op;	/**< the multishot poll on wake_fd */
+	int wake_slot;			/**< registered-file slot of wake_fd, -1 */
 	uint32_t index;			/**< position in the engine's queue array */
 	bool need_signal;		/**< used buffers this sweep: ask need_call */
 	bool error_reported;		/**< on_error / err_fd done */

@@ -70,6 +70,7 @@
 enum op_type {
 	OP_WAKE = 1,	/* the dispatcher's eventfd */
 	OP_KICK,	/* a queue's kick eventfd */
+	OP_READY,	/* a queue's wake_fd (a device's socket) */
 	OP_RECV,	/* a watched endpoint */
 	OP_TIMER,	/* a timer */
 };

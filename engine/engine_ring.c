@@ -186,6 +186,9 @@ int engine_op_arm(struct uvh_engine *e, struct uvh_engine_op *op)
 	case OP_KICK:
 		q = op->owner;
 		return arm_poll(e, op, q->kick_slot, true);
+	case OP_READY:
+		q = op->owner;
+		return arm_poll(e, op, q->wake_slot, true);
 	case OP_RECV:
 		return arm_recv(e, op->owner);
 	case OP_TIMER:
@@ -349,6 +352,9 @@ static void handle_cqe(struct uvh_engine *e, struct uvh_engine_op *op, int res, 
 	switch (op->type) {
 	case OP_WAKE:
 	case OP_KICK:
+	case OP_READY:
+		/* OP_READY: the device's fd is readable; its CQE has woken the
+		 * loop, whose next sweep runs the device's burst: nothing to read */
 		if (op->type == OP_KICK)
 			on_kick(e, op->owner, res);
 		if (more || res == -ECANCELED)

@@ -71,6 +71,7 @@ struct config {
 	bool client;
 	unsigned int frame_size;
 	const char *tap;
+	const char *iface;		/* --iface: xdp mode */
 	unsigned int queues;
 	int cores[MAX_CORES];
 	unsigned int ncores;
@@ -111,10 +112,13 @@ static void usage(FILE *f)
 "                         front-end goes (exponential back-off)\n"
 "  --fd N                 serve the connected socket N (repeatable)\n"
 "  --print-capabilities   print the back-end's capabilities (JSON) and exit\n"
-"  --mode MODE            loopback (default), sink, source, switch or tap\n"
+"  --mode MODE            loopback (default), sink, source, switch, tap or xdp\n"
 "  --frame-size BYTES     source mode: frame size without the virtio-net header\n"
 "                         (default 64)\n"
 "  --tap NAME             tap mode: the tap interface (default: kernel's choice)\n"
+"  --iface NAME           xdp mode: the network interface; queue pair i uses its\n"
+"                         queue i through an AF_XDP socket (needs CAP_NET_ADMIN,\n"
+"                         CAP_BPF; the XDP program is detached at exit)\n"
 "  --queues N             queue pairs per port (default 1)\n"
 "  --cores LIST           one engine per core (e.g. 1 or 0,2-3; default: one\n"
 "                         engine, not pinned); queue pairs are spread over them\n"
@@ -443,6 +447,7 @@ static int make_port(struct port *p, unsigned int id, const char *path, int fd)
 	struct uvh_net_opts no = {
 		.type = cfg.mode, .name = name, .queue_pairs = cfg.queues,
 		.frame_size = cfg.frame_size, .tap_name = cfg.tap, .sw = sw,
+		.iface = cfg.iface,
 	};
 	struct uvh_devhost_opts vo = {
 		.name = name, .ops = &uvh_net_devhost_ops, .engines = engines,
@@ -480,6 +485,8 @@ static int make_port(struct port *p, unsigned int id, const char *path, int fd)
 	}
 	if (cfg.mode == UVH_NET_PORT_TAP && uvh_net_tap_name(p->net))
 		printf(PROG ": port %u: tap %s\n", id, uvh_net_tap_name(p->net));
+	if (uvh_net_xdp_mode(p->net))
+		printf(PROG ": port %u: xdp %s: %s\n", id, cfg.iface, uvh_net_xdp_mode(p->net));
 	return 0;
 }
 
@@ -520,7 +527,7 @@ static void teardown(void)
 enum {
 	OPT_SOCKET_PATH = 256, OPT_CLIENT, OPT_FD, OPT_PRINT_CAPS, OPT_MODE, OPT_FRAME_SIZE,
 	OPT_TAP, OPT_QUEUES, OPT_CORES, OPT_ENGINE_MODE, OPT_MAX_DELAY, OPT_STATS, OPT_SOCKET_MODE,
-	OPT_SOCKET_OWNER, OPT_ALLOW_UID,
+	OPT_SOCKET_OWNER, OPT_ALLOW_UID, OPT_IFACE,
 };
 
 static const struct option long_opts[] = {
@@ -531,6 +538,7 @@ static const struct option long_opts[] = {
 	{ "mode", required_argument, NULL, OPT_MODE },
 	{ "frame-size", required_argument, NULL, OPT_FRAME_SIZE },
 	{ "tap", required_argument, NULL, OPT_TAP },
+	{ "iface", required_argument, NULL, OPT_IFACE },
 	{ "queues", required_argument, NULL, OPT_QUEUES },
 	{ "cores", required_argument, NULL, OPT_CORES },
 	{ "engine-mode", required_argument, NULL, OPT_ENGINE_MODE },
@@ -546,7 +554,9 @@ static const struct option long_opts[] = {
 
 static void parse_args(int argc, char **argv)
 {
-	static const char *const modes[] = { "loopback", "sink", "source", "switch", "tap" };
+	/* in enum uvh_net_port_type's order */
+	static const char *const modes[] = { "loopback", "sink", "source", "switch", "tap", "xdp" };
+	const unsigned int nmodes = sizeof(modes) / sizeof(modes[0]);
 	int c, verbose = 0;
 	unsigned int i;
 
@@ -569,9 +579,9 @@ static void parse_args(int argc, char **argv)
 			print_capabilities();
 			exit(0);
 		case OPT_MODE:
-			for (i = 0; i < 5 && strcmp(optarg, modes[i]); i++)
+			for (i = 0; i < nmodes && strcmp(optarg, modes[i]); i++)
 				;
-			if (i == 5)
+			if (i == nmodes)
 				die_usage("unknown mode '%s'", optarg);
 			cfg.mode = (enum uvh_net_port_type)i;
 			cfg.mode_name = modes[i];
@@ -586,6 +596,11 @@ static void parse_args(int argc, char **argv)
 			if (strlen(optarg) > 15)
 				die_usage("tap name '%s' is too long", optarg);
 			cfg.tap = optarg;
+			break;
+		case OPT_IFACE:
+			if (strlen(optarg) > 15)
+				die_usage("interface name '%s' is too long", optarg);
+			cfg.iface = optarg;
 			break;
 		case OPT_QUEUES:
 			cfg.queues = (unsigned int)parse_ulong(optarg, "--queues", UVH_NET_MAX_PAIRS);
@@ -646,6 +661,10 @@ static void parse_args(int argc, char **argv)
 		UVH_WARN("switch mode with one port: frames are only flooded back to nobody");
 	if (cfg.mode == UVH_NET_PORT_TAP && cfg.npaths + cfg.nfds > 1)
 		die_usage("%s", "tap mode serves one port");
+	if (cfg.mode == UVH_NET_PORT_XDP && cfg.npaths + cfg.nfds > 1)
+		die_usage("%s", "xdp mode serves one port");
+	if (cfg.mode == UVH_NET_PORT_XDP && !cfg.iface)
+		die_usage("%s", "xdp mode needs --iface NAME");
 	if (verbose)
 		uvh_log_set_level(verbose > 1 ? UVH_LOG_DEBUG : UVH_LOG_INFO);
 }

@@ -25,6 +25,11 @@ static const struct net_port_ops *const port_types[] = {
 	[UVH_NET_PORT_SOURCE] = &net_port_source,
 	[UVH_NET_PORT_SWITCH] = &net_port_switch,
 	[UVH_NET_PORT_TAP] = &net_port_tap,
+#ifdef UVH_HAVE_XDP
+	[UVH_NET_PORT_XDP] = &net_port_xdp,
+#else
+	[UVH_NET_PORT_XDP] = NULL,	/* built without libxdp */
+#endif
 };
 
 /* A ring's burst arrays (TX) or RX pool, freed and forgotten. */
@@ -98,10 +103,15 @@ static unsigned int tx_process(struct net_ring *r)
 	struct uvh_net_dev *dev = r->dev;
 	const struct net_port_ops *port = dev->port_ops;
 	uint64_t bytes = 0;
-	unsigned int i, n, good = 0;
+	unsigned int i, n, good = 0, room = UVH_NET_BURST;
 	int got;
 
-	got = uvh_vq_pop(r->vq, r->tch, UVH_NET_BURST, r->tiov, NET_TX_IOV);
+	if (port->tx_room && r->enabled) {
+		room = port->tx_room(r);
+		if (!room)
+			return 1;	/* the port is busy: its chains wait, the engine sweeps on */
+	}
+	got = uvh_vq_pop(r->vq, r->tch, room, r->tiov, NET_TX_IOV);
 	if (got <= 0)
 		return r->pair == 0 ? rarp_deliver(dev, r->engine) : 0;
 	n = (unsigned int)got;
@@ -191,6 +201,10 @@ struct uvh_net_dev *uvh_net_create(const struct uvh_net_opts *opts)
 
 	if (!opts || (unsigned int)opts->type >= sizeof(port_types) / sizeof(port_types[0]))
 		goto inval;
+	if (!port_types[opts->type]) {
+		errno = EOPNOTSUPP;
+		return NULL;
+	}
 	pairs = opts->queue_pairs ? opts->queue_pairs : 1;
 	if (pairs > UVH_NET_MAX_PAIRS)
 		goto inval;
@@ -534,6 +548,14 @@ void net_drop_log(struct uvh_net_dev *dev, enum uvh_net_drop_reason why)
 		 dev->name, uvh_net_drop_reason_name(why));
 }
 
+#ifndef UVH_HAVE_XDP
+const char *uvh_net_xdp_mode(const struct uvh_net_dev *dev)
+{
+	(void)dev;
+	return NULL;	/* built without libxdp: no xdp port */
+}
+#endif
+
 const char *uvh_net_drop_reason_name(unsigned int reason)
 {
 	static const char *const names[UVH_NET_DROP_REASONS] = {
@@ -546,6 +568,7 @@ const char *uvh_net_drop_reason_name(unsigned int reason)
 		[UVH_NET_DROP_RING_OFF] = "ring-off",
 		[UVH_NET_DROP_NO_BUFFER] = "no-rx-buffer",
 		[UVH_NET_DROP_PORT] = "port-refused",
+		[UVH_NET_DROP_WIRE_QUEUE] = "wire-queue-full",
 	};
 
 	return reason < UVH_NET_DROP_REASONS ? names[reason] : "?";

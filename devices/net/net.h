@@ -74,6 +74,9 @@ enum uvh_net_port_type {
 	UVH_NET_PORT_SOURCE,
 	UVH_NET_PORT_SWITCH,
 	UVH_NET_PORT_TAP,
+	/** an AF_XDP socket per queue pair on a network interface (built with
+	 *  libxdp; uvh_net_create fails with EOPNOTSUPP without it) */
+	UVH_NET_PORT_XDP,
 };
 
 struct uvh_net_dev;
@@ -101,6 +104,11 @@ struct uvh_net_opts {
 	const char *tap_name;
 	/** SWITCH: the switch to join (required; must outlive the device). */
 	struct uvh_net_switch *sw;
+	/** XDP: the network interface (required); queue pair i is bound to
+	 *  its queue i, so it needs as many queues as queue_pairs. The MTU in
+	 *  config space is capped to the interface's and to what one UMEM
+	 *  frame holds (no XDP multi-buffer). */
+	const char *iface;
 };
 
 /**
@@ -121,6 +129,9 @@ void uvh_net_destroy(struct uvh_net_dev *dev);
 const char *uvh_net_name(const struct uvh_net_dev *dev);
 /** TAP: the interface name the kernel gave (NULL for other types). */
 const char *uvh_net_tap_name(const struct uvh_net_dev *dev);
+/** XDP: how the kernel runs the port ("native XDP, copy mode, need_wakeup,
+ *  MTU 1500"...; NULL for other types). */
+const char *uvh_net_xdp_mode(const struct uvh_net_dev *dev);
 
 /**
  * Virtio feature bits offered: VERSION_1, MRG_RXBUF, MAC, STATUS, MTU,
@@ -297,8 +308,12 @@ enum uvh_net_drop_reason {
 	UVH_NET_DROP_RING_OFF,
 	/** for a guest: no RX chain, or a chain too small (no MRG_RXBUF) */
 	UVH_NET_DROP_NO_BUFFER,
-	/** the port refused it (tap: the kernel's write failed) */
+	/** the port refused it (tap: the kernel's write failed; xdp: the link
+	 *  is down or the interface gone) */
 	UVH_NET_DROP_PORT,
+	/** from the wire: lost in the kernel before the port read it (xdp: the
+	 *  AF_XDP RX ring or the fill ring was full, the guest not keeping up) */
+	UVH_NET_DROP_WIRE_QUEUE,
 	UVH_NET_DROP_REASONS
 };
 

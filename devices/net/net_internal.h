@@ -59,6 +59,11 @@ struct net_port_ops {
 	 *  on; set tlen[i] = 0 for a frame refused (counted as a drop). NULL:
 	 *  frames are consumed and counted (a sink). */
 	void (*tx_burst)(struct net_ring *r, unsigned int n);
+	/** [engine] before a TX burst: how many frames the port can take now
+	 *  (at most UVH_NET_BURST); 0 is back-pressure: the guest's chains wait
+	 *  in its ring and the burst counts as work, so the engine sweeps on
+	 *  until the port drains (an AF_XDP TX ring). NULL: a whole burst. */
+	unsigned int (*tx_room)(struct net_ring *r);
 	/** [engine] an RX ring's own burst (frames made or read): work done */
 	unsigned int (*rx_burst)(struct net_ring *r);
 	/** [engine] the whole burst of a TX or RX ring, for a port with I/O of
@@ -74,7 +79,7 @@ struct net_port_ops {
 			 UVH_BIT(UVH_VIRTIO_NET_F_GUEST_TSO6) | UVH_BIT(UVH_VIRTIO_NET_F_GUEST_ECN))
 
 extern const struct net_port_ops net_port_loopback, net_port_sink, net_port_source,
-	net_port_switch, net_port_tap;
+	net_port_switch, net_port_tap, net_port_xdp;
 
 #define NET_TX_IOV	512u	/* TX burst iovecs (pop fails only a lone chain longer) */
 #define NET_RX_POOL	64u	/* RX chains popped and not yet used */
