@@ -95,14 +95,18 @@ static int h_get_protocol_features(void *dev, uint64_t *pf)
 	struct uvh_devhost *v = dev;
 	uint64_t f = VUD_PROTOCOL_FEATURES;
 
-	if (v->ops->get_config)
-		f |= UVH_BIT(UVH_PROTOCOL_F_CONFIG);
 	if (v->ops->save_state && v->ops->load_state)
 		f |= UVH_BIT(UVH_PROTOCOL_F_DEVICE_STATE);
 	if (v->nq > 2)
 		f |= UVH_BIT(UVH_PROTOCOL_F_MQ);
 	if (v->ops->protocol_features)
 		f |= v->ops->protocol_features(v->dev);
+	/* CONFIG is the device's choice (its protocol_features), not implied
+	 * by get_config: a front-end that never reads config space (QEMU's
+	 * vhost-user-net) warns about a back-end offering it. Without
+	 * get_config there is nothing to answer GET_CONFIG with. */
+	if (!v->ops->get_config)
+		f &= ~UVH_BIT(UVH_PROTOCOL_F_CONFIG);
 	*pf = f;
 	return 0;
 }

@@ -177,8 +177,18 @@ struct uvh_devhost_device_ops {
 	 * [control] Device-specific protocol feature bits to offer on top of
 	 * the ones the device host implements itself (LOG_SHMFD, REPLY_ACK,
 	 * BACKEND_REQ, BACKEND_SEND_FD, INFLIGHT_SHMFD, RESET_DEVICE,
-	 * CONFIGURE_MEM_SLOTS, STATUS; CONFIG when get_config is set; MQ when
-	 * num_queues > 2). A net device adds MQ, RARP, NET_MTU here.
+	 * CONFIGURE_MEM_SLOTS, STATUS; DEVICE_STATE when save_state and
+	 * load_state are set; MQ when num_queues > 2). A net device adds MQ,
+	 * RARP, NET_MTU here.
+	 *
+	 * CONFIG is offered only when it is returned here (and get_config is
+	 * set; without it the bit is dropped): having get_config is not
+	 * enough. Offer it when the device's front-ends read config space
+	 * through GET_CONFIG (vhost-user-blk, a VMM reading a MAC): QEMU's
+	 * vhost-user-net never does and logs "vhost-user backend supports
+	 * VHOST_USER_PROTOCOL_F_CONFIG but QEMU does not" for a back-end that
+	 * offers it, so the net device leaves it off unless asked
+	 * (uvh_net_opts.offer_config).
 	 */
 	uint64_t (*protocol_features)(void *dev);
 	/**
@@ -213,8 +223,10 @@ struct uvh_devhost_device_ops {
 	 */
 	bool (*queue_device_reads_only)(void *dev, uint32_t index);
 	/** [control] GET_CONFIG: @size bytes at @offset into @buf (bounds of
-	 * the wire already checked: offset + size <= 256). NULL = CONFIG not
-	 * offered. */
+	 * the wire already checked: offset + size <= 256). Reached over a
+	 * socket only when CONFIG was offered (protocol_features) and acked;
+	 * an in-process session (uvh_devhost_connect_local) may call it
+	 * anyway. NULL = CONFIG never offered. */
 	int (*get_config)(void *dev, uint32_t offset, uint32_t size, uint8_t *buf);
 	/** [control] SET_CONFIG. NULL = refused with -ENOSYS. */
 	int (*set_config)(void *dev, uint32_t offset, uint32_t size, const uint8_t *buf);

@@ -84,6 +84,7 @@ struct config {
 	gid_t group;
 	uid_t allow_uids[MAX_ALLOW_UIDS];	/* --allow-uid; none = anyone */
 	unsigned int n_allow_uids;
+	bool offer_config;		/* --offer-config */
 };
 
 static struct config cfg = {
@@ -125,6 +126,9 @@ static void usage(FILE *f)
 "  --engine-mode MODE     poll, event or adaptive (default)\n"
 "  --max-delay-us US      adaptive: the longest a frame may wait while the engine\n"
 "                         gathers a batch (default 200; lower: more CPU, less latency)\n"
+"  --offer-config         offer VHOST_USER_PROTOCOL_F_CONFIG, for front-ends that\n"
+"                         read the MAC and MTU with GET_CONFIG (off by default:\n"
+"                         QEMU's vhost-user-net never does and warns when offered)\n"
 "  --stats-interval SEC   print one line per port every SEC seconds\n"
 "  --socket-mode OCTAL    mode of the socket files (default 0600)\n"
 "  --socket-owner USER[:GROUP]  owner of the socket files\n"
@@ -447,7 +451,7 @@ static int make_port(struct port *p, unsigned int id, const char *path, int fd)
 	struct uvh_net_opts no = {
 		.type = cfg.mode, .name = name, .queue_pairs = cfg.queues,
 		.frame_size = cfg.frame_size, .tap_name = cfg.tap, .sw = sw,
-		.iface = cfg.iface,
+		.iface = cfg.iface, .offer_config = cfg.offer_config,
 	};
 	struct uvh_devhost_opts vo = {
 		.name = name, .ops = &uvh_net_devhost_ops, .engines = engines,
@@ -527,7 +531,7 @@ static void teardown(void)
 enum {
 	OPT_SOCKET_PATH = 256, OPT_CLIENT, OPT_FD, OPT_PRINT_CAPS, OPT_MODE, OPT_FRAME_SIZE,
 	OPT_TAP, OPT_QUEUES, OPT_CORES, OPT_ENGINE_MODE, OPT_MAX_DELAY, OPT_STATS, OPT_SOCKET_MODE,
-	OPT_SOCKET_OWNER, OPT_ALLOW_UID, OPT_IFACE,
+	OPT_SOCKET_OWNER, OPT_ALLOW_UID, OPT_IFACE, OPT_OFFER_CONFIG,
 };
 
 static const struct option long_opts[] = {
@@ -543,6 +547,7 @@ static const struct option long_opts[] = {
 	{ "cores", required_argument, NULL, OPT_CORES },
 	{ "engine-mode", required_argument, NULL, OPT_ENGINE_MODE },
 	{ "max-delay-us", required_argument, NULL, OPT_MAX_DELAY },
+	{ "offer-config", no_argument, NULL, OPT_OFFER_CONFIG },
 	{ "stats-interval", required_argument, NULL, OPT_STATS },
 	{ "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
 	{ "socket-owner", required_argument, NULL, OPT_SOCKET_OWNER },
@@ -639,6 +644,9 @@ static void parse_args(int argc, char **argv)
 			break;
 		case OPT_ALLOW_UID:
 			parse_allow_uids(optarg);
+			break;
+		case OPT_OFFER_CONFIG:
+			cfg.offer_config = true;
 			break;
 		case 'v':
 			verbose++;

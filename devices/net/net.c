@@ -235,6 +235,7 @@ struct uvh_net_dev *uvh_net_create(const struct uvh_net_opts *opts)
 	dev->cfg.status = UVH_VIRTIO_NET_S_LINK_UP;
 	dev->cfg.max_virtqueue_pairs = (uint16_t)pairs;
 	dev->cfg.mtu = opts->mtu ? opts->mtu : 1500;
+	dev->offer_config = opts->offer_config;
 	for (i = 0; i < dev->nrings; i++) {
 		struct net_ring *r = &dev->rings[i];
 

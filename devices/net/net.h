@@ -109,6 +109,13 @@ struct uvh_net_opts {
 	 *  config space is capped to the interface's and to what one UMEM
 	 *  frame holds (no XDP multi-buffer). */
 	const char *iface;
+	/** Offer VHOST_USER_PROTOCOL_F_CONFIG through uvh_net_devhost_ops,
+	 *  for front-ends that read the MAC and MTU with GET_CONFIG. Off by
+	 *  default: QEMU's vhost-user-net never sends GET_CONFIG and warns
+	 *  about a back-end that offers CONFIG (DPDK's vhost-user net
+	 *  back-end does not offer it either). uvh_net_get_config() answers
+	 *  either way. */
+	bool offer_config;
 };
 
 /**
@@ -363,7 +370,8 @@ struct uvh_devhost_device_ops;
 /**
  * The device ops for struct uvh_devhost (devhost.h), with the
  * struct uvh_net_dev * as opts.dev: features, protocol features (MQ,
- * RARP, NET_MTU, CONFIG), num_queues (2N + 1), queue_num_reply (N),
+ * RARP, NET_MTU; CONFIG only with opts.offer_config), num_queues
+ * (2N + 1), queue_num_reply (N),
  * engine_for_queue (pair N on engine N % nengines, the control ring on
  * engine 0), get_config, queue_start/stop/enable, process, reset,
  * device_request (SEND_RARP, NET_SET_MTU), save_state, load_state.

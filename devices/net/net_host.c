@@ -17,10 +17,18 @@ static uint64_t dh_features(void *dev)
 	return uvh_net_features(dev);
 }
 
+/* CONFIG only when asked (net.h, uvh_net_opts.offer_config): QEMU's
+ * vhost-user-net reads nothing through GET_CONFIG and warns when it is
+ * offered. */
 static uint64_t dh_protocol_features(void *dev)
 {
-	(void)dev;
-	return UVH_BIT(UVH_PROTOCOL_F_MQ) | UVH_BIT(UVH_PROTOCOL_F_RARP) | UVH_BIT(UVH_PROTOCOL_F_NET_MTU);
+	struct uvh_net_dev *d = dev;
+	uint64_t pf = UVH_BIT(UVH_PROTOCOL_F_MQ) | UVH_BIT(UVH_PROTOCOL_F_RARP) |
+		      UVH_BIT(UVH_PROTOCOL_F_NET_MTU);
+
+	if (d->offer_config)
+		pf |= UVH_BIT(UVH_PROTOCOL_F_CONFIG);
+	return pf;
 }
 
 static int dh_set_features(void *dev, uint64_t features)

@@ -159,6 +159,7 @@ struct uvh_net_dev {
 	uint32_t hdr_len;
 	bool mrg;
 	struct uvh_virtio_net_config cfg;
+	bool offer_config;		/* opts.offer_config: CONFIG offered */
 	/* the biggest frame the guest takes (MTU negotiated: mtu + 18), read
 	 * by other ports' engines: relaxed, a new MTU may reach them late */
 	_Atomic uint32_t rx_max_frame;

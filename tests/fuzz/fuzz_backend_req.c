@@ -54,8 +54,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	struct uvh_engine_opts eo = { .name = "fuzz-e0", .cpu = -1, .numa_node = -1,
 				      .mode = UVH_ENGINE_POLL };
+	/* CONFIG offered, so that GET_CONFIG reaches the device */
 	struct uvh_net_opts no = { .type = UVH_NET_PORT_LOOPBACK, .name = "fuzz-net",
-				   .queue_pairs = 2 };
+				   .queue_pairs = 2, .offer_config = true };
 	struct uvh_devhost_opts vo = { .name = "fuzz-dh", .ops = &uvh_net_devhost_ops,
 				   .nengines = 1 };
 

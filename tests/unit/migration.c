@@ -783,10 +783,11 @@ static void fix_crc(uint8_t *s)
 
 Test(migration, device_state_save_load_and_hostile, .timeout = 60)
 {
+	/* CONFIG offered: the config spaces are compared through GET_CONFIG */
 	struct uvh_net_opts na = { .type = UVH_NET_PORT_LOOPBACK, .queue_pairs = 2,
-				   .mac = { 2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee } };
+				   .mac = { 2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee }, .offer_config = true };
 	struct uvh_net_opts nb = { .type = UVH_NET_PORT_LOOPBACK, .queue_pairs = 2,
-				   .mac = { 2, 1, 1, 1, 1, 1 } };
+				   .mac = { 2, 1, 1, 1, 1, 1 }, .offer_config = true };
 	uint64_t features = BASE_FEATURES | UVH_BIT(UVH_VIRTIO_NET_F_MRG_RXBUF) |
 			    UVH_BIT(UVH_VIRTIO_NET_F_MQ);
 	uint64_t pf = PF(REPLY_ACK) | PF(MQ) | PF(NET_MTU) | PF(DEVICE_STATE) | PF(CONFIG);

@@ -1082,7 +1082,9 @@ static void *vctl_thread(void *arg)
  */
 Test(net, loopback_behind_vhost_user, .timeout = 60)
 {
-	struct uvh_net_opts no = { .type = UVH_NET_PORT_LOOPBACK, .mac = { 2, 1, 2, 3, 4, 5 } };
+	/* CONFIG asked for: this front-end reads the config space */
+	struct uvh_net_opts no = { .type = UVH_NET_PORT_LOOPBACK, .mac = { 2, 1, 2, 3, 4, 5 },
+				   .offer_config = true };
 	struct uvh_engine_opts eo = { .name = "net-dh", .cpu = -1, .numa_node = -1,
 				      .mode = UVH_ENGINE_EVENT };
 	const size_t mem_size = 16u << 20;
@@ -1229,5 +1231,69 @@ Test(net, loopback_behind_vhost_user, .timeout = 60)
 	}
 	munmap(map, mem_size);
 	close(memfd);
+	cr_assert_eq(t_count_fds(), fds);
+}
+
+/*
+ * VHOST_USER_PROTOCOL_F_CONFIG is the device's choice: not offered by
+ * default (QEMU's vhost-user-net warns about a back-end offering it and
+ * never sends GET_CONFIG, so GET_CONFIG is refused before it is sent), offered
+ * with opts.offer_config, and then GET_CONFIG answers the MAC.
+ */
+Test(net, config_offered_only_when_asked, .timeout = 30)
+{
+	struct uvh_engine_opts eo = { .name = "net-cfg", .cpu = -1, .numa_node = -1,
+				      .mode = UVH_ENGINE_EVENT };
+	int fds = t_count_fds();
+	struct uvh_engine *e = uvh_engine_create(&eo);
+
+	cr_assert_not_null(e);
+	cr_assert_eq(uvh_engine_start(e), 0);
+	for (int ask = 0; ask < 2; ask++) {
+		struct uvh_net_opts no = { .type = UVH_NET_PORT_LOOPBACK,
+					   .mac = { 2, 9, 8, 7, 6, 5 }, .offer_config = ask };
+		struct uvh_net_dev *dev = uvh_net_create(&no);
+		struct uvh_devhost_opts vo = { .name = "net-cfg", .ops = &uvh_net_devhost_ops,
+					       .dev = dev, .engines = &e, .nengines = 1 };
+		struct vctl ctl = { 0 };
+		struct uvh_frontend *fe;
+		uint64_t offered = 0, pf = 0;
+		uint8_t cfg[6] = { 0 };
+		pthread_t thr;
+		int sv[2];
+
+		cr_assert_not_null(dev);
+		ctl.dh = uvh_devhost_new(&vo);
+		cr_assert_not_null(ctl.dh);
+		t_socketpair(sv);
+		fe = uvh_frontend_from_fd(sv[0]);
+		cr_assert_not_null(fe);
+		uvh_frontend_set_timeout(fe, 5000);
+		cr_assert_eq(uvh_devhost_connect(ctl.dh, sv[1]), 0);
+		cr_assert_eq(pthread_create(&thr, NULL, vctl_thread, &ctl), 0);
+
+		/* what a front-end wanting everything is offered */
+		cr_assert_eq(uvh_frontend_negotiate(fe, BASE_FEATURES, ~0ull, NULL, &pf), 0);
+		cr_assert_eq(uvh_frontend_get_protocol_features(fe, &offered), 0);
+		cr_assert(offered & PF(NET_MTU), "the net device's own bits are there");
+		if (ask) {
+			cr_assert(offered & PF(CONFIG), "offer_config: CONFIG offered");
+			cr_assert(pf & PF(CONFIG));
+			cr_assert_eq(uvh_frontend_get_config(fe, 0, sizeof(cfg), 0, cfg), 0);
+			cr_assert_arr_eq(cfg, no.mac, 6);
+		} else {
+			cr_assert_not(offered & PF(CONFIG), "CONFIG offered by default: 0x%llx",
+				      (unsigned long long)offered);
+			cr_assert_not(uvh_devhost_protocol_features(ctl.dh) & PF(CONFIG));
+			cr_assert_eq(uvh_frontend_get_config(fe, 0, sizeof(cfg), 0, cfg),
+				     -EOPNOTSUPP);
+		}
+		uvh_frontend_free(fe);
+		atomic_store(&ctl.stop, true);
+		pthread_join(thr, NULL);
+		uvh_devhost_free(ctl.dh);
+		uvh_net_destroy(dev);
+	}
+	uvh_engine_destroy(e);
 	cr_assert_eq(t_count_fds(), fds);
 }

@@ -83,7 +83,9 @@ static void server_start_at(struct server *s, const char *path)
 {
 	struct uvh_engine_opts eo = { .name = "t-user", .cpu = -1, .numa_node = -1,
 				      .mode = UVH_ENGINE_ADAPTIVE };
-	struct uvh_net_opts no = { .type = UVH_NET_PORT_LOOPBACK, .name = "t-user" };
+	/* CONFIG offered: the user backend's get_config is tested (queries) */
+	struct uvh_net_opts no = { .type = UVH_NET_PORT_LOOPBACK, .name = "t-user",
+				   .offer_config = true };
 	struct uvh_devhost_opts vo = { .name = "t-user", .ops = &uvh_net_devhost_ops, .nengines = 1 };
 
 	memset(s, 0, sizeof(*s));
