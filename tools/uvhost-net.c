@@ -26,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/types.h>
+#include <dirent.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -59,6 +61,8 @@ struct port {
 	_Atomic bool done;		/* --fd: the one connection ended */
 	/* last stats line */
 	struct uvh_net_stats last;
+	/* --stats-json: the engines serving its data rings (bit i: engines[i]) */
+	uint64_t engine_mask;
 };
 
 struct config {
@@ -78,6 +82,7 @@ struct config {
 	enum uvh_engine_mode engine_mode;
 	unsigned int max_delay_us;
 	unsigned int stats_interval;
+	bool stats_json;		/* --stats-json: stdout carries only JSON lines */
 	mode_t socket_mode;
 	bool socket_owner_set;
 	uid_t owner;
@@ -99,6 +104,17 @@ static unsigned int nports;
 static struct uvh_engine *engines[MAX_CORES];
 static unsigned int nengines;
 static struct uvh_net_switch *sw;
+
+/* Lines for the operator that are not stats (the banner, a tap's name): on
+ * stdout, or on stderr with --stats-json so that stdout is JSON only. */
+static FILE *info_out;
+
+/* --stats-json: each engine thread's id and the CPU time it had used at the
+ * start and at the last batch of lines (ns; tid 0: its thread was not
+ * found, its share is unknown). */
+static pid_t engine_tid[MAX_CORES];
+static uint64_t engine_cpu_start[MAX_CORES], engine_cpu_last[MAX_CORES];
+static uint64_t stats_start_ns;		/* CLOCK_MONOTONIC, as uvh_now_ns() */
 
 /* ---- helpers ------------------------------------------------------------------ */
 
@@ -130,6 +146,10 @@ static void usage(FILE *f)
 "                         read the MAC and MTU with GET_CONFIG (off by default:\n"
 "                         QEMU's vhost-user-net never does and warns when offered)\n"
 "  --stats-interval SEC   print one line per port every SEC seconds\n"
+"  --stats-json           print the stats as JSON, one object per port per\n"
+"                         interval (default 1 s) and a last one per port with\n"
+"                         \"final\": true at exit; stdout then carries nothing else\n"
+"                         (start-up lines go to stderr, logs are on stderr)\n"
 "  --socket-mode OCTAL    mode of the socket files (default 0600)\n"
 "  --socket-owner USER[:GROUP]  owner of the socket files\n"
 "  --allow-uid UID[,UID...]  serve only front-ends running as these uids\n"
@@ -415,6 +435,184 @@ static void print_stats(double secs, bool final)
 	fflush(stdout);
 }
 
+static const char *engine_mode_name(void)
+{
+	return cfg.engine_mode == UVH_ENGINE_POLL ? "poll" :
+	       cfg.engine_mode == UVH_ENGINE_EVENT ? "event" : "adaptive";
+}
+
+/* The id of the thread named @name in this process, or 0. The engines do
+ * not tell their thread ids; uvhost-net names their threads (make_engines)
+ * and nothing else here takes those names. */
+static pid_t find_thread(const char *name)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *de;
+	pid_t tid = 0;
+
+	if (!d)
+		return 0;
+	while (!tid && (de = readdir(d))) {
+		char path[300], comm[32];
+		FILE *f;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(comm, sizeof(comm), f)) {
+			comm[strcspn(comm, "\n")] = 0;
+			if (!strcmp(comm, name))
+				tid = (pid_t)atoi(de->d_name);
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return tid;
+}
+
+/* CPU time thread @tid has used, in ns: schedstat's run time (ns exact),
+ * else utime + stime of its stat (clock ticks); 0 when neither reads. */
+static uint64_t thread_cpu_ns(pid_t tid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long run, ut, st;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", (int)tid);
+	f = fopen(path, "r");
+	if (f) {
+		int ok = fscanf(f, "%llu", &run) == 1;
+
+		fclose(f);
+		if (ok)
+			return run;
+	}
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	/* the name, in parentheses, may hold spaces: fields 14 and 15 are
+	 * counted from the last ')' */
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+			 &ut, &st) != 2)
+		return 0;
+	return (ut + st) * (1000000000ull / (unsigned long long)sysconf(_SC_CLK_TCK));
+}
+
+/* --stats-json: find the engines' threads, note where their CPU time starts. */
+static void stats_json_start(void)
+{
+	stats_start_ns = uvh_now_ns();
+	for (unsigned int i = 0; i < nengines; i++) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "uvh-net-%u", i);
+		engine_tid[i] = find_thread(name);
+		if (!engine_tid[i])
+			UVH_WARN("engine %u: thread %s not found: cpu_pct will be null", i, name);
+		else
+			engine_cpu_start[i] = engine_cpu_last[i] = thread_cpu_ns(engine_tid[i]);
+	}
+}
+
+/* @s as a JSON string (names here are plain, but a port name is the user's). */
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
+
+/*
+ * One JSON object per port on one line, for graphs: the counters of the
+ * last @secs (the final line: totals since start, @secs the whole run),
+ * and cpu_pct, the CPU time the engines serving the port's data rings used
+ * meanwhile in % of one core (an engine serving several ports counts in
+ * full for each; "engines" says which). Flushed after the batch.
+ */
+static void print_stats_json(double secs, bool final)
+{
+	double cpu[MAX_CORES];
+	bool cpu_known[MAX_CORES];
+	struct timespec ts;
+	uint64_t now = uvh_now_ns();
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	for (unsigned int i = 0; i < nengines; i++) {
+		uint64_t used = engine_tid[i] ? thread_cpu_ns(engine_tid[i]) : 0;
+		uint64_t from = final ? engine_cpu_start[i] : engine_cpu_last[i];
+		uint64_t wall = final ? now - stats_start_ns : (uint64_t)(secs * 1e9);
+
+		cpu_known[i] = engine_tid[i] && used >= from && wall;
+		cpu[i] = cpu_known[i] ? 100.0 * (double)(used - from) / (double)wall : 0;
+		if (!final && used)
+			engine_cpu_last[i] = used;
+	}
+	for (unsigned int i = 0; i < nports; i++) {
+		static const struct uvh_net_stats zero;
+		struct port *p = &ports[i];
+		const struct uvh_net_stats *b = final ? &zero : &p->last;
+		struct uvh_net_stats st;
+		double pct = 0;
+		bool known = true;
+		bool first = true;
+
+		uvh_net_get_stats(p->net, &st);
+		printf("{\"ts\":%lld.%03ld,\"port\":%u,\"name\":", (long long)ts.tv_sec,
+		       ts.tv_nsec / 1000000, p->id);
+		json_str(stdout, uvh_net_name(p->net));
+		printf(",\"mode\":\"%s\",\"engine_mode\":\"%s\",\"interval_s\":%.3f,"
+		       "\"connected\":%s,"
+		       "\"rx_packets\":%" PRIu64 ",\"rx_bytes\":%" PRIu64 ","
+		       "\"tx_packets\":%" PRIu64 ",\"tx_bytes\":%" PRIu64 ","
+		       "\"rx_drops\":%" PRIu64 ",\"tx_drops\":%" PRIu64 ",\"ctrl_cmds\":%" PRIu64 ","
+		       "\"drops_by_reason\":{",
+		       cfg.mode_name, engine_mode_name(), secs,
+		       uvh_devhost_connected(p->dh) ? "true" : "false",
+		       st.rx_packets - b->rx_packets, st.rx_bytes - b->rx_bytes,
+		       st.tx_packets - b->tx_packets, st.tx_bytes - b->tx_bytes,
+		       st.rx_drops - b->rx_drops, st.tx_drops - b->tx_drops,
+		       st.ctrl_cmds - b->ctrl_cmds);
+		for (unsigned int w = 0; w < UVH_NET_DROP_REASONS; w++)
+			printf("%s\"%s\":%" PRIu64, w ? "," : "", uvh_net_drop_reason_name(w),
+			       st.drops_by_reason[w] - b->drops_by_reason[w]);
+		printf("},\"engines\":[");
+		for (unsigned int e = 0; e < nengines; e++) {
+			if (!(p->engine_mask & (1ull << e)))
+				continue;
+			printf("%s%u", first ? "" : ",", e);
+			first = false;
+			pct += cpu[e];
+			known &= cpu_known[e];
+		}
+		if (known && !first)
+			printf("],\"cpu_pct\":%.1f", pct);
+		else
+			printf("],\"cpu_pct\":null");
+		printf(",\"final\":%s}\n", final ? "true" : "false");
+		if (!final)
+			p->last = st;
+	}
+	fflush(stdout);
+}
+
 /* ---- set-up and tear-down ------------------------------------------------------ */
 
 static int make_engines(void)
@@ -488,9 +686,18 @@ static int make_port(struct port *p, unsigned int id, const char *path, int fd)
 		}
 	}
 	if (cfg.mode == UVH_NET_PORT_TAP && uvh_net_tap_name(p->net))
-		printf(PROG ": port %u: tap %s\n", id, uvh_net_tap_name(p->net));
+		fprintf(info_out, PROG ": port %u: tap %s\n", id, uvh_net_tap_name(p->net));
 	if (uvh_net_xdp_mode(p->net))
-		printf(PROG ": port %u: xdp %s: %s\n", id, cfg.iface, uvh_net_xdp_mode(p->net));
+		fprintf(info_out, PROG ": port %u: xdp %s: %s\n", id, cfg.iface,
+			uvh_net_xdp_mode(p->net));
+	/* the engines of its data rings (the control ring's is rarely busy) */
+	for (uint32_t q = 0; q < 2 * uvh_net_max_pairs(p->net); q++) {
+		struct uvh_engine *e = uvh_devhost_queue_engine(p->dh, q);
+
+		for (unsigned int i = 0; i < nengines; i++)
+			if (engines[i] == e)
+				p->engine_mask |= 1ull << i;
+	}
 	return 0;
 }
 
@@ -531,7 +738,7 @@ static void teardown(void)
 enum {
 	OPT_SOCKET_PATH = 256, OPT_CLIENT, OPT_FD, OPT_PRINT_CAPS, OPT_MODE, OPT_FRAME_SIZE,
 	OPT_TAP, OPT_QUEUES, OPT_CORES, OPT_ENGINE_MODE, OPT_MAX_DELAY, OPT_STATS, OPT_SOCKET_MODE,
-	OPT_SOCKET_OWNER, OPT_ALLOW_UID, OPT_IFACE, OPT_OFFER_CONFIG,
+	OPT_SOCKET_OWNER, OPT_ALLOW_UID, OPT_IFACE, OPT_OFFER_CONFIG, OPT_STATS_JSON,
 };
 
 static const struct option long_opts[] = {
@@ -549,6 +756,7 @@ static const struct option long_opts[] = {
 	{ "max-delay-us", required_argument, NULL, OPT_MAX_DELAY },
 	{ "offer-config", no_argument, NULL, OPT_OFFER_CONFIG },
 	{ "stats-interval", required_argument, NULL, OPT_STATS },
+	{ "stats-json", no_argument, NULL, OPT_STATS_JSON },
 	{ "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
 	{ "socket-owner", required_argument, NULL, OPT_SOCKET_OWNER },
 	{ "allow-uid", required_argument, NULL, OPT_ALLOW_UID },
@@ -648,6 +856,9 @@ static void parse_args(int argc, char **argv)
 		case OPT_OFFER_CONFIG:
 			cfg.offer_config = true;
 			break;
+		case OPT_STATS_JSON:
+			cfg.stats_json = true;
+			break;
 		case 'v':
 			verbose++;
 			break;
@@ -673,6 +884,8 @@ static void parse_args(int argc, char **argv)
 		die_usage("%s", "xdp mode serves one port");
 	if (cfg.mode == UVH_NET_PORT_XDP && !cfg.iface)
 		die_usage("%s", "xdp mode needs --iface NAME");
+	if (cfg.stats_json && !cfg.stats_interval)
+		cfg.stats_interval = 1;	/* JSON lines are for graphs: every second */
 	if (verbose)
 		uvh_log_set_level(verbose > 1 ? UVH_LOG_DEBUG : UVH_LOG_INFO);
 }
@@ -685,6 +898,7 @@ int main(int argc, char **argv)
 	int ret = 0;
 
 	parse_args(argc, argv);
+	info_out = cfg.stats_json ? stderr : stdout;
 
 	/* Signals go to the main thread only: the others inherit the mask. */
 	sigemptyset(&block);
@@ -720,16 +934,18 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	printf(PROG ": mode %s, %u port%s, %u queue pair%s, %u engine%s (%s), rss %lu KiB\n",
-	       cfg.mode_name, nports, nports > 1 ? "s" : "", cfg.queues,
-	       cfg.queues > 1 ? "s" : "", nengines, nengines > 1 ? "s" : "",
-	       cfg.engine_mode == UVH_ENGINE_POLL ? "poll" :
-	       cfg.engine_mode == UVH_ENGINE_EVENT ? "event" : "adaptive", rss_kib());
+	fprintf(info_out, PROG ": mode %s, %u port%s, %u queue pair%s, %u engine%s (%s),"
+		" rss %lu KiB\n",
+		cfg.mode_name, nports, nports > 1 ? "s" : "", cfg.queues,
+		cfg.queues > 1 ? "s" : "", nengines, nengines > 1 ? "s" : "",
+		engine_mode_name(), rss_kib());
 	for (unsigned int i = 0; i < nports; i++)
-		printf(PROG ": port %u: %s %s\n", i,
-		       ports[i].path ? (cfg.client ? "connecting to" : "listening on") : "fd",
-		       ports[i].path ? ports[i].path : "given");
-	fflush(stdout);
+		fprintf(info_out, PROG ": port %u: %s %s\n", i,
+			ports[i].path ? (cfg.client ? "connecting to" : "listening on") : "fd",
+			ports[i].path ? ports[i].path : "given");
+	fflush(info_out);
+	if (cfg.stats_json)
+		stats_json_start();
 
 	last = uvh_now_ns();
 	while (!STOPPING()) {
@@ -742,12 +958,18 @@ int main(int argc, char **argv)
 			break;	/* --fd only: nothing more will come */
 		now = uvh_now_ns();
 		if (cfg.stats_interval && now - last >= (uint64_t)cfg.stats_interval * 1000000000u) {
-			print_stats((double)(now - last) / 1e9, false);
+			if (cfg.stats_json)
+				print_stats_json((double)(now - last) / 1e9, false);
+			else
+				print_stats((double)(now - last) / 1e9, false);
 			last = now;
 		}
 	}
 	stop_ports();
-	print_stats(0, true);
+	if (cfg.stats_json)
+		print_stats_json((double)(uvh_now_ns() - stats_start_ns) / 1e9, true);
+	else
+		print_stats(0, true);
 	teardown();
 	return 0;
 }
