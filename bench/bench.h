@@ -41,6 +41,8 @@ struct opts {
 	const char *svg;
 	const char *uvhost_net;
 	const char *connect;		/* external back-end: no child */
+	const char *wire;		/* --wire-count: an interface whose received
+					 * frames count too (an uplink's far end) */
 	pid_t backend_pid;		/* its pid, for CPU use (or 0) */
 	unsigned int repeat;		/* clean attempts whose median is the figure */
 	unsigned int retries;		/* extra attempts for far or contended ones */
@@ -77,6 +79,9 @@ struct result {
 	unsigned int inflight;		/* LOOP: most frames on their way (0: no limit) */
 	double load;			/* sweep: % of the poll peak offered (< 0: none) */
 	double rtt_p50, rtt_p99, rtt_p999;	/* LOOP: round trip, us (< 0: none) */
+	double wire_mpps;		/* --wire-count: frames the interface received
+					 * per second over the window (< 0: none) */
+	uint64_t wire_frames;		/* ... and how many */
 };
 
 extern struct opts o;

@@ -386,6 +386,23 @@ static void live(const char *label, double mpps, double t, double total, bool wa
 			warm ? "warm-up" : "measure", t);
 }
 
+/* Frames @iface has received (its kernel counter), or -1. */
+static double wire_frames(const char *iface)
+{
+	char path[128];
+	unsigned long long v;
+	FILE *f;
+	int ok;
+
+	snprintf(path, sizeof(path), "/sys/class/net/%s/statistics/rx_packets", iface);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	ok = fscanf(f, "%llu", &v) == 1;
+	fclose(f);
+	return ok ? (double)v : -1;
+}
+
 static void run_case(struct result *r, unsigned int id)
 {
 	struct bg_opts bo = {
@@ -400,7 +417,7 @@ static void run_case(struct result *r, unsigned int id)
 	char label[64];
 	pid_t dev_pid = 0;
 	double t_start, t_next, t0 = 0, t1, g0 = -1, g1, d0 = -1, d1;
-	double wg0 = -1, wg1 = -1, wd0 = -1, wd1 = -1;
+	double wg0 = -1, wg1 = -1, wd0 = -1, wd1 = -1, w0 = -1, w1 = -1;
 	uint64_t f0 = 0, f1, last_f = 0;
 	double last_t;
 	bool clk_ok;
@@ -416,6 +433,8 @@ static void run_case(struct result *r, unsigned int id)
 	r->gen_wait = r->dev_wait = -1;
 	r->c2c_before = r->c2c_after = -1;
 	r->rtt_p50 = r->rtt_p99 = r->rtt_p999 = -1;
+	r->wire_mpps = -1;
+	r->wire_frames = 0;
 	if (o.c2c)
 		r->c2c_before = uvhb_c2c_ns(o.cpu_gen, o.cpu_dev, 100000);
 
@@ -476,6 +495,7 @@ static void run_case(struct result *r, unsigned int id)
 			measuring = true;
 			t0 = now_s();
 			f0 = bg_frames(&g);
+			w0 = o.wire ? wire_frames(o.wire) : -1;
 			g0 = clk_ok ? clock_s(gclk) : -1;
 			d0 = dev_pid > 0 ? proc_cpu_s(dev_pid) : -1;
 			wg0 = runq_wait_s(getpid(), atomic_load(&g.tid));
@@ -487,6 +507,7 @@ static void run_case(struct result *r, unsigned int id)
 	}
 	t1 = now_s();
 	f1 = bg_frames(&g);
+	w1 = o.wire ? wire_frames(o.wire) : -1;
 	g1 = clk_ok ? clock_s(gclk) : -1;
 	d1 = dev_pid > 0 ? proc_cpu_s(dev_pid) : -1;
 	wg1 = runq_wait_s(getpid(), atomic_load(&g.tid));
@@ -529,6 +550,10 @@ static void run_case(struct result *r, unsigned int id)
 	r->frames = f1 - f0;
 	r->mpps = (double)r->frames / r->secs / 1e6;
 	r->gbps = r->mpps * r->frame * 8 / 1e3;
+	if (w0 >= 0 && w1 >= w0) {
+		r->wire_frames = (uint64_t)(w1 - w0);
+		r->wire_mpps = (w1 - w0) / r->secs / 1e6;
+	}
 	if (g0 >= 0 && g1 >= 0)
 		r->gen_cpu = (g1 - g0) / r->secs;
 	if (d0 >= 0 && d1 >= 0)
@@ -656,6 +681,9 @@ static void print_table(void)
 				 r->rtt_p999);
 		else
 			snprintf(rtt, sizeof(rtt), "-");
+		if (r->wire_mpps >= 0 && !r->no_figure)
+			snprintf(notes + strlen(notes), sizeof(notes) - strlen(notes),
+				 "wire %.2f Mpps ", r->wire_mpps);
 		if (r->far) {
 			strcat(notes, "FAR ");
 			any_far = true;
@@ -757,6 +785,9 @@ static void print_json(void)
 		json_num("rtt_p50_us", r->no_figure ? -1 : r->rtt_p50, false);
 		json_num("rtt_p99_us", r->no_figure ? -1 : r->rtt_p99, false);
 		json_num("rtt_p999_us", r->no_figure ? -1 : r->rtt_p999, false);
+		json_num("wire_mpps", r->no_figure ? -1 : r->wire_mpps, false);
+		/* raw, like frames: a script may keep flagged attempts (compare-uplink) */
+		printf("\"wire_frames\": %" PRIu64 ", ", r->wire_frames);
 		printf("\"inflight\": %u, \"num_buffers_wrong\": %" PRIu64 ", ", r->inflight,
 		       r->nb_wrong);
 		printf("\"frames\": %" PRIu64 ", \"seconds\": %.4f, \"lost\": %" PRIu64
@@ -968,6 +999,8 @@ static void usage(FILE *f)
 "                      tree's tools/, or $PATH)\n"
 "  --connect PATH      use the back-end already listening on PATH instead\n"
 "  --backend-pid PID   ... and account its CPU use\n"
+"  --wire-count IFACE  also count the frames IFACE receives over each window (the far\n"
+"                      end of an uplink: the wire rate, bench/compare-uplink)\n"
 "  --json              print the results as JSON (stdout) instead of the table\n"
 "  --svg FILE          write an SVG chart of Mpps by frame size (with --load-sweep:\n"
 "                      CPU share and p99 round trip against offered load)\n"
@@ -1047,7 +1080,7 @@ static void parse_args(int argc, char **argv)
 	enum {
 		OPT_DIRS = 256, OPT_SIZES, OPT_RINGS, OPT_MODES, OPT_SECONDS, OPT_WARMUP,
 		OPT_QUICK, OPT_FULL, OPT_RATE, OPT_QSIZE, OPT_EVENT_IDX, OPT_CPUS, OPT_RETRIES, OPT_REPEAT,
-		OPT_NO_C2C, OPT_NET, OPT_CONNECT, OPT_BACKEND_PID, OPT_JSON, OPT_SVG,
+		OPT_NO_C2C, OPT_NET, OPT_CONNECT, OPT_WIRE, OPT_BACKEND_PID, OPT_JSON, OPT_SVG,
 		OPT_KEEP_LOGS, OPT_C2C_ONLY, OPT_NO_EVENT_IDX, OPT_LATENCY, OPT_SWEEP, OPT_POINTS,
 		OPT_TSO,
 	};
@@ -1075,6 +1108,7 @@ static void parse_args(int argc, char **argv)
 		{ "c2c-only", no_argument, NULL, OPT_C2C_ONLY },
 		{ "uvhost-net", required_argument, NULL, OPT_NET },
 		{ "connect", required_argument, NULL, OPT_CONNECT },
+		{ "wire-count", required_argument, NULL, OPT_WIRE },
 		{ "backend-pid", required_argument, NULL, OPT_BACKEND_PID },
 		{ "json", no_argument, NULL, OPT_JSON },
 		{ "svg", required_argument, NULL, OPT_SVG },
@@ -1185,6 +1219,9 @@ static void parse_args(int argc, char **argv)
 			break;
 		case OPT_NET:
 			o.uvhost_net = optarg;
+			break;
+		case OPT_WIRE:
+			o.wire = optarg;
 			break;
 		case OPT_CONNECT:
 			o.connect = optarg;

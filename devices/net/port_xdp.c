@@ -287,10 +287,47 @@ static inline struct xdp_sock *sock_of(const struct net_ring *r)
 	return &xdp_of(r->dev)->socks[r->pair];
 }
 
+static void rx_kernel_drops(struct net_ring *r, struct xdp_sock *s);
+
+/*
+ * Frames that arrived while no guest ring took them (before this session,
+ * or the previous one's tail) are dropped, not handed to the new guest: a
+ * guest starting its ring wants what arrives from now on, not a stale
+ * queue it never asked for. Back to the fill ring, counted as ring-off.
+ */
+static void rx_flush_stale(struct net_ring *r, struct xdp_sock *s)
+{
+	uint32_t idx, fidx;
+	unsigned int n, i, k;
+	uint64_t dropped = 0;
+
+	while ((n = xsk_ring_cons__peek(&s->rx, UVH_NET_BURST, &idx)) > 0) {
+		for (i = k = 0; i < n; i++) {
+			uint64_t a = xsk_umem__extract_addr(xsk_ring_cons__rx_desc(&s->rx, idx + i)->addr);
+
+			if (a < (uint64_t)XDP_HALF * XDP_FRAME)
+				s->recycle[k++] = a;
+		}
+		xsk_ring_cons__release(&s->rx, n);
+		if (k && xsk_ring_prod__reserve(&s->fill, k, &fidx) == k) {
+			for (i = 0; i < k; i++)
+				*xsk_ring_prod__fill_addr(&s->fill, fidx + i) = s->recycle[i];
+			xsk_ring_prod__submit(&s->fill, k);
+		}
+		dropped += n;
+	}
+	if (dropped)
+		net_drop(r, UVH_NET_DROP_RING_OFF, dropped);
+}
+
 static int xdp_start(struct net_ring *r)
 {
+	if (!r->is_rx)
+		return 0;
+	rx_kernel_drops(r, sock_of(r));
+	rx_flush_stale(r, sock_of(r));
 	/* frames arriving wake the RX ring's engine (engine.h: wake_fd) */
-	if (r->is_rx && r->eq)
+	if (r->eq)
 		r->eq->wake_fd = sock_of(r)->fd;
 	return 0;
 }
@@ -361,6 +398,11 @@ static unsigned int xdp_rx_burst(struct net_ring *r)
 		s->recycle[nrec++] = base;
 		done++;
 	}
+	/* peek moved our cached position past all n: the frames left wait
+	 * there for the next burst (without the cancel they would be skipped
+	 * and their UMEM frames lost to the fill ring) */
+	if (done < n)
+		xsk_ring_cons__cancel(&s->rx, n - done);
 	xsk_ring_cons__release(&s->rx, done);
 	net_rx_end(r);
 	/* the frames read go straight back to the kernel: the RX half's frames
