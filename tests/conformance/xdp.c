@@ -10,6 +10,18 @@
  *   - wire → guest: 64 UDP/IPv4 frames of 60..1514 bytes sent on B, one flow each (the
  *     kernel spreads flows over A's two queues), must each reach one of the guest's two
  *     RX rings once, byte for byte; both queue pairs must have carried some.
+ * Around it, the bad cases (each a front-end session of its own):
+ *   - starved: a guest with no RX buffers while 6,000 frames arrive (more than the
+ *     socket's ring holds): they wait in the socket, the kernel drops the rest, and once
+ *     the guest posts buffers it gets the ones that waited; the next session (the exchange
+ *     above) must find every UMEM frame back;
+ *   - a frame bigger than the guest's buffers (no MRG_RXBUF, 1 KiB buffers): dropped,
+ *     and the small frame after it arrives;
+ *   - link down: the guest's frames are consumed (its TX ring never stalls) and dropped;
+ *     link up again: they reach the wire again;
+ *   - the interface deleted under the daemon: frames consumed, the daemon lives on,
+ *     and exits 0 on SIGTERM (under ASan: no leak, no error).
+ * The daemon's exit status is checked, and that its XDP program is gone after it.
  * Needs root (veth, XDP): exits 77 (skip) without it.
  */
 #include <arpa/inet.h>
@@ -58,13 +70,17 @@ static void cleanup(void)
 	}
 }
 
-static void stop_daemon(void)
+/* SIGTERM the daemon; its exit status (0 unless it failed or a sanitizer spoke). */
+static int stop_daemon(void)
 {
+	int st = 0;
+
 	if (daemon_pid > 0) {
 		kill(daemon_pid, SIGTERM);
-		waitpid(daemon_pid, NULL, 0);
+		waitpid(daemon_pid, &st, 0);
 		daemon_pid = -1;
 	}
+	return st;
 }
 
 noreturn void fail(const char *fmt, ...)
@@ -112,24 +128,44 @@ struct guest {
 	struct vu vu;
 	struct vq q[4]; /* RX0 TX0 RX1 TX1 */
 	uint64_t rng;
+	uint32_t rx_buf;
+	bool mrg;
 };
 
-static void guest_up(struct guest *g, bool packed, bool event_idx)
+static void rx_post(struct guest *g, unsigned r)
 {
-	uint64_t features = 1ull << F_VERSION_1 | 1ull << F_MRG_RXBUF | 1ull << F_NET_MQ,
-		 offered;
+	for (int id; (id = vq_next_id(&g->q[r], 1)) >= 0;) {
+		uint64_t gpa;
+
+		memset(vq_slot(&g->q[r], (uint16_t)id, &gpa), 0xa5, g->rx_buf);
+		vq_add(&g->q[r], &(struct seg){gpa, g->rx_buf}, 1, true, false, id);
+	}
+	vq_publish(&g->q[r]);
+	vq_notify(&g->q[r], true);
+}
+
+/* A session: features, memory, four rings; RX buffers of @rx_buf bytes posted if @post. */
+static void guest_up(struct guest *g, bool packed, bool event_idx, bool mrg, uint32_t rx_buf,
+		     bool post)
+{
+	uint64_t features = 1ull << F_VERSION_1 | 1ull << F_NET_MQ, offered;
 
 	if (packed)
 		features |= 1ull << F_RING_PACKED;
 	if (event_idx)
 		features |= 1ull << F_EVENT_IDX;
+	if (mrg)
+		features |= 1ull << F_MRG_RXBUF;
+	memset(g, 0, sizeof(*g));
+	g->rx_buf = rx_buf;
+	g->mrg = mrg;
 	g->rng = 0x5eedULL;
 	gmem_init(&g->mem, &g->rng, 1, 32u << 20);
 	for (unsigned r = 0; r < 4; r++) {
 		bool rx = !(r & 1);
 
 		vq_init(&g->q[r], &g->mem, &g->rng, r, rx ? RX_NUM : TX_NUM, packed, event_idx,
-			rx ? RX_BUF : TX_BUF);
+			rx ? rx_buf : TX_BUF);
 	}
 	vu_connect(&g->vu, sock_path);
 	vu_send(&g->vu, VU_GET_FEATURES, false, NULL, 0, NULL, 0, 0, &offered);
@@ -159,17 +195,21 @@ static void guest_up(struct guest *g, bool packed, bool event_idx)
 		/* without PROTOCOL_FEATURES a ring runs from its kick fd on (enabled) */
 		vu_send(&g->vu, VU_SET_VRING_KICK, false, &idx, 8, &q->kickfd, 1, r, NULL);
 	}
-	for (unsigned r = 0; r < 4; r += 2) {
-		for (int id; (id = vq_next_id(&g->q[r], 1)) >= 0;) {
-			uint64_t gpa;
-
-			memset(vq_slot(&g->q[r], (uint16_t)id, &gpa), 0xa5, RX_BUF);
-			vq_add(&g->q[r], &(struct seg){gpa, RX_BUF}, 1, true, false, id);
-		}
-		vq_publish(&g->q[r]);
-		vq_notify(&g->q[r], true);
-	}
+	for (unsigned r = 0; post && r < 4; r += 2)
+		rx_post(g, r);
+	/* replies come in request order: once this one is back, the back-end has
+	 * started the rings (frames that arrive before are not this session's) */
+	vu_send(&g->vu, VU_GET_FEATURES, false, NULL, 0, NULL, 0, 0, &offered);
 	vu_read_all(&g->vu);
+}
+
+static void guest_down(struct guest *g)
+{
+	vu_close(&g->vu);
+	for (unsigned r = 0; r < 4; r++)
+		vq_free(&g->q[r]);
+	gmem_free(&g->mem);
+	usleep(100000); /* the daemon stops the rings */
 }
 
 /* Frame k's size: 60 .. 1514 over the 64 frames. */
@@ -281,7 +321,13 @@ static int guest_recv(struct guest *g, unsigned r, uint8_t *out, size_t cap)
 
 	if (!vq_get(q, &id, &len, &tag))
 		return -1;
-	if (len < NET_HDR_LEN || len > RX_BUF)
+	if (len == 0 && !g->mrg) {
+		/* a frame too big for the buffer: the device may give the buffer back
+		 * empty (uvhost does; vhost-net keeps it): nothing was received */
+		rx_post(g, r);
+		return -1;
+	}
+	if (len < NET_HDR_LEN || len > g->rx_buf)
 		fail("RX ring %u: used len %u", r, len);
 	memcpy(&h, vq_slot(q, id, NULL), NET_HDR_LEN);
 	if (h.hdr.flags || h.hdr.gso_type)
@@ -290,6 +336,8 @@ static int guest_recv(struct guest *g, unsigned r, uint8_t *out, size_t cap)
 	total = len - NET_HDR_LEN;
 	memcpy(out, vq_slot(q, id, NULL) + NET_HDR_LEN, total);
 	end = now_ns() + 1000000000ull;
+	if (!g->mrg)
+		h.num_buffers = 1; /* not the device's to set without MRG_RXBUF */
 	for (unsigned i = 1; i < h.num_buffers; i++) {
 		while (!vq_get(q, &id, &len, &tag))
 			if (now_ns() > end)
@@ -300,15 +348,63 @@ static int guest_recv(struct guest *g, unsigned r, uint8_t *out, size_t cap)
 		total += len;
 	}
 	/* the buffers go back for more */
-	for (int nid; (nid = vq_next_id(q, 1)) >= 0;) {
-		uint64_t gpa;
-
-		memset(vq_slot(q, (uint16_t)nid, &gpa), 0xa5, RX_BUF);
-		vq_add(q, &(struct seg){gpa, RX_BUF}, 1, true, false, nid);
-	}
-	vq_publish(q);
-	vq_notify(q, false);
+	rx_post(g, r);
 	return (int)total;
+}
+
+/* Frames of ours the guest got on either RX ring within @ms (index in @seen when given). */
+static unsigned guest_drain(struct guest *g, int ms, uint8_t *buf, size_t cap)
+{
+	uint64_t end = now_ns() + (uint64_t)ms * 1000000u;
+	unsigned n = 0;
+
+	while (now_ns() < end) {
+		bool any = false;
+
+		for (unsigned r = 0; r < 4; r += 2)
+			if (guest_recv(g, r, buf, cap) >= 0) {
+				any = true;
+				n++;
+			}
+		if (!any)
+			usleep(200);
+	}
+	return n;
+}
+
+/* Frames of the test ethertype B received within @ms. */
+static unsigned wire_count(int ps, int ms, uint8_t *buf, size_t cap)
+{
+	uint64_t end = now_ns() + (uint64_t)ms * 1000000u;
+	unsigned n = 0;
+
+	while (now_ns() < end) {
+		struct pollfd p = {ps, POLLIN, 0};
+		ssize_t got;
+
+		if (poll(&p, 1, 20) <= 0)
+			continue;
+		got = recv(ps, buf, cap, MSG_DONTWAIT);
+		if (got >= 14 && buf[12] == (ETHERTYPE_TEST >> 8) && buf[13] == (ETHERTYPE_TEST & 0xff))
+			n++;
+	}
+	return n;
+}
+
+static void wire_send(int ps, const uint8_t *f, unsigned len)
+{
+	if (send(ps, f, len, 0) != (ssize_t)len)
+		fail("send on %s: %m", ifb);
+}
+
+static void start_daemon(const char *daemon, const char *engine_mode)
+{
+	daemon_pid = fork();
+	if (daemon_pid == 0) {
+		execl(daemon, daemon, "--mode", "xdp", "--iface", ifa, "--queues", "2",
+		      "--engine-mode", engine_mode, "--socket-path", sock_path, (char *)NULL);
+		_exit(127);
+	}
 }
 
 int main(int argc, char **argv)
@@ -319,10 +415,10 @@ int main(int argc, char **argv)
 	static uint8_t buf[4096], want[4096];
 	uint8_t mac_a[6], mac_b[6];
 	bool seen[NFRAMES] = {false};
-	unsigned got = 0, per_ring[2] = {0, 0};
+	unsigned got = 0, per_ring[2] = {0, 0}, n;
 	struct sockaddr_ll ll = {.sll_family = AF_PACKET};
 	uint64_t end;
-	int ps, i;
+	int ps, i, st;
 
 	for (i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--daemon") && i + 1 < argc)
@@ -348,10 +444,10 @@ int main(int argc, char **argv)
 	sh("ip link add %s numtxqueues 2 numrxqueues 2 type veth peer name %s "
 	   "numtxqueues 2 numrxqueues 2", ifa, ifb);
 	for (int k = 0; k < 2; k++) {
-		const char *n = k ? ifb : ifa;
+		const char *nm = k ? ifb : ifa;
 
-		sh("sysctl -qw net.ipv6.conf.%s.disable_ipv6=1", n);
-		sh("ip link set %s up", n);
+		sh("sysctl -qw net.ipv6.conf.%s.disable_ipv6=1", nm);
+		sh("ip link set %s up", nm);
 	}
 	mac_of(ifa, mac_a);
 	mac_of(ifb, mac_b);
@@ -359,12 +455,7 @@ int main(int argc, char **argv)
 	if (!mkdtemp(dir))
 		fail("mkdtemp: %m");
 	snprintf(sock_path, sizeof(sock_path), "%s/s", dir);
-	daemon_pid = fork();
-	if (daemon_pid == 0) {
-		execl(daemon, daemon, "--mode", "xdp", "--iface", ifa, "--queues", "2",
-		      "--engine-mode", engine_mode, "--socket-path", sock_path, (char *)NULL);
-		_exit(127);
-	}
+	start_daemon(daemon, engine_mode);
 	ps = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
 	if (ps < 0)
 		fail("AF_PACKET socket: %m");
@@ -372,9 +463,26 @@ int main(int argc, char **argv)
 	ll.sll_ifindex = (int)if_nametoindex(ifb);
 	if (bind(ps, (struct sockaddr *)&ll, sizeof(ll)))
 		fail("bind to %s: %m", ifb);
-	guest_up(&g, packed, true);
 
-	/* guest → wire */
+	/* starved: no RX buffers while more frames arrive than the socket holds */
+	guest_up(&g, packed, true, true, RX_BUF, false);
+	for (unsigned k = 0; k < 6000; k++) {
+		make_in(want, k % NFRAMES, mac_b);
+		wire_send(ps, want, 60);
+	}
+	usleep(300000);
+	rx_post(&g, 0);
+	rx_post(&g, 2);
+	n = guest_drain(&g, 500, buf, sizeof(buf));
+	/* each queue's socket holds 2 x 2,048 (its RX ring and fill ring): no more */
+	if (!n || n > 2 * 2 * 2048)
+		fail("starved: %u of the 6000 frames reached the guest", n);
+	printf("%s: starved guest: %u of 6000 frames waited in the socket for its buffers "
+	       "(the kernel dropped the rest)\n", prog, n);
+	guest_down(&g);
+
+	/* the exchange: a new session, every UMEM frame must be back */
+	guest_up(&g, packed, true, true, RX_BUF, true);
 	for (unsigned k = 0; k < NFRAMES; k++) {
 		make_out(want, k, mac_b);
 		guest_send(&g, k, want);
@@ -382,13 +490,13 @@ int main(int argc, char **argv)
 	end = now_ns() + 5000000000ull;
 	while (got < NFRAMES && now_ns() < end) {
 		struct pollfd p = {ps, POLLIN, 0};
-		ssize_t n;
+		ssize_t len;
 		unsigned k;
 
 		if (poll(&p, 1, 100) <= 0)
 			continue;
-		n = recv(ps, buf, sizeof(buf), 0);
-		if (n < 15 || buf[12] != (ETHERTYPE_TEST >> 8) || buf[13] != (ETHERTYPE_TEST & 0xff))
+		len = recv(ps, buf, sizeof(buf), 0);
+		if (len < 15 || buf[12] != (ETHERTYPE_TEST >> 8) || buf[13] != (ETHERTYPE_TEST & 0xff))
 			continue; /* not ours */
 		k = buf[14];
 		if (k >= NFRAMES)
@@ -396,8 +504,8 @@ int main(int argc, char **argv)
 		if (seen[k])
 			fail("wire: frame %u came twice", k);
 		make_out(want, k, mac_b);
-		if ((size_t)n != frame_len(k) || memcmp(buf, want, frame_len(k)))
-			fail("wire: frame %u differs (%zd bytes, sent %u)", k, n, frame_len(k));
+		if ((size_t)len != frame_len(k) || memcmp(buf, want, frame_len(k)))
+			fail("wire: frame %u differs (%zd bytes, sent %u)", k, len, frame_len(k));
 		seen[k] = true;
 		got++;
 	}
@@ -406,26 +514,24 @@ int main(int argc, char **argv)
 	printf("%s: guest -> wire: %u frames of 60..1514 bytes over 2 TX rings, byte for byte\n",
 	       prog, got);
 
-	/* wire → guest */
 	memset(seen, 0, sizeof(seen));
 	got = 0;
 	for (unsigned k = 0; k < NFRAMES; k++) {
 		make_in(want, k, mac_b);
-		if (send(ps, want, frame_len(k), 0) != (ssize_t)frame_len(k))
-			fail("send on %s: %m", ifb);
+		wire_send(ps, want, frame_len(k));
 	}
 	end = now_ns() + 5000000000ull;
 	while (got < NFRAMES && now_ns() < end) {
 		bool any = false;
 
 		for (unsigned r = 0; r < 2; r++) {
-			int n = guest_recv(&g, 2 * r, buf, sizeof(buf));
+			int len = guest_recv(&g, 2 * r, buf, sizeof(buf));
 			unsigned k;
 
-			if (n < 0)
+			if (len < 0)
 				continue;
 			any = true;
-			if (n < 43 || buf[12] != 0x08 || buf[13] != 0x00 || buf[23] != 17)
+			if (len < 43 || buf[12] != 0x08 || buf[13] != 0x00 || buf[23] != 17)
 				continue; /* not ours (the kernel's own) */
 			k = buf[42];
 			if (k >= NFRAMES)
@@ -433,8 +539,8 @@ int main(int argc, char **argv)
 			if (seen[k])
 				fail("guest: frame %u came twice", k);
 			make_in(want, k, mac_b);
-			if ((unsigned)n != frame_len(k) || memcmp(buf, want, frame_len(k)))
-				fail("guest: frame %u differs (%d bytes, sent %u)", k, n,
+			if ((unsigned)len != frame_len(k) || memcmp(buf, want, frame_len(k)))
+				fail("guest: frame %u differs (%d bytes, sent %u)", k, len,
 				     frame_len(k));
 			seen[k] = true;
 			per_ring[r]++;
@@ -450,17 +556,67 @@ int main(int argc, char **argv)
 		     per_ring[1]);
 	printf("%s: wire -> guest: %u frames of 60..1514 bytes, %u on pair 0 and %u on pair 1, "
 	       "byte for byte\n", prog, got, per_ring[0], per_ring[1]);
-	close(ps);
-	vu_close(&g.vu);
-	stop_daemon();
-	{
-		char cmd[96];
 
-		/* the XDP program goes with the daemon */
-		snprintf(cmd, sizeof(cmd), "ip link show %s | grep -q ' xdp'", ifa);
-		if (system(cmd) == 0)
-			fail("%s still has an XDP program after the daemon's exit", ifa);
+	/* link down: consumed and dropped, never stalled; up: through again */
+	sh("ip link set %s down", ifa);
+	for (unsigned k = 0; k < 3 * TX_NUM; k++) {
+		make_out(want, k % NFRAMES, mac_b);
+		guest_send(&g, k % NFRAMES, want); /* fails if the TX ring stalls */
 	}
+	sh("ip link set %s up", ifa);
+	usleep(300000);
+	wire_count(ps, 100, buf, sizeof(buf)); /* whatever was queued */
+	for (unsigned k = 0; k < 16; k++) {
+		make_out(want, 2 * k, mac_b);
+		guest_send(&g, 2 * k, want); /* pair 0 */
+	}
+	n = wire_count(ps, 1500, buf, sizeof(buf));
+	if (n < 16)
+		fail("link up again: %u of 16 frames reached the wire", n);
+	printf("%s: link down: %u frames consumed, none stalled; up again: 16 of 16 on the "
+	       "wire\n", prog, 3 * TX_NUM);
+	guest_down(&g);
+
+	/* a frame bigger than the guest's buffers, then a small one */
+	guest_up(&g, packed, true, false, 1024, true);
+	make_in(want, 63, mac_b); /* 1514 bytes */
+	wire_send(ps, want, frame_len(63));
+	make_in(want, 5, mac_b);
+	wire_send(ps, want, frame_len(5));
+	end = now_ns() + 2000000000ull;
+	for (got = 0; !got && now_ns() < end;) {
+		for (unsigned r = 0; r < 4; r += 2) {
+			int len = guest_recv(&g, r, buf, sizeof(buf));
+
+			if (len < 0 || len < 43 || buf[23] != 17)
+				continue;
+			if (buf[42] != 5 || (unsigned)len != frame_len(5) ||
+			    memcmp(buf, want, frame_len(5)))
+				fail("small buffers: got frame %u (%d bytes): only frame 5 fits",
+				     buf[42], len);
+			got = 1;
+		}
+		usleep(200);
+	}
+	if (!got)
+		fail("small buffers: the frame that fits did not arrive after the one that did not");
+	printf("%s: a 1514-byte frame for 1 KiB buffers dropped, the next one delivered\n", prog);
+
+	/* the interface goes away under the daemon */
+	sh("ip link del %s", ifa);
+	for (unsigned k = 0; k < 2 * TX_NUM; k++) {
+		make_out(want, k % NFRAMES, mac_b);
+		guest_send(&g, k % NFRAMES, want);
+	}
+	if (waitpid(daemon_pid, &st, WNOHANG) != 0)
+		fail("the daemon died when its interface was deleted");
+	printf("%s: interface deleted: %u frames consumed, the daemon lives on\n", prog,
+	       2 * TX_NUM);
+	guest_down(&g);
+	close(ps);
+	st = stop_daemon();
+	if (!WIFEXITED(st) || WEXITSTATUS(st))
+		fail("the daemon's exit status is %#x", st);
 	cleanup();
 	printf("%s: PASS (%s ring, %s mode)\n", prog, packed ? "packed" : "split", engine_mode);
 	return 0;
