@@ -1,0 +1,383 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uvhost: an AF_XDP socket and its UMEM (xdp_sock.h).
+ *
+ * Kernel facts this relies on (Linux 6.x, libxdp 1.3):
+ *   - copy-mode transmit sends a batch per sendto() and answers EAGAIN when
+ *     more is queued: we call again (tx_kick);
+ *   - with XDP_USE_NEED_WAKEUP the TX ring asks for a kick in copy mode, the
+ *     fill ring only in zero-copy mode (when the driver ran dry);
+ *   - xsk_ring_cons__peek moves our cached position: frames not consumed
+ *     must be cancelled, or they are skipped and their UMEM frames lost;
+ *   - a link down fails sendto() with ENETDOWN, a deleted interface (the
+ *     socket unbound) with ENXIO; the TX ring then keeps what it holds.
+ */
+#include <errno.h>
+#include <linux/if_link.h>
+#include <net/if.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <xdp/libxdp.h>
+
+#include "log.h"
+#include "util.h"
+#include "xdp_sock.h"
+
+#define DOWN_RETRY_NS	100000000ull	/* a link down: try the wire again every 100 ms */
+#define UMEM_BYTES	((size_t)2 * XDP_HALF * XDP_FRAME)
+#define RX_END		((uint64_t)XDP_HALF * XDP_FRAME)	/* RX half: [0, RX_END) */
+
+static int lib_print(const char *fmt, va_list ap)
+{
+	char buf[256];
+
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	buf[strcspn(buf, "\n")] = 0;
+	UVH_DEBUG("xdp: %s", buf);
+	return 0;
+}
+
+static int lib_print_bpf(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	(void)level;
+	return lib_print(fmt, ap);
+}
+
+static int lib_print_xdp(enum libxdp_print_level level, const char *fmt, va_list ap)
+{
+	(void)level;
+	return lib_print(fmt, ap);
+}
+
+/* They print to stderr by default, and are chatty about a missing bpffs
+ * (libxdp then loads its program without the dispatcher, which is fine). */
+void xdp_sock_quiet_libs(void)
+{
+	libbpf_set_print(lib_print_bpf);
+	libxdp_set_print(lib_print_xdp);
+}
+
+int xdp_iface(const char *iface, unsigned int *ifindex, int *mtu)
+{
+	struct ifreq ifr;
+	int fd;
+
+	*ifindex = if_nametoindex(iface);
+	*mtu = -1;
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0) {
+		memset(&ifr, 0, sizeof(ifr));
+		snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", iface);
+		if (ioctl(fd, SIOCGIFMTU, &ifr) == 0)
+			*mtu = ifr.ifr_mtu;
+		close(fd);
+	}
+	return *ifindex && *mtu > 0 ? 0 : -ENODEV;
+}
+
+void xdp_sock_describe(const struct xdp_sock *s, unsigned int ifindex, char *buf, size_t size)
+{
+	struct bpf_xdp_query_opts q = { .sz = sizeof(q) };
+	struct xdp_options xo;
+	socklen_t len = sizeof(xo);
+	bool zero_copy = false;
+
+	if (bpf_xdp_query((int)ifindex, 0, &q))
+		q.attach_mode = 0;
+	if (getsockopt(s->fd, SOL_XDP, XDP_OPTIONS, &xo, &len) == 0)
+		zero_copy = xo.flags & XDP_OPTIONS_ZEROCOPY;
+	snprintf(buf, size, "%s XDP, %s, need_wakeup",
+		 q.attach_mode == XDP_ATTACHED_DRV ? "native" :
+		 q.attach_mode == XDP_ATTACHED_SKB ? "generic (skb)" :
+		 q.attach_mode == XDP_ATTACHED_HW ? "offloaded" :
+		 q.attach_mode == XDP_ATTACHED_MULTI ? "multi-mode" : "unknown",
+		 zero_copy ? "zero-copy" : "copy mode");
+}
+
+void xdp_sock_close(struct xdp_sock *s)
+{
+	if (s->xsk)
+		xsk_socket__delete(s->xsk);
+	if (s->umem)
+		xsk_umem__delete(s->umem);
+	if (s->area)
+		munmap(s->area, UMEM_BYTES);
+	s->xsk = NULL;
+	s->umem = NULL;
+	s->area = NULL;
+	s->fd = -1;
+}
+
+int xdp_sock_open(struct xdp_sock *s, const char *who, const char *iface, unsigned int queue)
+{
+	struct xsk_umem_config uc = {
+		.fill_size = XDP_RING, .comp_size = XDP_RING,
+		.frame_size = XDP_FRAME, .frame_headroom = 0,
+	};
+	struct xsk_socket_config sc = {
+		.rx_size = XDP_RING, .tx_size = XDP_RING,
+		.bind_flags = XDP_USE_NEED_WAKEUP | XDP_ZEROCOPY,
+	};
+	uint32_t idx;
+	unsigned int i;
+	int err;
+
+	memset(s, 0, sizeof(*s));
+	s->fd = -1;
+	s->queue = queue;
+	snprintf(s->who, sizeof(s->who), "%s: %s queue %u", who, iface, queue);
+	s->area = mmap(NULL, UMEM_BYTES, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (s->area == MAP_FAILED) {
+		s->area = NULL;
+		return -ENOMEM;
+	}
+	err = xsk_umem__create(&s->umem, s->area, UMEM_BYTES, &s->fill, &s->comp, &uc);
+	if (err) {
+		s->umem = NULL;
+		UVH_ERR("%s: UMEM: %s", s->who, strerror(-err));
+		return err;
+	}
+	/* zero-copy first; copy mode when the driver has none (veth, most) */
+	err = xsk_socket__create(&s->xsk, iface, queue, s->umem, &s->rx, &s->tx, &sc);
+	if (err) {
+		UVH_DEBUG("%s: no zero-copy (%s): copy mode", s->who, strerror(-err));
+		sc.bind_flags = XDP_USE_NEED_WAKEUP | XDP_COPY;
+		err = xsk_socket__create(&s->xsk, iface, queue, s->umem, &s->rx, &s->tx, &sc);
+	}
+	if (err) {
+		s->xsk = NULL;
+		UVH_ERR("%s: AF_XDP socket: %s%s", s->who, strerror(-err),
+			err == -EINVAL ? " (has the interface that many queues?)" :
+			err == -ENOSPC ? " (a veth: as many RX queues as its peer has TX queues?)" :
+			err == -EBUSY ? " (another XDP program on it?)" : "");
+		return err;
+	}
+	s->fd = xsk_socket__fd(s->xsk);
+	/* the RX half goes to the kernel at once: frames are taken from now on */
+	if (xsk_ring_prod__reserve(&s->fill, XDP_HALF, &idx) != XDP_HALF)
+		return -EIO;
+	for (i = 0; i < XDP_HALF; i++)
+		*xsk_ring_prod__fill_addr(&s->fill, idx + i) = (uint64_t)i * XDP_FRAME;
+	xsk_ring_prod__submit(&s->fill, XDP_HALF);
+	for (i = 0; i < XDP_HALF; i++)
+		s->free[i] = RX_END + (uint64_t)i * XDP_FRAME;
+	s->nfree = XDP_HALF;
+	return 0;
+}
+
+/* ---- RX half ---------------------------------------------------------------- */
+
+uint64_t xdp_sock_rx_kernel_drops(struct xdp_sock *s)
+{
+	struct xdp_statistics st;
+	socklen_t len = sizeof(st);
+	uint64_t now, d;
+
+	if (getsockopt(s->fd, SOL_XDP, XDP_STATISTICS, &st, &len))
+		return 0;
+	now = st.rx_dropped + st.rx_ring_full;
+	d = now > s->kernel_drops ? now - s->kernel_drops : 0;
+	s->kernel_drops = now;
+	return d;
+}
+
+/* Give @n addresses back to the kernel's fill ring: the RX half's frames
+ * number the fill ring's size, so there is always room. */
+static void fill(struct xdp_sock *s, const uint64_t *addr, unsigned int n)
+{
+	uint32_t idx;
+
+	if (!n || xsk_ring_prod__reserve(&s->fill, n, &idx) != n)
+		return;
+	for (unsigned int i = 0; i < n; i++)
+		*xsk_ring_prod__fill_addr(&s->fill, idx + i) = addr[i];
+	xsk_ring_prod__submit(&s->fill, n);
+}
+
+/* The UMEM frame of RX descriptor @d, or UINT64_MAX when it is not one of
+ * the RX half's (never recycled then: never twice in the fill ring). */
+static uint64_t rx_base(const struct xdp_desc *d)
+{
+	uint64_t base = xsk_umem__extract_addr(d->addr);
+
+	if (base >= RX_END || xsk_umem__extract_offset(d->addr) + d->len > XDP_FRAME)
+		return UINT64_MAX;
+	return base;
+}
+
+void xdp_sock_rx_end(struct xdp_sock *s, unsigned int done)
+{
+	uint64_t rec[XDP_BURST];
+	unsigned int k = 0;
+
+	for (unsigned int i = 0; i < done; i++) {
+		uint64_t b = rx_base(xsk_ring_cons__rx_desc(&s->rx, s->rx_idx + i));
+
+		if (b != UINT64_MAX)
+			rec[k++] = b;
+	}
+	/* peek moved our cached position past all rx_n: the frames left wait
+	 * there for the next burst */
+	if (done < s->rx_n)
+		xsk_ring_cons__cancel(&s->rx, s->rx_n - done);
+	xsk_ring_cons__release(&s->rx, done);
+	fill(s, rec, k);
+	s->rx_n = 0;
+}
+
+unsigned int xdp_sock_rx_begin(struct xdp_sock *s, unsigned int max)
+{
+	if (max > XDP_BURST)
+		max = XDP_BURST;
+	s->rx_n = xsk_ring_cons__peek(&s->rx, max, &s->rx_idx);
+	if (!s->rx_n && xsk_ring_prod__needs_wakeup(&s->fill))
+		recvfrom(s->fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
+	return s->rx_n;
+}
+
+bool xdp_sock_rx_frame(const struct xdp_sock *s, unsigned int i, struct iovec *v)
+{
+	const struct xdp_desc *d = xsk_ring_cons__rx_desc(&s->rx, s->rx_idx + i);
+
+	/* the kernel wrote it, but it is ours to bound: inside the RX half */
+	if (rx_base(d) == UINT64_MAX)
+		return false;
+	v->iov_base = s->area + d->addr;
+	v->iov_len = d->len;
+	return true;
+}
+
+uint64_t xdp_sock_rx_flush(struct xdp_sock *s)
+{
+	uint64_t dropped = 0;
+	unsigned int n;
+
+	while ((n = xdp_sock_rx_begin(s, XDP_BURST)) > 0) {
+		xdp_sock_rx_end(s, n);
+		dropped += n;
+	}
+	return dropped;
+}
+
+/* ---- TX half ---------------------------------------------------------------- */
+
+/* Hand the TX ring to the kernel; in copy mode it sends a batch per call. */
+static void tx_kick(struct xdp_sock *s)
+{
+	int tries = 8;
+
+	s->kick_pending = false;
+	if (!xsk_ring_prod__needs_wakeup(&s->tx))
+		return;
+	while (sendto(s->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0) {
+		if (errno == EAGAIN && --tries)
+			continue;
+		if (errno == EAGAIN || errno == EBUSY || errno == ENOBUFS) {
+			s->kick_pending = true;	/* the driver is full: again next time */
+		} else if (!s->down) {
+			/* ENETDOWN: the link is down; ENXIO: the interface is gone */
+			s->down = true;
+			s->down_since = uvh_now_ns();
+			UVH_WARN("%s: %s: frames to the wire are dropped", s->who,
+				 errno == ENXIO ? "the interface is gone" : strerror(errno));
+		}
+		return;
+	}
+	if (s->down) {
+		s->down = false;
+		UVH_INFO("%s: the wire takes frames again", s->who);
+	}
+}
+
+/* Frames the kernel has sent come back free. */
+static void tx_reap(struct xdp_sock *s)
+{
+	uint32_t idx;
+	unsigned int n = xsk_ring_cons__peek(&s->comp, XDP_RING, &idx);
+
+	for (unsigned int i = 0; i < n; i++) {
+		uint64_t a = xsk_umem__extract_addr(*xsk_ring_cons__comp_addr(&s->comp, idx + i));
+
+		/* only addresses of the TX half, and never more than it has */
+		if (a >= RX_END && a < (uint64_t)UMEM_BYTES && s->nfree < XDP_HALF)
+			s->free[s->nfree++] = a;
+	}
+	if (n)
+		xsk_ring_cons__release(&s->comp, n);
+}
+
+unsigned int xdp_sock_tx_room(struct xdp_sock *s, unsigned int max)
+{
+	unsigned int room;
+
+	tx_reap(s);
+	if (s->down) {
+		/* frames are dropped meanwhile; look at the wire now and then */
+		if (uvh_now_ns() - s->down_since > DOWN_RETRY_NS) {
+			s->down_since = uvh_now_ns();
+			tx_kick(s);
+		}
+		return max;
+	}
+	if (s->kick_pending)
+		tx_kick(s);
+	room = xsk_prod_nb_free(&s->tx, max);
+	if (room > s->nfree)
+		room = s->nfree;
+	if (room > max)
+		room = max;
+	if (!room)
+		tx_kick(s);	/* completions come back once the kernel sends */
+	return room;
+}
+
+bool xdp_sock_tx_put(struct xdp_sock *s, const struct iovec *iov, unsigned int n, size_t skip,
+		     uint32_t len)
+{
+	struct xdp_desc *d;
+	uint32_t idx;
+	uint64_t a;
+	size_t got = 0, off = skip;
+
+	if (s->down || !s->nfree || len > XDP_FRAME || xsk_ring_prod__reserve(&s->tx, 1, &idx) != 1)
+		return false;
+	a = s->free[--s->nfree];
+	for (unsigned int i = 0; i < n && got < len; i++) {
+		size_t l;
+
+		if (off >= iov[i].iov_len) {
+			off -= iov[i].iov_len;
+			continue;
+		}
+		l = iov[i].iov_len - off;
+		if (l > len - got)
+			l = len - got;
+		memcpy(s->area + a + got, (const uint8_t *)iov[i].iov_base + off, l);
+		got += l;
+		off = 0;
+	}
+	d = xsk_ring_prod__tx_desc(&s->tx, idx);
+	d->addr = a;
+	d->len = (uint32_t)got;
+	d->options = 0;
+	s->tx_queued++;
+	return true;
+}
+
+void xdp_sock_tx_flush(struct xdp_sock *s)
+{
+	if (!s->tx_queued)
+		return;
+	xsk_ring_prod__submit(&s->tx, s->tx_queued);
+	s->tx_queued = 0;
+	tx_kick(s);
+}

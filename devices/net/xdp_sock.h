@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uvhost: one AF_XDP socket with its own UMEM, bound to one queue of a
+ * network interface (libxdp's default XDP program redirects the queue's
+ * frames to it). Used by the xdp port (a guest's queue pair on a queue) and
+ * by a switch's xdp uplink. Not installed.
+ *
+ * The UMEM is split in two halves with one owner each, so the two
+ * directions share nothing:
+ *   - RX half (xdp_sock_rx_*): frames live in the fill ring, the kernel or
+ *     the RX ring; a frame read goes back to the fill ring in the same burst.
+ *   - TX half (xdp_sock_tx_*): a stack of free frames; a frame sent comes
+ *     back through the completion ring.
+ * Each half has one user at a time (an engine, or the holder of a lock).
+ */
+#ifndef UVHOST_XDP_SOCK_H
+#define UVHOST_XDP_SOCK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+#include <xdp/xsk.h>
+
+#define XDP_FRAME	4096u		/* one UMEM frame (aligned mode: a power of two) */
+#define XDP_HALF	2048u		/* frames per half (RX, TX) */
+#define XDP_RING	2048u		/* every ring of the socket */
+#define XDP_BURST	32u
+/* The kernel puts a received frame XDP_PACKET_HEADROOM into its UMEM frame. */
+#define XDP_RX_MAX	(XDP_FRAME - 256u)
+
+struct xdp_sock {
+	struct xsk_umem *umem;
+	struct xsk_socket *xsk;
+	uint8_t *area;
+	int fd;
+	unsigned int queue;
+	char who[48];			/* "port0: eth1 queue 0", for logs */
+	/* RX half */
+	struct xsk_ring_cons rx;
+	struct xsk_ring_prod fill;
+	uint32_t rx_idx, rx_n;		/* this burst's frames (xdp_sock_rx_begin) */
+	uint64_t kernel_drops;		/* the kernel's count at the last read */
+	/* TX half */
+	struct xsk_ring_prod tx;
+	struct xsk_ring_cons comp;
+	uint64_t free[XDP_HALF];
+	unsigned int nfree;
+	unsigned int tx_queued;		/* reserved and filled, not submitted */
+	bool kick_pending;		/* frames in the TX ring the kernel has not taken */
+	bool down;			/* the last kick said the link is down or gone */
+	uint64_t down_since;
+};
+
+/** Route libbpf's and libxdp's messages through our logger (debug level). */
+void xdp_sock_quiet_libs(void);
+/** The interface's index and MTU; -ENODEV when there is no such interface. */
+int xdp_iface(const char *iface, unsigned int *ifindex, int *mtu);
+/** "native XDP, copy mode, need_wakeup" for the interface and socket @s. */
+void xdp_sock_describe(const struct xdp_sock *s, unsigned int ifindex, char *buf, size_t size);
+
+/** Open @s on @iface's @queue: zero-copy if the driver has it, else copy
+ *  mode; the RX half goes to the fill ring at once. 0 or negative errno
+ *  (logged, naming @who). Close with xdp_sock_close even on failure. */
+int xdp_sock_open(struct xdp_sock *s, const char *who, const char *iface, unsigned int queue);
+/** Close (deleting the interface's last socket detaches the program). */
+void xdp_sock_close(struct xdp_sock *s);
+
+/* ---- RX half ---- */
+/** Frames the kernel dropped since the last call (RX ring or fill ring full). */
+uint64_t xdp_sock_rx_kernel_drops(struct xdp_sock *s);
+/** Drop every frame waiting (stale ones); how many. */
+uint64_t xdp_sock_rx_flush(struct xdp_sock *s);
+/** Peek up to @max frames (0: none; the fill ring woken if it asks). */
+unsigned int xdp_sock_rx_begin(struct xdp_sock *s, unsigned int max);
+/** Frame @i of the burst; false when the kernel's descriptor is out of
+ *  bounds (count it dropped; it is not recycled). */
+bool xdp_sock_rx_frame(const struct xdp_sock *s, unsigned int i, struct iovec *v);
+/** End the burst: frames [0, @done) consumed (back to the fill ring), the
+ *  rest stay for the next burst. */
+void xdp_sock_rx_end(struct xdp_sock *s, unsigned int done);
+
+/* ---- TX half ---- */
+/** Frames that can be queued now (completions reaped first; while the link
+ *  is down: @max, they are dropped by xdp_sock_tx_put). */
+unsigned int xdp_sock_tx_room(struct xdp_sock *s, unsigned int max);
+/** Queue one frame: @len bytes of @iov after @skip. false when it cannot
+ *  (no room, link down, longer than a UMEM frame). */
+bool xdp_sock_tx_put(struct xdp_sock *s, const struct iovec *iov, unsigned int n, size_t skip,
+		     uint32_t len);
+/** Hand what was queued to the kernel. */
+void xdp_sock_tx_flush(struct xdp_sock *s);
+
+#endif
