@@ -76,6 +76,7 @@ struct config {
 	unsigned int frame_size;
 	const char *tap;
 	const char *iface;		/* --iface: xdp mode */
+	const char *uplink;		/* --uplink: switch mode */
 	unsigned int queues;
 	int cores[MAX_CORES];
 	unsigned int ncores;
@@ -136,6 +137,9 @@ static void usage(FILE *f)
 "  --iface NAME           xdp mode: the network interface; queue pair i uses its\n"
 "                         queue i through an AF_XDP socket (needs CAP_NET_ADMIN,\n"
 "                         CAP_BPF; the XDP program is detached at exit)\n"
+"  --uplink KIND:NAME     switch mode: the switch's uplink to a wire, xdp:IFACE\n"
+"                         (AF_XDP on IFACE's first --queues queues) or tap:NAME\n"
+"                         (a tap: the kernel's stack, e.g. in a bridge)\n"
 "  --queues N             queue pairs per port (default 1)\n"
 "  --cores LIST           one engine per core (e.g. 1 or 0,2-3; default: one\n"
 "                         engine, not pinned); queue pairs are spread over them\n"
@@ -407,6 +411,24 @@ static void print_stats(double secs, bool final)
 		       drop_reasons(&st, &p->last, why, sizeof(why)),
 		       uvh_devhost_connected(p->dh) ? "connected" : "waiting", rss);
 		p->last = st;
+	}
+	if (sw && uvh_net_switch_uplink_info(sw)) {
+		static struct uvh_net_stats last;
+		struct uvh_net_stats st, d;
+
+		/* the wire's side: rx taken from the guests to the wire, tx to them */
+		uvh_net_switch_uplink_stats(sw, &st);
+		d = st;
+		if (!final) {
+			d.rx_packets -= last.rx_packets;
+			d.tx_packets -= last.tx_packets;
+			d.rx_drops -= last.rx_drops;
+			d.tx_drops -= last.tx_drops;
+		}
+		printf(PROG ": uplink: %sto the wire %" PRIu64 " pkts (%" PRIu64 " dropped), from "
+		       "the wire %" PRIu64 " pkts (%" PRIu64 " lost in the kernel)\n",
+		       final ? "total " : "", d.rx_packets, d.rx_drops, d.tx_packets, d.tx_drops);
+		last = st;
 	}
 	if (final)
 		printf(PROG ": rss %lu KiB\n", rss);
@@ -738,7 +760,7 @@ static void teardown(void)
 enum {
 	OPT_SOCKET_PATH = 256, OPT_CLIENT, OPT_FD, OPT_PRINT_CAPS, OPT_MODE, OPT_FRAME_SIZE,
 	OPT_TAP, OPT_QUEUES, OPT_CORES, OPT_ENGINE_MODE, OPT_MAX_DELAY, OPT_STATS, OPT_SOCKET_MODE,
-	OPT_SOCKET_OWNER, OPT_ALLOW_UID, OPT_IFACE, OPT_OFFER_CONFIG, OPT_STATS_JSON,
+	OPT_SOCKET_OWNER, OPT_ALLOW_UID, OPT_IFACE, OPT_UPLINK, OPT_OFFER_CONFIG, OPT_STATS_JSON,
 };
 
 static const struct option long_opts[] = {
@@ -750,6 +772,7 @@ static const struct option long_opts[] = {
 	{ "frame-size", required_argument, NULL, OPT_FRAME_SIZE },
 	{ "tap", required_argument, NULL, OPT_TAP },
 	{ "iface", required_argument, NULL, OPT_IFACE },
+	{ "uplink", required_argument, NULL, OPT_UPLINK },
 	{ "queues", required_argument, NULL, OPT_QUEUES },
 	{ "cores", required_argument, NULL, OPT_CORES },
 	{ "engine-mode", required_argument, NULL, OPT_ENGINE_MODE },
@@ -809,6 +832,13 @@ static void parse_args(int argc, char **argv)
 			if (strlen(optarg) > 15)
 				die_usage("tap name '%s' is too long", optarg);
 			cfg.tap = optarg;
+			break;
+		case OPT_UPLINK:
+			if (strncmp(optarg, "xdp:", 4) && strncmp(optarg, "tap:", 4))
+				die_usage("--uplink %s: xdp:IFACE or tap:NAME", optarg);
+			if (strlen(optarg + 4) > 15 || !optarg[4])
+				die_usage("--uplink %s: bad interface name", optarg);
+			cfg.uplink = optarg;
 			break;
 		case OPT_IFACE:
 			if (strlen(optarg) > 15)
@@ -884,6 +914,8 @@ static void parse_args(int argc, char **argv)
 		die_usage("%s", "xdp mode serves one port");
 	if (cfg.mode == UVH_NET_PORT_XDP && !cfg.iface)
 		die_usage("%s", "xdp mode needs --iface NAME");
+	if (cfg.uplink && cfg.mode != UVH_NET_PORT_SWITCH)
+		die_usage("%s", "--uplink is for switch mode");
 	if (cfg.stats_json && !cfg.stats_interval)
 		cfg.stats_interval = 1;	/* JSON lines are for graphs: every second */
 	if (verbose)
@@ -914,6 +946,15 @@ int main(int argc, char **argv)
 		if (!sw) {
 			fprintf(stderr, PROG ": cannot create the switch\n");
 			return 1;
+		}
+		if (cfg.uplink) {
+			ret = uvh_net_switch_set_uplink(sw, cfg.uplink, cfg.queues);
+			if (ret) {
+				fprintf(stderr, PROG ": uplink %s: %s\n", cfg.uplink, strerror(-ret));
+				uvh_net_switch_destroy(sw);
+				return 1;
+			}
+			fprintf(info_out, PROG ": uplink %s\n", uvh_net_switch_uplink_info(sw));
 		}
 	}
 	ret = make_engines();

@@ -298,7 +298,10 @@ uint64_t uvh_net_features(const struct uvh_net_dev *dev)
 
 	if (dev->max_pairs > 1)
 		f |= UVH_BIT(UVH_VIRTIO_NET_F_MQ);
-	return (f | dev->port_ops->features_add) & ~dev->port_ops->features_drop;
+	f = (f | dev->port_ops->features_add) & ~dev->port_ops->features_drop;
+	if (dev->sw)
+		f &= ~net_switch_features_drop(dev->sw);	/* what its uplink cannot take */
+	return f;
 }
 
 /* What the guest takes: its MTU once it negotiated MTU (+ Ethernet header

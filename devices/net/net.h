@@ -361,8 +361,28 @@ struct uvh_net_switch *uvh_net_switch_create(void);
 void uvh_net_switch_destroy(struct uvh_net_switch *sw);
 /** Ports on the switch. */
 unsigned int uvh_net_switch_ports(const struct uvh_net_switch *sw);
-/** The port a MAC was learned on (the device), or NULL. */
+/** The port a MAC was learned on (the device), or NULL (also when it was
+ *  learned on the uplink). */
 struct uvh_net_dev *uvh_net_switch_lookup(const struct uvh_net_switch *sw, const uint8_t mac[6]);
+/**
+ * Give the switch an uplink to a wire, before any port joins: @spec is
+ * "xdp:IFACE" (an AF_XDP socket per queue on IFACE's queues 0..@queues-1;
+ * built with libxdp, else -EOPNOTSUPP) or "tap:NAME" (a tap, made if
+ * needed; the kernel's stack, e.g. in a bridge). Frames to MACs learned on
+ * the wire, and unknown and broadcast ones, go out on queue (the sender's
+ * pair % @queues); frames from the wire are switched to the ports like a
+ * port's, polled by the ports' RX rings of that pair. The switch then has
+ * UVH_NET_SWITCH_MAX_PORTS - 1 ports. With an xdp uplink the ports offer
+ * no CSUM/HOST_TSO/HOST_ECN (the wire wants whole frames); a tap takes them.
+ * 0, -EINVAL (bad spec, queues 0, an uplink already), -EBUSY (ports
+ * joined), -ENODEV, or the error of opening it (logged).
+ */
+int uvh_net_switch_set_uplink(struct uvh_net_switch *sw, const char *spec, unsigned int queues);
+/** "xdp eth1, 2 queues: native XDP, copy mode, need_wakeup" (NULL: none). */
+const char *uvh_net_switch_uplink_info(const struct uvh_net_switch *sw);
+/** The uplink's counters as a port's (rx: from the guests to the wire; tx:
+ *  from the wire to the guests; drops by reason); -ENOENT without one. */
+int uvh_net_switch_uplink_stats(const struct uvh_net_switch *sw, struct uvh_net_stats *st);
 
 /* ---- vhost-user glue --------------------------------------------------------------- */
 

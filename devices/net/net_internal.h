@@ -334,5 +334,27 @@ unsigned int net_ctrl_process(struct net_ring *r);
 /* port_switch.c: the per-RX-ring spinlock of shared rings */
 void net_lock(struct net_ring *r);
 void net_unlock(struct net_ring *r);
+/* the spinlock under them, for other shared state (a switch uplink's queue) */
+void net_spin_lock(atomic_int *l);
+void net_spin_unlock(atomic_int *l);
+/* what a switch's ports must not offer (its uplink cannot take it) */
+uint64_t net_switch_features_drop(const struct uvh_net_switch *sw);
+
+/* uplink.c: a switch's uplink (xdp:IFACE or tap:NAME) */
+struct net_uplink;
+struct net_uplink *net_uplink_open(const char *spec, unsigned int queues, int *err);
+void net_uplink_close(struct net_uplink *u);
+const char *net_uplink_info(const struct net_uplink *u);
+uint64_t net_uplink_features_drop(const struct net_uplink *u);
+int net_uplink_wake_fd(struct net_uplink *u, unsigned int pair);
+void net_uplink_stats(const struct net_uplink *u, struct uvh_net_stats *st);
+/* a TX burst's frames whose dest[i] is @match or @flood, to the wire */
+void net_uplink_send(struct net_uplink *u, struct net_ring *tx, const uint8_t *dest, uint8_t match,
+		     uint8_t flood, unsigned int n);
+/* frames from the wire for pair @pair's rings (0: none, or another engine
+ * is on that queue); net_uplink_rx_end once they are delivered */
+unsigned int net_uplink_rx_begin(struct net_uplink *u, unsigned int pair, struct iovec *v,
+				 unsigned int max);
+void net_uplink_rx_end(struct net_uplink *u, unsigned int pair, unsigned int n);
 
 #endif

@@ -42,6 +42,9 @@
 #define TABLE_SIZE	(1u << TABLE_BITS)
 #define DEST_FLOOD	0xfe
 #define DEST_DROP	0xff
+/* The uplink's port index (in the MAC table and the destination masks):
+ * the last one, which no device takes. */
+#define UPLINK_PORT	(UVH_NET_SWITCH_MAX_PORTS - 1)
 
 struct uvh_net_switch {
 	pthread_mutex_t mu;			/* join/leave */
@@ -54,6 +57,8 @@ struct uvh_net_switch {
 	 * flooded until learned again).
 	 */
 	_Atomic uint64_t table[TABLE_SIZE];
+	/* the wire (or NULL), set before any port joins; see uplink.c */
+	struct net_uplink *uplink;
 };
 
 static inline void cpu_relax(void)
@@ -65,19 +70,29 @@ static inline void cpu_relax(void)
 #endif
 }
 
-void net_lock(struct net_ring *r)
+void net_spin_lock(atomic_int *l)
 {
-	/* acquire: pairs with the release in net_unlock of the previous holder */
-	while (atomic_exchange_explicit(&r->lock, 1, memory_order_acquire)) {
-		while (atomic_load_explicit(&r->lock, memory_order_relaxed))
+	/* acquire: pairs with the release in net_spin_unlock of the previous holder */
+	while (atomic_exchange_explicit(l, 1, memory_order_acquire)) {
+		while (atomic_load_explicit(l, memory_order_relaxed))
 			cpu_relax();
 	}
 }
 
+void net_spin_unlock(atomic_int *l)
+{
+	/* release: our writes are seen by the next net_spin_lock's acquire */
+	atomic_store_explicit(l, 0, memory_order_release);
+}
+
+void net_lock(struct net_ring *r)
+{
+	net_spin_lock(&r->lock);
+}
+
 void net_unlock(struct net_ring *r)
 {
-	/* release: our ring writes are seen by the next net_lock's acquire */
-	atomic_store_explicit(&r->lock, 0, memory_order_release);
+	net_spin_unlock(&r->lock);
 }
 
 static inline uint64_t mac48(const uint8_t *m)
@@ -128,8 +143,39 @@ void uvh_net_switch_destroy(struct uvh_net_switch *sw)
 		return;
 	if (atomic_load(&sw->nports))
 		UVH_WARN("switch destroyed with %u ports", atomic_load(&sw->nports));
+	net_uplink_close(sw->uplink);
 	pthread_mutex_destroy(&sw->mu);
 	free(sw);
+}
+
+int uvh_net_switch_set_uplink(struct uvh_net_switch *sw, const char *spec, unsigned int queues)
+{
+	int err;
+
+	if (!sw || !spec || sw->uplink)
+		return -EINVAL;
+	if (atomic_load(&sw->nports))
+		return -EBUSY;	/* the ports' features depend on it */
+	sw->uplink = net_uplink_open(spec, queues, &err);
+	return sw->uplink ? 0 : err;
+}
+
+const char *uvh_net_switch_uplink_info(const struct uvh_net_switch *sw)
+{
+	return sw && sw->uplink ? net_uplink_info(sw->uplink) : NULL;
+}
+
+int uvh_net_switch_uplink_stats(const struct uvh_net_switch *sw, struct uvh_net_stats *st)
+{
+	if (!sw || !sw->uplink)
+		return -ENOENT;
+	net_uplink_stats(sw->uplink, st);
+	return 0;
+}
+
+uint64_t net_switch_features_drop(const struct uvh_net_switch *sw)
+{
+	return sw->uplink ? net_uplink_features_drop(sw->uplink) : 0;
 }
 
 unsigned int uvh_net_switch_ports(const struct uvh_net_switch *sw)
@@ -155,7 +201,7 @@ static int switch_open(struct uvh_net_dev *dev, const struct uvh_net_opts *opts)
 	if (!sw)
 		return -EINVAL;
 	pthread_mutex_lock(&sw->mu);
-	for (i = 0; i < UVH_NET_SWITCH_MAX_PORTS; i++) {
+	for (i = 0; i < UPLINK_PORT; i++) {
 		if (atomic_load(&sw->ports[i]))
 			continue;
 		dev->sw = sw;
@@ -190,6 +236,15 @@ static void switch_close(struct uvh_net_dev *dev)
 	pthread_mutex_unlock(&sw->mu);
 }
 
+/* A port's RX ring for pair @pair of another port (that pair when active
+ * there, else one of its active ones). */
+static struct net_ring *peer_rx(struct uvh_net_dev *peer, unsigned int pair)
+{
+	unsigned int active = uvh_net_active_pairs(peer);
+
+	return &peer->rings[2 * (pair < active ? pair : pair % active)];
+}
+
 /*
  * Forward a TX burst of @n chains (r->tch, r->tlen) of a switch port:
  * learn the sources, decide each frame's port, then visit each
@@ -203,7 +258,7 @@ static void switch_tx_burst(struct net_ring *r, unsigned int n)
 	uint8_t dest[UVH_NET_BURST];
 	uint8_t eth[12];
 	uint64_t mask = 0;
-	unsigned int i, active, qp;
+	unsigned int i;
 	int p;
 
 	for (i = 0; i < n; i++) {
@@ -229,25 +284,28 @@ static void switch_tx_burst(struct net_ring *r, unsigned int n)
 		if (p < 0) {
 			dest[i] = DEST_FLOOD;
 			mask = ~0ull;
-		} else if (p != dev->port) {
+		} else if (p != dev->port) {	/* a port, or the uplink */
 			dest[i] = (uint8_t)p;
 			mask |= 1ull << p;
 		}
 		/* learned on the sender's own port: filtered, as a bridge does */
 	}
 	mask &= ~(1ull << dev->port);
+	if (!sw->uplink)
+		mask &= ~(1ull << UPLINK_PORT);
 	while (mask) {
 		struct net_ring *rx;
 
 		p = __builtin_ctzll(mask);
 		mask &= mask - 1;
+		if (p == UPLINK_PORT) {
+			net_uplink_send(sw->uplink, r, dest, UPLINK_PORT, DEST_FLOOD, n);
+			continue;
+		}
 		peer = atomic_load_explicit(&sw->ports[p], memory_order_acquire);
 		if (!peer)
 			continue;
-		active = uvh_net_active_pairs(peer);
-		/* once per burst and peer, not per frame */
-		qp = r->pair < active ? r->pair : r->pair % active;
-		rx = &peer->rings[2 * qp];
+		rx = peer_rx(peer, r->pair);	/* once per burst and peer, not per frame */
 		net_rx_begin(rx, n, r->engine);
 		for (i = 0; i < n; i++) {
 			if (dest[i] != (uint8_t)p && dest[i] != DEST_FLOOD)
@@ -258,6 +316,78 @@ static void switch_tx_burst(struct net_ring *r, unsigned int n)
 	}
 }
 
+/*
+ * Frames from the wire, polled by the RX rings of every port (the uplink
+ * has no engine of its own): learn their sources on the uplink, then visit
+ * each destination ring once, as a TX burst does. Frames from the wire
+ * carry no offloads; one over a guest's MTU is dropped there.
+ */
+static unsigned int switch_rx_burst(struct net_ring *r)
+{
+	struct uvh_net_switch *sw = r->dev->sw;
+	struct iovec v[UVH_NET_BURST];
+	uint8_t dest[UVH_NET_BURST];
+	uint64_t mask = 0;
+	unsigned int n, i;
+	int p;
+
+	if (!sw || !sw->uplink || !r->enabled)
+		return 0;
+	n = net_uplink_rx_begin(sw->uplink, r->pair, v, UVH_NET_BURST);
+	for (i = 0; i < n; i++) {
+		const uint8_t *eth = v[i].iov_base;
+
+		dest[i] = DEST_DROP;
+		if (v[i].iov_len < 14)
+			continue;
+		if (!(eth[6] & 1))
+			learn(sw, mac48(eth + 6), UPLINK_PORT);
+		p = eth[0] & 1 ? -1 : lookup(sw, mac48(eth));
+		if (p < 0) {
+			dest[i] = DEST_FLOOD;
+			mask = ~0ull;
+		} else if (p != UPLINK_PORT) {
+			dest[i] = (uint8_t)p;
+			mask |= 1ull << p;
+		}
+	}
+	mask &= ~(1ull << UPLINK_PORT);
+	while (mask) {
+		struct uvh_net_dev *peer;
+		struct net_ring *rx;
+
+		p = __builtin_ctzll(mask);
+		mask &= mask - 1;
+		peer = atomic_load_explicit(&sw->ports[p], memory_order_acquire);
+		if (!peer)
+			continue;
+		rx = peer_rx(peer, r->pair);
+		net_rx_begin(rx, n, r->engine);
+		for (i = 0; i < n; i++) {
+			if (dest[i] != (uint8_t)p && dest[i] != DEST_FLOOD)
+				continue;
+			if (v[i].iov_len > rx->max_frame)
+				net_drop(rx, UVH_NET_DROP_OVERSIZE, 1);
+			else
+				net_rx_put(rx, NULL, &v[i], 1, 0, (uint32_t)v[i].iov_len);
+		}
+		net_rx_end(rx);
+	}
+	if (n)
+		net_uplink_rx_end(sw->uplink, r->pair, n);
+	return n;
+}
+
+static int switch_start(struct net_ring *r)
+{
+	struct uvh_net_switch *sw = r->dev->sw;
+
+	/* frames from the wire wake the engines of the rings that poll it */
+	if (r->is_rx && r->eq && sw && sw->uplink)
+		r->eq->wake_fd = net_uplink_wake_fd(sw->uplink, r->pair);
+	return 0;
+}
+
 const struct net_port_ops net_port_switch = {
 	.name = "switch",
 	.features_add = NET_OFFLOADS,
@@ -265,5 +395,7 @@ const struct net_port_ops net_port_switch = {
 	.rx_shared = true,
 	.open = switch_open,
 	.close = switch_close,
+	.start = switch_start,
 	.tx_burst = switch_tx_burst,
+	.rx_burst = switch_rx_burst,
 };
