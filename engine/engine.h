@@ -232,6 +232,13 @@ struct uvh_engine_queue {
 	 * queue has none; fd 0 is never a device's socket). Set before attach.
 	 */
 	int wake_fd;
+	/**
+	 * The device decides this ring's calls itself, under a lock of its own
+	 * (a net switch port's RX ring, filled by other engines): work done by
+	 * process() (frames it put elsewhere) never makes the engine read the
+	 * ring's notification state. Set before attach.
+	 */
+	bool self_signal;
 
 	/* -- internal: owned by the engine while attached -- */
 	struct uvh_engine *engine;	/**< the engine it is attached to, or NULL */

@@ -140,7 +140,9 @@ static unsigned int sweep(struct uvh_engine *e)
 		n = q->process(q);
 		if (n) {
 			work += n;
-			q->need_signal = true;
+			/* self_signal: the device calls for it, under its lock */
+			if (!q->self_signal)
+				q->need_signal = true;
 			/* the nap is sized for the smallest ring that is busy */
 			if (size < e->cyc_min_ring)
 				e->cyc_min_ring = size;

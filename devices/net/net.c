@@ -446,8 +446,12 @@ int uvh_net_queue_start(struct uvh_net_dev *dev, uint32_t index, const struct uv
 		return err;
 	/* RX rings that TX bursts fill on demand: buffers posted there are
 	 * not work for the engine, and the guest need not kick them */
-	if (b->eq)
+	if (b->eq) {
 		b->eq->passive = r->is_rx && port->rx_passive;
+		/* other engines fill it and decide its calls under its lock
+		 * (net_rx_end): its own bursts' work is not its used buffers */
+		b->eq->self_signal = r->shared;
+	}
 	if (r->shared)
 		net_lock(r);
 	r->vq = b->vq;

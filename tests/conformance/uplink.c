@@ -83,7 +83,7 @@ static unsigned recv_checked(struct guest *g, int ms, unsigned char seen_in[NFRA
 
 int main(int argc, char **argv)
 {
-	const char *daemon = NULL, *kind = NULL, *engine_mode = "event";
+	const char *daemon = NULL, *kind = NULL, *engine_mode = "event", *cores = "";
 	static struct guest g[2];
 	static uint8_t buf[4096], want[4096];
 	static unsigned char in[2][NFRAMES], out[2][NFRAMES], wire[NFRAMES];
@@ -99,11 +99,14 @@ int main(int argc, char **argv)
 			kind = argv[++i];
 		else if (!strcmp(argv[i], "--engine-mode") && i + 1 < argc)
 			engine_mode = argv[++i];
+		else if (!strcmp(argv[i], "--cores") && i + 1 < argc)
+			cores = argv[++i];	/* engines on several threads: the locks meet */
 		else
 			kind = NULL, i = argc;
 	}
 	if (!daemon || !kind || (strcmp(kind, "xdp") && strcmp(kind, "tap")))
-		fail("usage: %s --daemon PATH --uplink xdp|tap [--engine-mode M]", prog);
+		fail("usage: %s --daemon PATH --uplink xdp|tap [--engine-mode M] [--cores LIST]",
+		     prog);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (geteuid() != 0) {
 		printf("%s: SKIP: needs root (veth, XDP, tap)\n", prog);
@@ -131,7 +134,8 @@ int main(int argc, char **argv)
 	snprintf(spec, sizeof(spec), "%s:%s", kind, ifa);
 	start_daemon((char *const[]){(char *)daemon, "--mode", "switch", "--queues", "2",
 				     "--uplink", spec, "--engine-mode", (char *)engine_mode,
-				     "--socket-path", s0, "--socket-path", s1, NULL});
+				     "--socket-path", s0, "--socket-path", s1,
+				     *cores ? "--cores" : NULL, (char *)cores, NULL});
 	guest_up(&g[0], s0, false, true, true, RX_BUF, true);
 	guest_up(&g[1], s1, false, true, true, RX_BUF, true);
 	if (!strcmp(kind, "tap")) {
@@ -242,6 +246,7 @@ int main(int argc, char **argv)
 		fail("the daemon's exit status is %#x", st);
 	cleanup();
 	unlink(s1);
-	printf("%s: PASS (%s uplink, %s mode)\n", prog, kind, engine_mode);
+	printf("%s: PASS (%s uplink, %s mode%s%s)\n", prog, kind, engine_mode,
+	       *cores ? ", engines on cores " : "", cores);
 	return 0;
 }

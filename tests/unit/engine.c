@@ -610,6 +610,53 @@ Test(engine, calls_only_when_driver_asks)
 	rig_fini(&r);
 }
 
+/* A device's own fd (wake_fd) wakes a sleeping engine as a kick does; a
+ * self_signal queue's work never makes the engine call for it. */
+static _Atomic int wake_reads;
+static int wake_rd = -1;
+
+static unsigned int wake_process(struct uvh_engine_queue *q)
+{
+	char b[16];
+	ssize_t n = read(wake_rd, b, sizeof(b));
+
+	if (n > 0)
+		atomic_fetch_add(&wake_reads, 1);
+	return sink_process(q) + (n > 0 ? (unsigned int)n : 0);
+}
+
+Test(engine, wake_fd_wakes_and_self_signal_does_not_call)
+{
+	struct uvh_engine *e;
+	struct rig r;
+	int p[2];
+
+	cr_assert_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+	wake_rd = p[0];
+	rig_init(&r, false, true);
+	r.q.process = wake_process;
+	r.q.wake_fd = p[0];
+	r.q.self_signal = true;
+	e = engine_new("uvh-wakefd", 1, UVH_ENGINE_EVENT);
+	cr_assert_eq(uvh_engine_add_queue(e, &r.q), 0);
+	cr_assert_eq(uvh_engine_start(e), 0);
+	wait_asleep(e);
+	cr_assert_eq(write(p[1], "x", 1), 1);
+	for (int i = 0; i < 200 && !atomic_load(&wake_reads); i++)
+		sleep_ms(5);
+	cr_assert_eq(atomic_load(&wake_reads), 1, "the wake fd did not wake the engine");
+	wait_asleep(e);
+	/* interrupts asked for, chains used: still no call from the engine */
+	uvh_vq_driver_enable_cb(&r.drv, true);
+	cr_assert(drive(&r, 8, 8, 2000));
+	cr_assert(!wait_call(r.call, 100), "the engine called for a self_signal queue");
+	uvh_engine_destroy(e);
+	check_rig(&r, 8);
+	rig_fini(&r);
+	close(p[0]);
+	close(p[1]);
+}
+
 struct switcher {
 	struct uvh_engine *e;
 	_Atomic bool stop;
