@@ -9,6 +9,9 @@
 #          promise: a peak, a ping-pong and each load point per mode, every one with
 #          frames, CPU and round-trip percentiles in order; the paced points near their
 #          offered rate; the SVG written
+#   uplink bench/compare-uplink --quick (xdp, tap + bridge, DPDK af_xdp + vhost over a veth
+#          pair whose far end reflects): every arm has a tx and a loop figure (flagged
+#          ones, on a crowded machine, marked), and the kernel's XDP mode is said
 set -u
 T_NAME=bench-$1
 say() { printf '%s: %s\n' "$T_NAME" "$*"; }
@@ -141,6 +144,35 @@ for b in bad:
 sys.exit(1 if bad else 0)
 PY
 	say "PASS: a TCP stream through the switch, offloads on and off, every frame's headers checked"
+	;;
+uplink)
+	arms=xdp,tap
+	command -v dpdk-testpmd >/dev/null && arms=xdp,tap,dpdk
+	"$COMPARE_UPLINK" --quick --sizes 64 --arms "$arms" --uvhost-net "$UVHOST_NET" \
+		--uvhost-bench "$UVHOST_BENCH" --reflect "$XDP_REFLECT" >"$work/out" 2>&1
+	rc=$?
+	cat "$work/out"
+	[ "$rc" -eq 0 ] || fail "compare-uplink exited $rc"
+	grep -q "the kernel gave uvhost-net's xdp port: .*XDP" "$work/out" ||
+		fail "no XDP mode line"
+	python3 - "$work/out" "$arms" <<'PY' || fail "see above"
+import re, sys
+lines = open(sys.argv[1]).read().splitlines()
+arms = sys.argv[2].split(",")
+bad = []
+for what in ("tx: on the wire", "loop: back, checked"):
+    row = [l for l in lines if l.strip().startswith("64 " + what)]
+    if not row:
+        bad.append("no row '%s'" % what)
+        continue
+    figs = re.findall(r"(\d+\.\d+) \(\*?n=\d+\)", row[0])
+    if len(figs) != len(arms) or any(float(f) <= 0 for f in figs):
+        bad.append("'%s': %s (want a figure per arm: %s)" % (what, figs, arms))
+for b in bad:
+    print("bench-uplink:", b)
+sys.exit(1 if bad else 0)
+PY
+	say "PASS: $arms over the veth pair, every arm measured, the XDP mode said"
 	;;
 *)
 	fail "unknown check '$1'"
