@@ -632,6 +632,31 @@ static void print_stats_json(double secs, bool final)
 		if (!final)
 			p->last = st;
 	}
+	if (sw && uvh_net_switch_uplink_info(sw)) {
+		/* the switch's uplink, as one more port: rx from the guests to the
+		 * wire, tx from the wire to them; served by every port's engines */
+		static struct uvh_net_stats last;
+		const struct uvh_net_stats *b = final ? &(struct uvh_net_stats){ 0 } : &last;
+		struct uvh_net_stats st;
+
+		uvh_net_switch_uplink_stats(sw, &st);
+		printf("{\"ts\":%lld.%03ld,\"port\":\"uplink\",\"name\":", (long long)ts.tv_sec,
+		       ts.tv_nsec / 1000000);
+		json_str(stdout, cfg.uplink);
+		printf(",\"mode\":\"uplink\",\"engine_mode\":\"%s\",\"interval_s\":%.3f,"
+		       "\"rx_packets\":%" PRIu64 ",\"rx_bytes\":%" PRIu64 ","
+		       "\"tx_packets\":%" PRIu64 ",\"tx_bytes\":%" PRIu64 ","
+		       "\"rx_drops\":%" PRIu64 ",\"tx_drops\":%" PRIu64 ",\"drops_by_reason\":{",
+		       engine_mode_name(), secs, st.rx_packets - b->rx_packets,
+		       st.rx_bytes - b->rx_bytes, st.tx_packets - b->tx_packets,
+		       st.tx_bytes - b->tx_bytes, st.rx_drops - b->rx_drops, st.tx_drops - b->tx_drops);
+		for (unsigned int w = 0; w < UVH_NET_DROP_REASONS; w++)
+			printf("%s\"%s\":%" PRIu64, w ? "," : "", uvh_net_drop_reason_name(w),
+			       st.drops_by_reason[w] - b->drops_by_reason[w]);
+		printf("},\"cpu_pct\":null,\"final\":%s}\n", final ? "true" : "false");
+		if (!final)
+			last = st;
+	}
 	fflush(stdout);
 }
 

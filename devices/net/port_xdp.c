@@ -83,6 +83,7 @@ static int xdp_open(struct uvh_net_dev *dev, const struct uvh_net_opts *opts)
 		goto fail;
 	}
 	xdp_sock_quiet_libs();
+	xdp_iface_check_stale(dev->name, x->iface, x->ifindex);
 	for (i = 0; i < dev->max_pairs; i++) {
 		err = xdp_sock_open(&x->socks[i], dev->name, x->iface, i);
 		if (err)

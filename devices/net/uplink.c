@@ -228,6 +228,7 @@ static int xdp_open(struct net_uplink *u)
 		return -ENODEV;
 	}
 	xdp_sock_quiet_libs();
+	xdp_iface_check_stale("uplink", u->iface, ifindex);
 	for (unsigned int i = 0; i < u->nq; i++) {
 		err = xdp_sock_open(&u->q[i].xs, "uplink", u->iface, i);
 		if (err)

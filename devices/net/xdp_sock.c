@@ -83,6 +83,28 @@ int xdp_iface(const char *iface, unsigned int *ifindex, int *mtu)
 	return *ifindex && *mtu > 0 ? 0 : -ENODEV;
 }
 
+void xdp_iface_check_stale(const char *who, const char *iface, unsigned int ifindex)
+{
+	struct bpf_xdp_query_opts q = { .sz = sizeof(q) };
+	struct bpf_prog_info info;
+	__u32 len = sizeof(info);
+	int fd;
+
+	if (bpf_xdp_query((int)ifindex, 0, &q) || !q.prog_id)
+		return;
+	fd = bpf_prog_get_fd_by_id(q.prog_id);
+	if (fd < 0)
+		return;
+	memset(&info, 0, sizeof(info));
+	if (!bpf_obj_get_info_by_fd(fd, &info, &len) && !strcmp(info.name, "xsk_def_prog"))
+		/* libxdp detaches only what it loaded in this process: a program
+		 * left by a killed process is used, and stays after we exit */
+		UVH_WARN("%s: %s already has libxdp's AF_XDP program (id %u), left by a process "
+			 "that did not exit cleanly? It stays after this one exits; "
+			 "'ip link set dev %s xdp off' removes it", who, iface, q.prog_id, iface);
+	close(fd);
+}
+
 void xdp_sock_describe(const struct xdp_sock *s, unsigned int ifindex, char *buf, size_t size)
 {
 	struct bpf_xdp_query_opts q = { .sz = sizeof(q) };

@@ -55,6 +55,8 @@ struct xdp_sock {
 void xdp_sock_quiet_libs(void);
 /** The interface's index and MTU; -ENODEV when there is no such interface. */
 int xdp_iface(const char *iface, unsigned int *ifindex, int *mtu);
+/** Warn when libxdp's program is on @iface already (a killed process left it). */
+void xdp_iface_check_stale(const char *who, const char *iface, unsigned int ifindex);
 /** "native XDP, copy mode, need_wakeup" for the interface and socket @s. */
 void xdp_sock_describe(const struct xdp_sock *s, unsigned int ifindex, char *buf, size_t size);
 
