@@ -251,6 +251,12 @@ bool engine_sleep(struct uvh_engine *e, unsigned int batch, uint64_t timeout_ns)
 		notify_disable_all(e);
 		return false;
 	}
+	/* The devices' own fds (wake_fd): polled while we sleep only. Armed
+	 * after the sweep that found them idle, and a poll checks readiness
+	 * when armed: frames that came in between complete it at once. */
+	for (unsigned int i = 0; i < e->nqueues; i++)
+		if (e->queues[i]->wake_op && !e->queues[i]->wake_op->inflight)
+			engine_op_arm(e, e->queues[i]->wake_op);
 	STAT_ADD(e, sleeps, 1);
 	t0 = uvh_now_ns();
 	if (timeout_ns && e->can_nap)

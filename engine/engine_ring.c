@@ -187,8 +187,11 @@ int engine_op_arm(struct uvh_engine *e, struct uvh_engine_op *op)
 		q = op->owner;
 		return arm_poll(e, op, q->kick_slot, true);
 	case OP_READY:
+		/* one-shot, armed before each sleep (engine_sleep): a waiter on
+		 * the device's socket costs it a wake-up per batch of frames,
+		 * which a polling engine would pay for nothing */
 		q = op->owner;
-		return arm_poll(e, op, q->wake_slot, true);
+		return arm_poll(e, op, q->wake_slot, false);
 	case OP_RECV:
 		return arm_recv(e, op->owner);
 	case OP_TIMER:
@@ -357,8 +360,8 @@ static void handle_cqe(struct uvh_engine *e, struct uvh_engine_op *op, int res, 
 		 * loop, whose next sweep runs the device's burst: nothing to read */
 		if (op->type == OP_KICK)
 			on_kick(e, op->owner, res);
-		if (more || res == -ECANCELED)
-			break;
+		if (more || res == -ECANCELED || op->type == OP_READY)
+			break;	/* OP_READY: the next sleep arms it again */
 		/* The kernel ended the multishot poll (overflow, error): re-arm,
 		 * unless it keeps failing. */
 		if (res < 0 && ++op->errors > MAX_ARM_ERRORS) {
