@@ -29,6 +29,7 @@
 
 #include "log.h"
 #include "util.h"
+#include "net_internal.h"
 #include "xdp_sock.h"
 
 #define DOWN_RETRY_NS	100000000ull	/* a link down: try the wire again every 100 ms */
@@ -368,25 +369,12 @@ bool xdp_sock_tx_put(struct xdp_sock *s, const struct iovec *iov, unsigned int n
 	struct xdp_desc *d;
 	uint32_t idx;
 	uint64_t a;
-	size_t got = 0, off = skip;
+	size_t got;
 
 	if (s->down || !s->nfree || len > XDP_FRAME || xsk_ring_prod__reserve(&s->tx, 1, &idx) != 1)
 		return false;
 	a = s->free[--s->nfree];
-	for (unsigned int i = 0; i < n && got < len; i++) {
-		size_t l;
-
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		l = iov[i].iov_len - off;
-		if (l > len - got)
-			l = len - got;
-		memcpy(s->area + a + got, (const uint8_t *)iov[i].iov_base + off, l);
-		got += l;
-		off = 0;
-	}
+	got = net_iov_read(iov, n, skip, s->area + a, len);
 	d = xsk_ring_prod__tx_desc(&s->tx, idx);
 	d->addr = a;
 	d->len = (uint32_t)got;

@@ -343,17 +343,27 @@ unsigned wire_count(int ps, int ms, uint8_t *buf, size_t cap)
 	uint64_t end = now_ns() + (uint64_t)ms * 1000000u;
 	unsigned n = 0;
 
+	for (uint64_t t = now_ns(); t < end; t = now_ns())
+		if (wire_recv(ps, buf, cap, (int)((end - t) / 1000000u) + 1) >= 0)
+			n++;
+	return n;
+}
+
+int wire_recv(int ps, uint8_t *buf, size_t cap, int ms)
+{
+	uint64_t end = now_ns() + (uint64_t)ms * 1000000u;
+
 	while (now_ns() < end) {
 		struct pollfd p = {ps, POLLIN, 0};
-		ssize_t got;
+		ssize_t len;
 
 		if (poll(&p, 1, 20) <= 0)
 			continue;
-		got = recv(ps, buf, cap, MSG_DONTWAIT);
-		if (got >= 14 && buf[12] == (ETHERTYPE_TEST >> 8) && buf[13] == (ETHERTYPE_TEST & 0xff))
-			n++;
+		len = recv(ps, buf, cap, MSG_DONTWAIT);
+		if (len >= 15 && buf[12] == (ETHERTYPE_TEST >> 8) && buf[13] == (ETHERTYPE_TEST & 0xff))
+			return (int)len;
 	}
-	return n;
+	return -1;
 }
 
 void wire_send(int ps, const uint8_t *f, unsigned len)

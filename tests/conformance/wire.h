@@ -64,6 +64,8 @@ void make_in(uint8_t *f, unsigned k, const uint8_t dst[6], const uint8_t src[6])
 
 int packet_socket(const char *ifname);
 void wire_send(int ps, const uint8_t *f, unsigned len);
+/* the next frame of the test ethertype within @ms: its length, -1 if none */
+int wire_recv(int ps, uint8_t *buf, size_t cap, int ms);
 /* frames of the test ethertype received within @ms */
 unsigned wire_count(int ps, int ms, uint8_t *buf, size_t cap);
 
