@@ -169,12 +169,21 @@ int xdp_sock_open(struct xdp_sock *s, const char *who, const char *iface, unsign
 		UVH_ERR("%s: UMEM: %s", s->who, strerror(-err));
 		return err;
 	}
-	/* zero-copy first; copy mode when the driver has none (veth, most) */
-	err = xsk_socket__create(&s->xsk, iface, queue, s->umem, &s->rx, &s->tx, &sc);
-	if (err) {
+	/* Zero-copy first; copy mode when the driver has none (veth, most).
+	 * EBUSY: the queue still has a socket's pool, which the kernel lets go
+	 * of in deferred work after that socket closed (a restart right after
+	 * an exit): wait for it, up to a second. */
+	for (unsigned int tries = 0;; tries++) {
+		sc.bind_flags = XDP_USE_NEED_WAKEUP | XDP_ZEROCOPY;
+		err = xsk_socket__create(&s->xsk, iface, queue, s->umem, &s->rx, &s->tx, &sc);
+		if (!err)
+			break;
 		UVH_DEBUG("%s: no zero-copy (%s): copy mode", s->who, strerror(-err));
 		sc.bind_flags = XDP_USE_NEED_WAKEUP | XDP_COPY;
 		err = xsk_socket__create(&s->xsk, iface, queue, s->umem, &s->rx, &s->tx, &sc);
+		if (err != -EBUSY || tries == 20)
+			break;
+		usleep(50000);
 	}
 	if (err) {
 		s->xsk = NULL;
