@@ -226,12 +226,15 @@ struct uvh_engine_queue {
 	bool passive;
 	/**
 	 * An fd of the device's own whose readability is work for this queue,
-	 * polled (POLLIN, one-shot, armed before each sleep) in the engine's
-	 * ring next to the kick: an AF_XDP socket whose RX ring got frames
-	 * wakes a sleeping engine as a kick does; an engine that does not
-	 * sleep leaves no waiter on it. Nothing is read from it. 0 or
-	 * negative: none (so a zeroed queue has none; fd 0 is never a
-	 * device's socket). Set before attach.
+	 * polled (POLLIN, one-shot, armed before each sleep while the queue is
+	 * passive and not paused) in the engine's ring next to the kick: an
+	 * AF_XDP socket whose RX ring got frames wakes a sleeping engine as a
+	 * kick does. A queue not passive waits on its driver instead (frames
+	 * waiting for RX buffers leave the fd readable); an engine that does
+	 * not sleep leaves no waiter on it; an fd that reports only errors is
+	 * given up (logged). Nothing is read from it. 0 or negative: none (so
+	 * a zeroed queue has none; fd 0 is never a device's socket). Set
+	 * before attach.
 	 */
 	int wake_fd;
 	/**

@@ -251,12 +251,19 @@ bool engine_sleep(struct uvh_engine *e, unsigned int batch, uint64_t timeout_ns)
 		notify_disable_all(e);
 		return false;
 	}
-	/* The devices' own fds (wake_fd): polled while we sleep only. Armed
-	 * after the sweep that found them idle, and a poll checks readiness
-	 * when armed: frames that came in between complete it at once. */
-	for (unsigned int i = 0; i < e->nqueues; i++)
-		if (e->queues[i]->wake_op && !e->queues[i]->wake_op->inflight)
-			engine_op_arm(e, e->queues[i]->wake_op);
+	/* The devices' own fds (wake_fd): polled while we sleep only, for a
+	 * queue that waits on its device (passive), not on its driver (frames
+	 * waiting for RX buffers keep its fd readable: polling it then would
+	 * wake us at once, every time). Armed after the sweep that found them
+	 * idle, and a poll checks readiness when armed: frames that came in
+	 * between complete it at once. */
+	for (unsigned int i = 0; i < e->nqueues; i++) {
+		struct uvh_engine_queue *q = e->queues[i];
+
+		if (q->wake_op && !q->wake_op->inflight && q->passive && !q->paused &&
+		    q->wake_op->errors < MAX_ARM_ERRORS)
+			engine_op_arm(e, q->wake_op);
+	}
 	STAT_ADD(e, sleeps, 1);
 	t0 = uvh_now_ns();
 	if (timeout_ns && e->can_nap)

@@ -360,8 +360,22 @@ static void handle_cqe(struct uvh_engine *e, struct uvh_engine_op *op, int res, 
 		 * loop, whose next sweep runs the device's burst: nothing to read */
 		if (op->type == OP_KICK)
 			on_kick(e, op->owner, res);
-		if (more || res == -ECANCELED || op->type == OP_READY)
-			break;	/* OP_READY: the next sleep arms it again */
+		if (op->type == OP_READY) {
+			/* the next sleep arms it again, unless the fd only reports
+			 * an error (a deleted tap: POLLERR at once, every time) */
+			if (res < 0 || (res & (POLLERR | POLLHUP | POLLNVAL))) {
+				if (++op->errors == MAX_ARM_ERRORS)
+					UVH_WARN("%s: queue %u: its device's fd reports %s: no longer "
+						 "waited on", e->name, ((struct uvh_engine_queue *)
+						 op->owner)->index, res < 0 ? strerror(-res) :
+						 "an error");
+			} else if (res > 0) {
+				op->errors = 0;
+			}
+			break;
+		}
+		if (more || res == -ECANCELED)
+			break;
 		/* The kernel ended the multishot poll (overflow, error): re-arm,
 		 * unless it keeps failing. */
 		if (res < 0 && ++op->errors > MAX_ARM_ERRORS) {

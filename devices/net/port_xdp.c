@@ -175,8 +175,10 @@ static unsigned int xdp_rx_burst(struct net_ring *r)
 		return 0;	/* frames wait in the socket (dropped there once it is full) */
 	n = xdp_sock_rx_begin(s, UVH_NET_BURST);
 	if (!n) {
-		/* nothing from the wire: the guest's buffers are no work */
-		r->eq->passive = true;
+		/* nothing from the wire: the guest's buffers are no work, the
+		 * socket is what we wait on */
+		if (r->eq)
+			r->eq->passive = true;
 		return 0;
 	}
 	net_rx_begin(r, n, r->engine);
@@ -200,8 +202,10 @@ static unsigned int xdp_rx_burst(struct net_ring *r)
 	}
 	xdp_sock_rx_end(s, done);
 	net_rx_end(r);
-	/* frames left behind wait for the guest's buffers: its kicks are work */
-	r->eq->passive = done == n;
+	/* frames left behind wait for the guest's buffers: its kicks are work,
+	 * not the socket (still readable) */
+	if (r->eq)
+		r->eq->passive = done == n;
 	return done;
 }
 
