@@ -444,8 +444,7 @@ static int do_add_queue(void *ctx, void *arg)
 	atomic_store_explicit(&e->nqueues_pub, e->nqueues, memory_order_relaxed);
 	if (e->ring_ok && !e->stopping && q->kick_op)
 		engine_op_arm(e, q->kick_op);
-	if (e->ring_ok && !e->stopping && q->wake_op)
-		engine_op_arm(e, q->wake_op);
+	/* wake_op: armed by the first sleep (engine_sleep) */
 	engine_notify_join(e, q);
 	return 0;
 }

@@ -249,7 +249,7 @@ struct uvh_engine_queue {
 	struct uvh_engine *engine;	/**< the engine it is attached to, or NULL */
 	struct uvh_engine_op *kick_op;	/**< the multishot poll on kick_fd */
 	int kick_slot;			/**< registered-file slot of kick_fd, -1 */
-	struct uvh_engine_op *wake_op;	/**< the multishot poll on wake_fd */
+	struct uvh_engine_op *wake_op;	/**< the one-shot poll on wake_fd */
 	int wake_slot;			/**< registered-file slot of wake_fd, -1 */
 	uint32_t index;			/**< position in the engine's queue array */
 	bool need_signal;		/**< used buffers this sweep: ask need_call */

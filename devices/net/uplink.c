@@ -68,6 +68,7 @@ struct uplink_tapq {
 
 struct uplink_queue {
 	atomic_int rx_lock, tx_lock;
+	unsigned int rx_polls;		/* under rx_lock: polls since the kernel's drops were read */
 	union {
 #ifdef UVH_HAVE_XDP
 		struct xdp_sock xs;
@@ -266,11 +267,14 @@ static unsigned int xdp_rx_begin(struct net_uplink *u, unsigned int q, struct io
 
 static void xdp_rx_end(struct net_uplink *u, unsigned int q, unsigned int n)
 {
-	uint64_t d = xdp_sock_rx_kernel_drops(&u->q[q].xs);
-
 	xdp_sock_rx_end(&u->q[q].xs, n);
-	if (d)
-		add(&u->rx_drops, d);
+	/* the kernel's drop counters cost a syscall: now and then */
+	if (++u->q[q].rx_polls % 1024 == 0) {
+		uint64_t d = xdp_sock_rx_kernel_drops(&u->q[q].xs);
+
+		if (d)
+			add(&u->rx_drops, d);
+	}
 }
 
 static bool xdp_tx_put(struct net_uplink *u, unsigned int q, const struct uvh_virtio_net_hdr *hdr,
