@@ -105,9 +105,10 @@ struct uvh_net_opts {
 	/** SWITCH: the switch to join (required; must outlive the device). */
 	struct uvh_net_switch *sw;
 	/** XDP: the network interface (required); queue pair i is bound to
-	 *  its queue i, so it needs as many queues as queue_pairs. The MTU in
-	 *  config space is capped to the interface's and to what one UMEM
-	 *  frame holds (no XDP multi-buffer). */
+	 *  its queue i, so it needs as many queues as queue_pairs. With our own
+	 *  XDP program (the interface had none) frames take several UMEM frames
+	 *  (multi-buffer) and the MTU in config space is the interface's when
+	 *  mtu is 0; with libxdp's program it is capped to one UMEM frame. */
 	const char *iface;
 	/** Offer VHOST_USER_PROTOCOL_F_CONFIG through uvh_net_devhost_ops,
 	 *  for front-ends that read the MAC and MTU with GET_CONFIG. Off by

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * uvhost: the AF_XDP port. Queue pair i of the guest is bound to queue i of
- * a network interface through one AF_XDP socket with its own UMEM: libxdp's
- * default XDP program redirects the queue's frames to the socket, and the
+ * a network interface through one AF_XDP socket with its own UMEM: our XDP
+ * program (xdp_sock.c; libxdp's default one when the interface has a
+ * program already) redirects the queue's frames to the socket, and the
  * socket's TX ring sends the guest's frames on the wire, bypassing the
- * kernel's stack both ways.
+ * kernel's stack both ways. With ours, a jumbo frame comes and goes in
+ * several UMEM frames (XDP multi-buffer): the guest's MTU is the wire's.
  *
  * The UMEM is not guest memory, so every frame is copied once: wire → UMEM
  * → guest RX buffers (net_rx_put), guest TX buffers → UMEM → wire. Each
@@ -48,6 +50,7 @@ struct xdp_port {
 	uint32_t max_tx;		/* biggest frame the wire takes: MTU + 18 */
 	char mode[112];			/* what the kernel gave, for uvh_net_xdp_mode */
 	unsigned int bursts[UVH_NET_MAX_PAIRS];	/* RX bursts per pair (stats reads) */
+	struct xdp_iface prog;		/* the interface's XDP program */
 	struct xdp_sock socks[];	/* one per queue pair */
 };
 
@@ -61,7 +64,7 @@ static void xdp_close(struct uvh_net_dev *dev);
 static int xdp_open(struct uvh_net_dev *dev, const struct uvh_net_opts *opts)
 {
 	struct xdp_port *x;
-	unsigned int i;
+	unsigned int i, frags;
 	int err, mtu;
 	uint32_t cap;
 	size_t l;
@@ -83,23 +86,41 @@ static int xdp_open(struct uvh_net_dev *dev, const struct uvh_net_opts *opts)
 		goto fail;
 	}
 	xdp_sock_quiet_libs();
-	xdp_iface_check_stale(dev->name, x->iface, x->ifindex);
+	x->prog.prog_fd = x->prog.map_fd = -1;
+	err = xdp_iface_open(&x->prog, dev->name, x->iface, dev->max_pairs, true);
+	if (err)
+		goto fail;
 	for (i = 0; i < dev->max_pairs; i++) {
-		err = xdp_sock_open(&x->socks[i], dev->name, x->iface, i);
+		err = xdp_sock_open(&x->socks[i], dev->name, x->iface, i, &x->prog);
 		if (err)
 			goto fail;
 	}
-	/* the guest's MTU: the wire's, and what one UMEM frame holds */
-	cap = (uint32_t)mtu < XDP_RX_MAX - 18u ? (uint32_t)mtu : XDP_RX_MAX - 18u;
+	/* the guest's MTU: the wire's, and what a packet's UMEM frames hold
+	 * (one without multi-buffer) */
+	frags = x->prog.frags ? XDP_MAX_FRAGS - 1 : 1;
+	cap = (uint32_t)mtu < frags * XDP_RX_MAX - 18u ? (uint32_t)mtu : frags * XDP_RX_MAX - 18u;
+	if (cap > UVH_NET_MAX_FRAME - 14u)
+		cap = UVH_NET_MAX_FRAME - 14u;
 	if (dev->cfg.mtu > cap) {
-		UVH_WARN("%s: MTU capped to %u (%s: MTU %d; one %u-byte UMEM frame per packet, "
-			 "no XDP multi-buffer)", dev->name, cap, x->iface, mtu, XDP_FRAME);
+		UVH_WARN("%s: MTU capped to %u (%s: MTU %d; %s)", dev->name, cap, x->iface, mtu,
+			 x->prog.frags ? "the most frags a packet has" :
+			 "one 4 KiB UMEM frame per packet: no XDP multi-buffer with libxdp's program");
 		dev->cfg.mtu = (uint16_t)cap;
+	} else if (x->prog.frags && !opts->mtu && (uint32_t)mtu > dev->cfg.mtu) {
+		dev->cfg.mtu = (uint16_t)(mtu < (int)cap ? (uint32_t)mtu : cap);	/* jumbo */
 	}
+	/* the wire's MTU, and what a packet's UMEM frames hold (a 64 KiB MTU is
+	 * not refused by the kernel's XDP check on every driver) */
 	x->max_tx = (uint32_t)mtu + 18u;
+	if (x->max_tx > frags * XDP_FRAME)
+		x->max_tx = frags * XDP_FRAME;
+	/* TX: as many UMEM frames as the wire's biggest frame takes */
+	for (i = 0; i < dev->max_pairs; i++)
+		x->socks[i].tx_frags = x->prog.frags ? (x->max_tx + XDP_FRAME - 1) / XDP_FRAME : 1;
 	xdp_sock_describe(&x->socks[0], x->ifindex, x->mode, sizeof(x->mode));
 	l = strlen(x->mode);
-	snprintf(x->mode + l, sizeof(x->mode) - l, ", MTU %u", dev->cfg.mtu);
+	snprintf(x->mode + l, sizeof(x->mode) - l, ", %s, MTU %u",
+		 x->prog.frags ? "multi-buffer" : "one UMEM frame per packet", dev->cfg.mtu);
 	UVH_INFO("%s: AF_XDP on %s, %u queue%s: %s", dev->name, x->iface, dev->max_pairs,
 		 dev->max_pairs > 1 ? "s" : "", x->mode);
 	return 0;
@@ -114,9 +135,11 @@ static void xdp_close(struct uvh_net_dev *dev)
 
 	if (!x)
 		return;
-	/* deleting the interface's last socket detaches libxdp's program */
+	/* deleting the interface's last socket detaches libxdp's program; ours
+	 * goes after the sockets */
 	for (unsigned int i = 0; i < dev->max_pairs; i++)
 		xdp_sock_close(&x->socks[i]);
+	xdp_iface_close(&x->prog);
 	free(x);
 	dev->port_priv = NULL;
 }
@@ -183,9 +206,11 @@ static unsigned int xdp_rx_burst(struct net_ring *r)
 	}
 	net_rx_begin(r, n, r->engine);
 	for (i = 0; i < n; i++) {
-		struct iovec v;
+		struct iovec v[XDP_MAX_FRAGS];
+		uint32_t len;
+		unsigned int nv = xdp_sock_rx_packet(s, i, v, &len);
 
-		if (!xdp_sock_rx_frame(s, i, &v)) {
+		if (!nv) {
 			net_drop(r, UVH_NET_DROP_PORT, 1);
 			done++;
 			continue;
@@ -193,7 +218,7 @@ static unsigned int xdp_rx_burst(struct net_ring *r)
 		/* no buffer for it: it waits in the socket for the guest's next ones */
 		if (!net_rx_room(r))
 			break;
-		if (!net_rx_put(r, NULL, &v, 1, 0, (uint32_t)v.iov_len) && r->rx->dry) {
+		if (!net_rx_put(r, NULL, v, nv, 0, len) && r->rx->dry) {
 			/* merging ran out of chains: back-pressure, not a drop */
 			r->rx->dr--;
 			break;
@@ -219,9 +244,7 @@ static void xdp_tx_burst(struct net_ring *r, unsigned int n)
 {
 	struct uvh_net_dev *dev = r->dev;
 	struct xdp_sock *s = sock_of(r);
-	/* the wire's MTU, and one UMEM frame (a 64 KiB MTU is not capped by the
-	 * kernel's XDP check on every driver) */
-	uint32_t max = xdp_of(dev)->max_tx < XDP_FRAME ? xdp_of(dev)->max_tx : XDP_FRAME;
+	uint32_t max = xdp_of(dev)->max_tx;
 
 	for (unsigned int i = 0; i < n; i++) {
 		const struct uvh_vq_chain *c = &r->tch[i];

@@ -79,6 +79,9 @@ struct uplink_queue {
 
 struct net_uplink {
 	const struct net_uplink_ops *ops;
+#ifdef UVH_HAVE_XDP
+	struct xdp_iface prog;		/* xdp: the interface's XDP program */
+#endif
 	char iface[IFNAMSIZ];
 	char info[128];
 	unsigned int nq;
@@ -224,14 +227,19 @@ static int xdp_open(struct net_uplink *u)
 
 	for (unsigned int i = 0; i < u->nq; i++)
 		u->q[i].xs.fd = -1;
+	u->prog.prog_fd = u->prog.map_fd = -1;
 	if (xdp_iface(u->iface, &ifindex, &mtu)) {
 		UVH_ERR("uplink xdp:%s: no such interface", u->iface);
 		return -ENODEV;
 	}
 	xdp_sock_quiet_libs();
-	xdp_iface_check_stale("uplink", u->iface, ifindex);
+	/* no frags: the switch hands the ports one buffer per frame (MTU
+	 * capped to a UMEM frame) */
+	err = xdp_iface_open(&u->prog, "uplink", u->iface, u->nq, false);
+	if (err)
+		return err;
 	for (unsigned int i = 0; i < u->nq; i++) {
-		err = xdp_sock_open(&u->q[i].xs, "uplink", u->iface, i);
+		err = xdp_sock_open(&u->q[i].xs, "uplink", u->iface, i, &u->prog);
 		if (err)
 			return err;
 	}
@@ -246,6 +254,7 @@ static void xdp_close(struct net_uplink *u)
 {
 	for (unsigned int i = 0; i < u->nq; i++)
 		xdp_sock_close(&u->q[i].xs);
+	xdp_iface_close(&u->prog);
 }
 
 static int xdp_wake_fd(struct net_uplink *u, unsigned int q)
@@ -259,9 +268,16 @@ static unsigned int xdp_rx_begin(struct net_uplink *u, unsigned int q, struct io
 	struct xdp_sock *s = &u->q[q].xs;
 	unsigned int n = xdp_sock_rx_begin(s, max);
 
-	for (unsigned int i = 0; i < n; i++)
-		if (!xdp_sock_rx_frame(s, i, &v[i]))
+	for (unsigned int i = 0; i < n; i++) {
+		struct iovec f[XDP_MAX_FRAGS];
+		uint32_t len;
+
+		/* no frags on the uplink's sockets: one buffer a packet */
+		if (xdp_sock_rx_packet(s, i, f, &len) == 1)
+			v[i] = f[0];
+		else
 			v[i].iov_len = 0;
+	}
 	return n;
 }
 

@@ -84,6 +84,82 @@ int xdp_iface(const char *iface, unsigned int *ifindex, int *mtu)
 	return *ifindex && *mtu > 0 ? 0 : -ENODEV;
 }
 
+int xdp_iface_open(struct xdp_iface *xi, const char *who, const char *iface, unsigned int queues,
+		   bool want_frags)
+{
+	LIBBPF_OPTS(bpf_prog_load_opts, po, .prog_flags = want_frags ? BPF_F_XDP_HAS_FRAGS : 0);
+	struct bpf_xdp_query_opts q = { .sz = sizeof(q) };
+	int mtu, err;
+
+	xi->prog_fd = xi->map_fd = -1;
+	xi->frags = false;
+	xi->attach_flags = 0;
+	if (xdp_iface(iface, &xi->ifindex, &mtu))
+		return -ENODEV;
+	if (!bpf_xdp_query((int)xi->ifindex, 0, &q) && q.prog_id) {
+		/* someone's program (or libxdp's, left by a killed process): ours
+		 * would replace it; libxdp's default program shares instead */
+		xdp_iface_check_stale(who, iface, xi->ifindex);
+		UVH_INFO("%s: %s has an XDP program: libxdp's default program, no frags", who,
+			 iface);
+		return 0;
+	}
+	xi->map_fd = bpf_map_create(BPF_MAP_TYPE_XSKMAP, "uvh_xsks", 4, 4, queues, NULL);
+	if (xi->map_fd >= 0) {
+		/* r2 = ctx->rx_queue_index; r1 = map; r3 = XDP_PASS (the action
+		 * when the queue has no socket); return bpf_redirect_map() */
+		const struct bpf_insn prog[] = {
+			{ .code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = BPF_REG_2,
+			  .src_reg = BPF_REG_1, .off = 16 },
+			{ .code = BPF_LD | BPF_DW | BPF_IMM, .dst_reg = BPF_REG_1,
+			  .src_reg = BPF_PSEUDO_MAP_FD, .imm = xi->map_fd },
+			{ .code = 0 },
+			{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_3, .imm = XDP_PASS },
+			{ .code = BPF_JMP | BPF_CALL, .imm = BPF_FUNC_redirect_map },
+			{ .code = BPF_JMP | BPF_EXIT },
+		};
+
+		xi->prog_fd = bpf_prog_load(BPF_PROG_TYPE_XDP, "uvh_xsk", "GPL", prog,
+					    sizeof(prog) / sizeof(prog[0]), &po);
+	}
+	err = xi->prog_fd < 0 ? xi->prog_fd : -1;
+	if (xi->prog_fd >= 0) {
+		/* native first, generic (skb) mode where the driver has none */
+		xi->attach_flags = XDP_FLAGS_UPDATE_IF_NOEXIST | XDP_FLAGS_DRV_MODE;
+		err = bpf_xdp_attach((int)xi->ifindex, xi->prog_fd, xi->attach_flags, NULL);
+		if (err) {
+			xi->attach_flags = XDP_FLAGS_UPDATE_IF_NOEXIST | XDP_FLAGS_SKB_MODE;
+			err = bpf_xdp_attach((int)xi->ifindex, xi->prog_fd, xi->attach_flags, NULL);
+		}
+	}
+	if (err) {
+		UVH_INFO("%s: %s: our XDP program not attached (%s): libxdp's, no frags", who,
+			 iface, strerror(err < 0 ? -err : EINVAL));
+		xdp_iface_close(xi);
+		return 0;
+	}
+	xi->frags = want_frags;
+	return 0;
+}
+
+void xdp_iface_close(struct xdp_iface *xi)
+{
+	if (xi->prog_fd >= 0 && xi->attach_flags) {
+		LIBBPF_OPTS(bpf_xdp_attach_opts, ao, .old_prog_fd = xi->prog_fd);
+
+		/* only ours: an administrator may have put another one there */
+		bpf_xdp_detach((int)xi->ifindex, (xi->attach_flags & ~XDP_FLAGS_UPDATE_IF_NOEXIST) |
+			       XDP_FLAGS_REPLACE, &ao);
+	}
+	if (xi->prog_fd >= 0)
+		close(xi->prog_fd);
+	if (xi->map_fd >= 0)
+		close(xi->map_fd);
+	xi->prog_fd = xi->map_fd = -1;
+	xi->attach_flags = 0;
+	xi->frags = false;
+}
+
 void xdp_iface_check_stale(const char *who, const char *iface, unsigned int ifindex)
 {
 	struct bpf_xdp_query_opts q = { .sz = sizeof(q) };
@@ -139,15 +215,18 @@ void xdp_sock_close(struct xdp_sock *s)
 	s->fd = -1;
 }
 
-int xdp_sock_open(struct xdp_sock *s, const char *who, const char *iface, unsigned int queue)
+int xdp_sock_open(struct xdp_sock *s, const char *who, const char *iface, unsigned int queue,
+		  const struct xdp_iface *xi)
 {
+	uint32_t sg = xi->frags ? XDP_USE_SG : 0;
 	struct xsk_umem_config uc = {
 		.fill_size = XDP_RING, .comp_size = XDP_RING,
 		.frame_size = XDP_FRAME, .frame_headroom = 0,
 	};
 	struct xsk_socket_config sc = {
 		.rx_size = XDP_RING, .tx_size = XDP_RING,
-		.bind_flags = XDP_USE_NEED_WAKEUP | XDP_ZEROCOPY,
+		/* our program: libxdp loads none, the socket goes into our map */
+		.libxdp_flags = xi->prog_fd >= 0 ? XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD : 0,
 	};
 	uint32_t idx;
 	unsigned int i;
@@ -174,12 +253,12 @@ int xdp_sock_open(struct xdp_sock *s, const char *who, const char *iface, unsign
 	 * of in deferred work after that socket closed (a restart right after
 	 * an exit): wait for it, up to a second. */
 	for (unsigned int tries = 0;; tries++) {
-		sc.bind_flags = XDP_USE_NEED_WAKEUP | XDP_ZEROCOPY;
+		sc.bind_flags = (uint16_t)(XDP_USE_NEED_WAKEUP | XDP_ZEROCOPY | sg);
 		err = xsk_socket__create(&s->xsk, iface, queue, s->umem, &s->rx, &s->tx, &sc);
 		if (!err)
 			break;
 		UVH_DEBUG("%s: no zero-copy (%s): copy mode", s->who, strerror(-err));
-		sc.bind_flags = XDP_USE_NEED_WAKEUP | XDP_COPY;
+		sc.bind_flags = (uint16_t)(XDP_USE_NEED_WAKEUP | XDP_COPY | sg);
 		err = xsk_socket__create(&s->xsk, iface, queue, s->umem, &s->rx, &s->tx, &sc);
 		if (err != -EBUSY || tries == 20)
 			break;
@@ -194,6 +273,12 @@ int xdp_sock_open(struct xdp_sock *s, const char *who, const char *iface, unsign
 		return err;
 	}
 	s->fd = xsk_socket__fd(s->xsk);
+	if (xi->map_fd >= 0 && bpf_map_update_elem(xi->map_fd, &queue, &s->fd, 0)) {
+		err = -errno;
+		UVH_ERR("%s: into the program's map: %s", s->who, strerror(-err));
+		return err;
+	}
+	s->tx_frags = xi->frags ? XDP_MAX_FRAGS : 1;
 	/* the RX half goes to the kernel at once: frames are taken from now on */
 	if (xsk_ring_prod__reserve(&s->fill, XDP_HALF, &idx) != XDP_HALF)
 		return -EIO;
@@ -249,43 +334,71 @@ static uint64_t rx_base(const struct xdp_desc *d)
 void xdp_sock_rx_end(struct xdp_sock *s, unsigned int done)
 {
 	uint64_t rec[XDP_BURST];
-	unsigned int k = 0;
+	unsigned int k = 0, ndesc = done ? s->rx_end[done - 1] : 0;
 
-	for (unsigned int i = 0; i < done; i++) {
+	for (unsigned int i = 0; i < ndesc; i++) {
 		uint64_t b = rx_base(xsk_ring_cons__rx_desc(&s->rx, s->rx_idx + i));
 
 		if (b != UINT64_MAX)
 			rec[k++] = b;
 	}
-	/* peek moved our cached position past all rx_n: the frames left wait
-	 * there for the next burst */
-	if (done < s->rx_n)
-		xsk_ring_cons__cancel(&s->rx, s->rx_n - done);
-	xsk_ring_cons__release(&s->rx, done);
+	/* peek moved our cached position past all rx_n: the packets left (and
+	 * a last one cut short by the peek) wait there for the next burst */
+	if (ndesc < s->rx_n)
+		xsk_ring_cons__cancel(&s->rx, s->rx_n - ndesc);
+	xsk_ring_cons__release(&s->rx, ndesc);
 	fill(s, rec, k);
 	s->rx_n = 0;
+	s->rx_pkts = 0;
 }
 
 unsigned int xdp_sock_rx_begin(struct xdp_sock *s, unsigned int max)
 {
+	unsigned int i, n = 0;
+
 	if (max > XDP_BURST)
 		max = XDP_BURST;
-	s->rx_n = xsk_ring_cons__peek(&s->rx, max, &s->rx_idx);
+	s->rx_pkts = 0;
+	s->rx_n = xsk_ring_cons__peek(&s->rx, XDP_BURST, &s->rx_idx);
 	if (!s->rx_n && xsk_ring_prod__needs_wakeup(&s->fill))
 		recvfrom(s->fd, NULL, 0, MSG_DONTWAIT, NULL, NULL);
-	return s->rx_n;
+	/* whole packets only: a packet's descriptors but its last carry
+	 * XDP_PKT_CONTD (multi-buffer); one longer than XDP_MAX_FRAGS is cut
+	 * there (the kernel sends no more than 17 frags) */
+	for (i = 0; i < s->rx_n && s->rx_pkts < max; i++) {
+		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&s->rx, s->rx_idx + i);
+
+		n++;
+		if (!(d->options & XDP_PKT_CONTD) || n == XDP_MAX_FRAGS) {
+			s->rx_end[s->rx_pkts++] = (uint16_t)(i + 1);
+			n = 0;
+		}
+	}
+	if (!s->rx_pkts && s->rx_n == XDP_BURST) {
+		/* a burst's worth of one packet's frags: cut it there */
+		s->rx_end[s->rx_pkts++] = (uint16_t)s->rx_n;
+	}
+	return s->rx_pkts;
 }
 
-bool xdp_sock_rx_frame(const struct xdp_sock *s, unsigned int i, struct iovec *v)
+unsigned int xdp_sock_rx_packet(const struct xdp_sock *s, unsigned int i, struct iovec *v,
+				 uint32_t *len)
 {
-	const struct xdp_desc *d = xsk_ring_cons__rx_desc(&s->rx, s->rx_idx + i);
+	unsigned int from = i ? s->rx_end[i - 1] : 0, n = 0;
 
-	/* the kernel wrote it, but it is ours to bound: inside the RX half */
-	if (rx_base(d) == UINT64_MAX)
-		return false;
-	v->iov_base = s->area + d->addr;
-	v->iov_len = d->len;
-	return true;
+	*len = 0;
+	for (unsigned int j = from; j < s->rx_end[i]; j++) {
+		const struct xdp_desc *d = xsk_ring_cons__rx_desc(&s->rx, s->rx_idx + j);
+
+		/* the kernel wrote it, but it is ours to bound: inside the RX half */
+		if (rx_base(d) == UINT64_MAX)
+			return 0;
+		v[n].iov_base = s->area + d->addr;
+		v[n].iov_len = d->len;
+		*len += d->len;
+		n++;
+	}
+	return n;
 }
 
 uint64_t xdp_sock_rx_flush(struct xdp_sock *s)
@@ -362,9 +475,10 @@ unsigned int xdp_sock_tx_room(struct xdp_sock *s, unsigned int max)
 	}
 	if (s->kick_pending)
 		tx_kick(s);
-	room = xsk_prod_nb_free(&s->tx, max);
+	room = xsk_prod_nb_free(&s->tx, max * s->tx_frags);
 	if (room > s->nfree)
 		room = s->nfree;
+	room /= s->tx_frags;	/* every frame may be as big as the socket takes */
 	if (room > max)
 		room = max;
 	if (!room)
@@ -375,20 +489,26 @@ unsigned int xdp_sock_tx_room(struct xdp_sock *s, unsigned int max)
 bool xdp_sock_tx_put(struct xdp_sock *s, const struct iovec *iov, unsigned int n, size_t skip,
 		     uint32_t len)
 {
-	struct xdp_desc *d;
-	uint32_t idx;
-	uint64_t a;
-	size_t got;
+	unsigned int k = (len + XDP_FRAME - 1) / XDP_FRAME, j;
+	uint32_t idx, off = 0;
 
-	if (s->down || !s->nfree || len > XDP_FRAME || xsk_ring_prod__reserve(&s->tx, 1, &idx) != 1)
+	if (!k)
+		k = 1;
+	if (s->down || k > s->tx_frags || k > s->nfree || xsk_ring_prod__reserve(&s->tx, k, &idx) != k)
 		return false;
-	a = s->free[--s->nfree];
-	got = net_iov_read(iov, n, skip, s->area + a, len);
-	d = xsk_ring_prod__tx_desc(&s->tx, idx);
-	d->addr = a;
-	d->len = (uint32_t)got;
-	d->options = 0;
-	s->tx_queued++;
+	/* a frame bigger than a UMEM frame goes in several, XDP_PKT_CONTD on
+	 * all but the last (multi-buffer) */
+	for (j = 0; j < k; j++) {
+		struct xdp_desc *d = xsk_ring_prod__tx_desc(&s->tx, idx + j);
+		uint32_t l = len - off < XDP_FRAME ? len - off : XDP_FRAME;
+		uint64_t a = s->free[--s->nfree];
+
+		d->addr = a;
+		d->len = (uint32_t)net_iov_read(iov, n, skip + off, s->area + a, l);
+		d->options = j + 1 < k ? XDP_PKT_CONTD : 0;
+		off += l;
+	}
+	s->tx_queued += k;
 	return true;
 }
 

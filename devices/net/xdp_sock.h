@@ -28,6 +28,37 @@
 /* The kernel puts a received frame XDP_PACKET_HEADROOM into its UMEM frame. */
 #define XDP_RX_MAX	(XDP_FRAME - 256u)
 
+/* Multi-buffer (Linux 6.6; Debian 12's uapi headers predate it). */
+#ifndef XDP_USE_SG
+#define XDP_USE_SG	(1u << 4)
+#endif
+#ifndef XDP_PKT_CONTD
+#define XDP_PKT_CONTD	(1u << 0)
+#endif
+#define XDP_MAX_FRAGS	18u		/* UMEM frames per packet at most (the kernel's 17 + 1) */
+
+/*
+ * The XDP program on an interface. Our own when the interface has none: it
+ * redirects each queue's frames to the socket in our map, and is loaded
+ * with BPF_F_XDP_HAS_FRAGS, so frames bigger than a UMEM frame come in
+ * several (multi-buffer) and the MTU need not be capped. Else (a program
+ * there already, or a kernel that refuses ours) libxdp's default program,
+ * which has no frags: one UMEM frame per packet.
+ */
+struct xdp_iface {
+	unsigned int ifindex;
+	int prog_fd, map_fd;		/* ours (-1: libxdp's program) */
+	uint32_t attach_flags;		/* how ours is attached (mode) */
+	bool frags;			/* sockets bound with XDP_USE_SG */
+};
+
+/** Put our program on @iface for queues [0, @queues) (with frags if
+ *  @want_frags), else leave it to libxdp. 0 or -ENODEV. */
+int xdp_iface_open(struct xdp_iface *xi, const char *who, const char *iface, unsigned int queues,
+		   bool want_frags);
+/** Detach our program (only if it is still the one attached). */
+void xdp_iface_close(struct xdp_iface *xi);
+
 struct xdp_sock {
 	struct xsk_umem *umem;
 	struct xsk_socket *xsk;
@@ -38,7 +69,9 @@ struct xdp_sock {
 	/* RX half */
 	struct xsk_ring_cons rx;
 	struct xsk_ring_prod fill;
-	uint32_t rx_idx, rx_n;		/* this burst's frames (xdp_sock_rx_begin) */
+	uint32_t rx_idx, rx_n;		/* this burst's descriptors (xdp_sock_rx_begin) */
+	uint16_t rx_end[XDP_BURST];	/* packet i: descriptors [rx_end[i-1], rx_end[i]) */
+	unsigned int rx_pkts;
 	uint64_t kernel_drops;		/* the kernel's count at the last read */
 	/* TX half */
 	struct xsk_ring_prod tx;
@@ -46,6 +79,7 @@ struct xdp_sock {
 	uint64_t free[XDP_HALF];
 	unsigned int nfree;
 	unsigned int tx_queued;		/* reserved and filled, not submitted */
+	unsigned int tx_frags;		/* most UMEM frames a packet takes (1: no frags) */
 	bool kick_pending;		/* frames in the TX ring the kernel has not taken */
 	bool down;			/* the last kick said the link is down or gone */
 	uint64_t down_since;
@@ -60,10 +94,12 @@ void xdp_iface_check_stale(const char *who, const char *iface, unsigned int ifin
 /** "native XDP, copy mode, need_wakeup" for the interface and socket @s. */
 void xdp_sock_describe(const struct xdp_sock *s, unsigned int ifindex, char *buf, size_t size);
 
-/** Open @s on @iface's @queue: zero-copy if the driver has it, else copy
- *  mode; the RX half goes to the fill ring at once. 0 or negative errno
- *  (logged, naming @who). Close with xdp_sock_close even on failure. */
-int xdp_sock_open(struct xdp_sock *s, const char *who, const char *iface, unsigned int queue);
+/** Open @s on @iface's @queue (its program: @xi): zero-copy if the driver
+ *  has it, else copy mode; the RX half goes to the fill ring at once. 0 or
+ *  negative errno (logged, naming @who). Close with xdp_sock_close even on
+ *  failure. */
+int xdp_sock_open(struct xdp_sock *s, const char *who, const char *iface, unsigned int queue,
+		  const struct xdp_iface *xi);
 /** Close (deleting the interface's last socket detaches the program). */
 void xdp_sock_close(struct xdp_sock *s);
 
@@ -72,21 +108,24 @@ void xdp_sock_close(struct xdp_sock *s);
 uint64_t xdp_sock_rx_kernel_drops(struct xdp_sock *s);
 /** Drop every frame waiting (stale ones); how many. */
 uint64_t xdp_sock_rx_flush(struct xdp_sock *s);
-/** Peek up to @max frames (0: none; the fill ring woken if it asks). */
+/** Peek up to @max whole packets (0: none; the fill ring woken if it asks). */
 unsigned int xdp_sock_rx_begin(struct xdp_sock *s, unsigned int max);
-/** Frame @i of the burst; false when the kernel's descriptor is out of
- *  bounds (count it dropped; it is not recycled). */
-bool xdp_sock_rx_frame(const struct xdp_sock *s, unsigned int i, struct iovec *v);
-/** End the burst: frames [0, @done) consumed (back to the fill ring), the
+/** Packet @i of the burst in @v (at most XDP_MAX_FRAGS iovecs): how many,
+ *  0 when a descriptor is out of bounds (count it dropped: not recycled). */
+unsigned int xdp_sock_rx_packet(const struct xdp_sock *s, unsigned int i, struct iovec *v,
+				 uint32_t *len);
+/** End the burst: packets [0, @done) consumed (back to the fill ring), the
  *  rest stay for the next burst. */
 void xdp_sock_rx_end(struct xdp_sock *s, unsigned int done);
 
 /* ---- TX half ---- */
-/** Frames that can be queued now (completions reaped first; while the link
- *  is down: @max, they are dropped by xdp_sock_tx_put). */
+/** Frames that can be queued now, each as big as the socket takes
+ *  (completions reaped first; while the link is down: @max, they are
+ *  dropped by xdp_sock_tx_put). */
 unsigned int xdp_sock_tx_room(struct xdp_sock *s, unsigned int max);
-/** Queue one frame: @len bytes of @iov after @skip. false when it cannot
- *  (no room, link down, longer than a UMEM frame). */
+/** Queue one frame: @len bytes of @iov after @skip, over several UMEM
+ *  frames when the socket has frags. false when it cannot (no room, link
+ *  down, longer than a UMEM frame without frags). */
 bool xdp_sock_tx_put(struct xdp_sock *s, const struct iovec *iov, unsigned int n, size_t skip,
 		     uint32_t len);
 /** Hand what was queued to the kernel. */

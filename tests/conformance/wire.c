@@ -249,18 +249,20 @@ void make_in(uint8_t *f, unsigned k, const uint8_t dst[6], const uint8_t src[6])
 		f[i] = (uint8_t)(i * 11 + k * 5);
 }
 
-void guest_send(struct guest *g, unsigned k, const uint8_t *frame)
+void guest_send_len(struct guest *g, unsigned pair, const uint8_t *frame, unsigned len)
 {
-	struct vq *q = &g->q[1 + 2 * (k & 1)];
+	struct vq *q = &g->q[1 + 2 * (pair & 1)];
 	uint16_t id16;
-	uint32_t len;
+	uint32_t used;
 	int32_t tag;
 	uint64_t gpa, end = now_ns() + 2000000000ull;
 	uint8_t *b;
 	int id;
 
+	if (NET_HDR_LEN + len > TX_BUF)
+		fail("a %u-byte frame does not fit a TX buffer", len);
 	while ((id = vq_next_id(q, 1)) < 0) {
-		while (vq_get(q, &id16, &len, &tag))
+		while (vq_get(q, &id16, &used, &tag))
 			;
 		if (now_ns() > end)
 			fail("TX ring %u: no buffer came back within 2 s", q->index);
@@ -268,10 +270,15 @@ void guest_send(struct guest *g, unsigned k, const uint8_t *frame)
 	}
 	b = vq_slot(q, (uint16_t)id, &gpa);
 	memset(b, 0, NET_HDR_LEN);
-	memcpy(b + NET_HDR_LEN, frame, frame_len(k));
-	vq_add(q, &(struct seg){gpa, NET_HDR_LEN + frame_len(k)}, 1, false, false, id);
+	memcpy(b + NET_HDR_LEN, frame, len);
+	vq_add(q, &(struct seg){gpa, NET_HDR_LEN + len}, 1, false, false, id);
 	vq_publish(q);
 	vq_notify(q, false);
+}
+
+void guest_send(struct guest *g, unsigned k, const uint8_t *frame)
+{
+	guest_send_len(g, k & 1, frame, frame_len(k));
 }
 
 /* A frame from RX ring @r (buffers merged by num_buffers): its length, -1 if none. */

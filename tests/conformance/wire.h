@@ -14,7 +14,7 @@
 #define RX_NUM 256
 #define RX_BUF 2048
 #define TX_NUM 64
-#define TX_BUF 2048
+#define TX_BUF (NET_HDR_LEN + 9216) /* a jumbo frame */
 #define ETHERTYPE_TEST 0x88b5 /* local experimental */
 
 /* the test program's: its name, for messages */
@@ -49,6 +49,8 @@ void guest_down(struct guest *g);
 void rx_post(struct guest *g, unsigned r);
 /* frame_len(k) bytes of @frame on TX ring 1 + 2 * (k & 1); fails if no buffer comes back */
 void guest_send(struct guest *g, unsigned k, const uint8_t *frame);
+/* @len bytes of @frame on queue pair @pair's TX ring */
+void guest_send_len(struct guest *g, unsigned pair, const uint8_t *frame, unsigned len);
 /* a frame from RX ring @r (merged buffers joined), its length; -1 when none */
 int guest_recv(struct guest *g, unsigned r, uint8_t *out, size_t cap);
 /* frames received on either RX ring within @ms */

@@ -64,10 +64,84 @@ static double daemon_cpu_s(void)
 	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* A jumbo test frame: @dst, the guest's MAC, the test ethertype, k, a pattern. */
+static void make_big(uint8_t *f, unsigned len, unsigned k, const uint8_t dst[6],
+		     const uint8_t src[6])
+{
+	memcpy(f, dst, 6);
+	memcpy(f + 6, src, 6);
+	f[12] = ETHERTYPE_TEST >> 8;
+	f[13] = ETHERTYPE_TEST & 0xff;
+	f[14] = (uint8_t)k;
+	for (unsigned i = 15; i < len; i++)
+		f[i] = (uint8_t)(i * 13 + k * 7);
+}
+
+/*
+ * MTU 9000 on both ends: frames up to 9,014 bytes both ways, byte for byte (XDP
+ * multi-buffer: one frame in three UMEM frames; in the guest, merged RX buffers).
+ */
+static void jumbo_exchange(struct guest *g, int ps, bool packed, const uint8_t mac_b[6])
+{
+	static const unsigned sizes[] = {1514, 3900, 4096, 4200, 8000, 9014};
+	const unsigned nsz = sizeof(sizes) / sizeof(sizes[0]);
+	static const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+	static uint8_t buf[10000], want[10000];
+	unsigned k;
+
+	guest_up(g, sock_path, packed, true, true, RX_BUF, true);
+	for (k = 0; k < nsz; k++) {
+		make_big(want, sizes[k], k, mac_b, guest_mac);
+		guest_send_len(g, k, want, sizes[k]);
+	}
+	for (unsigned got = 0; got < nsz;) {
+		int len = wire_recv(ps, buf, sizeof(buf), 3000);
+
+		if (len < 0)
+			fail("jumbo: %u of %u frames from the guest reached the wire", got, nsz);
+		k = buf[14];
+		if (k >= nsz)
+			fail("jumbo: wire: frame index %u", k);
+		make_big(want, sizes[k], k, mac_b, guest_mac);
+		if ((unsigned)len != sizes[k] || memcmp(buf, want, sizes[k]))
+			fail("jumbo: wire: frame %u differs (%d bytes, sent %u)", k, len, sizes[k]);
+		got++;
+	}
+	printf("%s: jumbo: guest -> wire: frames of 1514..9014 bytes, byte for byte\n", prog);
+	for (k = 0; k < nsz; k++) {
+		make_big(want, sizes[k], k + 100, bcast, mac_b);
+		wire_send(ps, want, sizes[k]);
+	}
+	for (unsigned got = 0; got < nsz;) {
+		uint64_t end = now_ns() + 3000000000ull;
+		int len = -1;
+
+		while (len < 0 && now_ns() < end) {
+			len = guest_recv(g, 0, buf, sizeof(buf));
+			if (len < 0)
+				len = guest_recv(g, 2, buf, sizeof(buf));
+			if (len < 0)
+				usleep(200);
+		}
+		if (len < 0)
+			fail("jumbo: %u of %u frames from the wire reached the guest", got, nsz);
+		if (len < 15 || buf[12] != (ETHERTYPE_TEST >> 8))
+			continue;
+		k = buf[14] - 100u;
+		if (k >= nsz)
+			fail("jumbo: guest: frame index %u", buf[14]);
+		make_big(want, sizes[k], k + 100, bcast, mac_b);
+		if ((unsigned)len != sizes[k] || memcmp(buf, want, sizes[k]))
+			fail("jumbo: guest: frame %u differs (%d bytes, sent %u)", k, len, sizes[k]);
+		got++;
+	}
+	printf("%s: jumbo: wire -> guest: frames of 1514..9014 bytes, byte for byte\n", prog);
+}
+
 int main(int argc, char **argv)
 {
 	const char *daemon = NULL, *engine_mode = "event";
-	bool packed = false;
+	bool packed = false, jumbo = false;
 	static struct guest g;
 	static uint8_t buf[4096], want[4096];
 	uint8_t mac_a[6], mac_b[6];
@@ -83,11 +157,13 @@ int main(int argc, char **argv)
 			engine_mode = argv[++i];
 		else if (!strcmp(argv[i], "--packed"))
 			packed = true;
+		else if (!strcmp(argv[i], "--jumbo"))
+			jumbo = true;
 		else
-			fail("usage: %s --daemon PATH [--engine-mode M] [--packed]", prog);
+			fail("usage: %s --daemon PATH [--engine-mode M] [--packed] [--jumbo]", prog);
 	}
 	if (!daemon)
-		fail("usage: %s --daemon PATH [--engine-mode M] [--packed]", prog);
+		fail("usage: %s --daemon PATH [--engine-mode M] [--packed] [--jumbo]", prog);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (geteuid() != 0) {
 		printf("%s: SKIP: needs root (veth, XDP)\n", prog);
@@ -99,6 +175,10 @@ int main(int argc, char **argv)
 		fail("no ip(8) (iproute2)");
 	sh("ip link add %s numtxqueues 2 numrxqueues 2 type veth peer name %s "
 	   "numtxqueues 2 numrxqueues 2", ifa, ifb);
+	if (jumbo) {
+		sh("ip link set %s mtu 9000", ifa);
+		sh("ip link set %s mtu 9000", ifb);
+	}
 	for (int k = 0; k < 2; k++) {
 		const char *nm = k ? ifb : ifa;
 
@@ -115,6 +195,19 @@ int main(int argc, char **argv)
 				     "2", "--engine-mode", (char *)engine_mode, "--socket-path",
 				     sock_path, NULL});
 	ps = packet_socket(ifb);
+
+	if (jumbo) {
+		jumbo_exchange(&g, ps, packed, mac_b);
+		guest_down(&g);
+		close(ps);
+		st = stop_daemon();
+		if (!WIFEXITED(st) || WEXITSTATUS(st))
+			fail("the daemon's exit status is %#x", st);
+		cleanup();
+		printf("%s: PASS (jumbo, %s ring, %s mode)\n", prog, packed ? "packed" : "split",
+		       engine_mode);
+		return 0;
+	}
 
 	/* starved: no RX buffers while more frames arrive than the socket holds */
 	guest_up(&g, sock_path, packed, true, true, RX_BUF, false);
