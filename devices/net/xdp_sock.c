@@ -84,12 +84,28 @@ int xdp_iface(const char *iface, unsigned int *ifindex, int *mtu)
 	return *ifindex && *mtu > 0 ? 0 : -ENODEV;
 }
 
+/* An fd of program @id when it is uvhost's own ("uvh_xsk"), else -1. */
+static int our_stale_prog(uint32_t id)
+{
+	struct bpf_prog_info info;
+	__u32 len = sizeof(info);
+	int fd = bpf_prog_get_fd_by_id(id);
+
+	if (fd < 0)
+		return -1;
+	memset(&info, 0, sizeof(info));
+	if (!bpf_obj_get_info_by_fd(fd, &info, &len) && !strcmp(info.name, "uvh_xsk"))
+		return fd;
+	close(fd);
+	return -1;
+}
+
 int xdp_iface_open(struct xdp_iface *xi, const char *who, const char *iface, unsigned int queues,
 		   bool want_frags)
 {
 	LIBBPF_OPTS(bpf_prog_load_opts, po, .prog_flags = want_frags ? BPF_F_XDP_HAS_FRAGS : 0);
 	struct bpf_xdp_query_opts q = { .sz = sizeof(q) };
-	int mtu, err;
+	int mtu, err, stale_fd = -1;
 
 	xi->prog_fd = xi->map_fd = -1;
 	xi->frags = false;
@@ -97,12 +113,19 @@ int xdp_iface_open(struct xdp_iface *xi, const char *who, const char *iface, uns
 	if (xdp_iface(iface, &xi->ifindex, &mtu))
 		return -ENODEV;
 	if (!bpf_xdp_query((int)xi->ifindex, 0, &q) && q.prog_id) {
-		/* someone's program (or libxdp's, left by a killed process): ours
-		 * would replace it; libxdp's default program shares instead */
-		xdp_iface_check_stale(who, iface, xi->ifindex);
-		UVH_INFO("%s: %s has an XDP program: libxdp's default program, no frags", who,
-			 iface);
-		return 0;
+		stale_fd = our_stale_prog(q.prog_id);
+		if (stale_fd < 0) {
+			/* someone's program (or libxdp's, left by a killed process):
+			 * ours would replace it; libxdp's default program shares */
+			xdp_iface_check_stale(who, iface, xi->ifindex);
+			UVH_INFO("%s: %s has an XDP program: libxdp's default program, no frags",
+				 who, iface);
+			return 0;
+		}
+		/* ours, left by a uvhost-net that was killed (one per interface):
+		 * replaced, its map and sockets are gone with that process */
+		UVH_WARN("%s: %s has uvhost's XDP program (id %u) of a process that did not "
+			 "exit cleanly: replaced", who, iface, q.prog_id);
 	}
 	xi->map_fd = bpf_map_create(BPF_MAP_TYPE_XSKMAP, "uvh_xsks", 4, 4, queues, NULL);
 	if (xi->map_fd >= 0) {
@@ -124,14 +147,22 @@ int xdp_iface_open(struct xdp_iface *xi, const char *who, const char *iface, uns
 	}
 	err = xi->prog_fd < 0 ? xi->prog_fd : -1;
 	if (xi->prog_fd >= 0) {
+		LIBBPF_OPTS(bpf_xdp_attach_opts, ao, .old_prog_fd = stale_fd);
+		/* a stale one of ours is replaced (in its mode), else none may be there */
+		uint32_t how = stale_fd >= 0 ? XDP_FLAGS_REPLACE : XDP_FLAGS_UPDATE_IF_NOEXIST;
+
 		/* native first, generic (skb) mode where the driver has none */
-		xi->attach_flags = XDP_FLAGS_UPDATE_IF_NOEXIST | XDP_FLAGS_DRV_MODE;
-		err = bpf_xdp_attach((int)xi->ifindex, xi->prog_fd, xi->attach_flags, NULL);
+		xi->attach_flags = how | XDP_FLAGS_DRV_MODE;
+		err = bpf_xdp_attach((int)xi->ifindex, xi->prog_fd, xi->attach_flags,
+				     stale_fd >= 0 ? &ao : NULL);
 		if (err) {
-			xi->attach_flags = XDP_FLAGS_UPDATE_IF_NOEXIST | XDP_FLAGS_SKB_MODE;
-			err = bpf_xdp_attach((int)xi->ifindex, xi->prog_fd, xi->attach_flags, NULL);
+			xi->attach_flags = how | XDP_FLAGS_SKB_MODE;
+			err = bpf_xdp_attach((int)xi->ifindex, xi->prog_fd, xi->attach_flags,
+					     stale_fd >= 0 ? &ao : NULL);
 		}
 	}
+	if (stale_fd >= 0)
+		close(stale_fd);
 	if (err) {
 		UVH_INFO("%s: %s: our XDP program not attached (%s): libxdp's, no frags", who,
 			 iface, strerror(err < 0 ? -err : EINVAL));
@@ -148,7 +179,7 @@ void xdp_iface_close(struct xdp_iface *xi)
 		LIBBPF_OPTS(bpf_xdp_attach_opts, ao, .old_prog_fd = xi->prog_fd);
 
 		/* only ours: an administrator may have put another one there */
-		bpf_xdp_detach((int)xi->ifindex, (xi->attach_flags & ~XDP_FLAGS_UPDATE_IF_NOEXIST) |
+		bpf_xdp_detach((int)xi->ifindex, (xi->attach_flags & XDP_FLAGS_MODES) |
 			       XDP_FLAGS_REPLACE, &ao);
 	}
 	if (xi->prog_fd >= 0)

@@ -199,10 +199,29 @@ int main(int argc, char **argv)
 	if (jumbo) {
 		jumbo_exchange(&g, ps, packed, mac_b);
 		guest_down(&g);
+		/* killed: its program stays on the interface; the next one
+		 * replaces it and takes frames, and removes it at exit */
+		kill(daemon_pid, SIGKILL);
+		waitpid(daemon_pid, NULL, 0);
+		unlink(sock_path);
+		start_daemon((char *const[]){(char *)daemon, "--mode", "xdp", "--iface", ifa,
+					     "--queues", "2", "--engine-mode", (char *)engine_mode,
+					     "--socket-path", sock_path, NULL});
+		jumbo_exchange(&g, ps, packed, mac_b);
+		printf("%s: restarted after SIGKILL: the program left behind replaced\n", prog);
+		guest_down(&g);
 		close(ps);
 		st = stop_daemon();
 		if (!WIFEXITED(st) || WEXITSTATUS(st))
 			fail("the daemon's exit status is %#x", st);
+		{
+			char cmd[96];
+
+			/* SIGTERM: the program goes with the daemon */
+			snprintf(cmd, sizeof(cmd), "ip link show %s | grep -q ' xdp'", ifa);
+			if (system(cmd) == 0)
+				fail("%s still has an XDP program after the daemon's exit", ifa);
+		}
 		cleanup();
 		printf("%s: PASS (jumbo, %s ring, %s mode)\n", prog, packed ? "packed" : "split",
 		       engine_mode);
