@@ -78,6 +78,7 @@ static int xdp_open(struct uvh_net_dev *dev, const struct uvh_net_opts *opts)
 		return -ENOMEM;
 	for (i = 0; i < dev->max_pairs; i++)
 		x->socks[i].fd = -1;
+	x->prog.prog_fd = x->prog.map_fd = -1;	/* none yet: xdp_close closes nothing */
 	snprintf(x->iface, sizeof(x->iface), "%s", opts->iface);
 	dev->port_priv = x;
 	if (xdp_iface(x->iface, &x->ifindex, &mtu)) {
@@ -86,7 +87,6 @@ static int xdp_open(struct uvh_net_dev *dev, const struct uvh_net_opts *opts)
 		goto fail;
 	}
 	xdp_sock_quiet_libs();
-	x->prog.prog_fd = x->prog.map_fd = -1;
 	err = xdp_iface_open(&x->prog, dev->name, x->iface, dev->max_pairs, true);
 	if (err)
 		goto fail;
