@@ -43,7 +43,10 @@
  * with BPF_F_XDP_HAS_FRAGS, so frames bigger than a UMEM frame come in
  * several (multi-buffer) and the MTU need not be capped. Else (a program
  * there already, or a kernel that refuses ours) libxdp's default program,
- * which has no frags: one UMEM frame per packet.
+ * which has no frags: one UMEM frame per packet. One uvhost-net per
+ * interface: a program of ours found at start is taken as left by a killed
+ * one and replaced (a second uvhost-net on other queues of the same NIC
+ * would lose its frames).
  */
 struct xdp_iface {
 	unsigned int ifindex;
