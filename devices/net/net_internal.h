@@ -11,6 +11,10 @@
  *   net_state.c    the device's own state, for migration
  *   net_host.c     the glue for the device host (host/devhost.h)
  *   port_*.c       one file per port type, each a struct net_port_ops
+ *   uplink.c       a switch's uplink to a wire (xdp or tap), polled by its
+ *                  ports' RX rings
+ *   xdp_sock.c     an AF_XDP socket, its UMEM and the XDP program (the xdp
+ *                  port, an xdp uplink)
  */
 #ifndef UVHOST_NET_INTERNAL_H
 #define UVHOST_NET_INTERNAL_H
