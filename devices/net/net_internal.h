@@ -344,6 +344,12 @@ void net_spin_unlock(atomic_int *l);
 /* what a switch's ports must not offer (its uplink cannot take it) */
 uint64_t net_switch_features_drop(const struct uvh_net_switch *sw);
 
+/* port_tap.c: one queue of multi-queue tap @name ("" on the first: the
+ * kernel's choice; set to the tap's name) with a UVH_NET_HDR_LEN-byte
+ * virtio-net header; @flags: open(2)'s, e.g. O_NONBLOCK. The fd, or a
+ * negative errno (logged, naming @who). */
+int net_tap_queue_open(const char *who, char name[16], int flags);
+
 /* uplink.c: a switch's uplink (xdp:IFACE or tap:NAME) */
 struct net_uplink;
 struct net_uplink *net_uplink_open(const char *spec, unsigned int queues, int *err);

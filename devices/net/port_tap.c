@@ -77,15 +77,35 @@ struct net_tapq {
 	int tx_res[UVH_NET_BURST];
 };
 
+int net_tap_queue_open(const char *who, char name[16], int flags)
+{
+	struct ifreq ifr;
+	int fd, sz = (int)UVH_NET_HDR_LEN, err;
+
+	fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | flags);
+	if (fd < 0)
+		return -errno;
+	memset(&ifr, 0, sizeof(ifr));
+	ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE;
+	memcpy(ifr.ifr_name, name, 16);
+	if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETVNETHDRSZ, &sz) < 0) {
+		err = -errno;
+		UVH_ERR("%s: tap %s: %s", who, ifr.ifr_name, strerror(-err));
+		close(fd);
+		return err;
+	}
+	memcpy(name, ifr.ifr_name, 16);
+	return fd;
+}
+
 static void tap_close(struct uvh_net_dev *dev);
 
 static int tap_open(struct uvh_net_dev *dev, const struct uvh_net_opts *opts)
 {
 	const char *name = opts->tap_name;
 	struct tap_port *t;
-	struct ifreq ifr;
 	unsigned int i;
-	int fd, sz = (int)UVH_NET_HDR_LEN, err;
+	int fd, err;
 
 	if (name && strlen(name) >= sizeof(t->name))
 		return -EINVAL;
@@ -96,32 +116,17 @@ static int tap_open(struct uvh_net_dev *dev, const struct uvh_net_opts *opts)
 	for (i = 0; i < dev->max_pairs; i++)
 		t->fds[i] = -1;
 	dev->port_priv = t;
+	if (name && *name)
+		snprintf(t->name, sizeof(t->name), "%s", name);
 	for (i = 0; i < dev->max_pairs; i++) {
 		/* blocking fd on purpose: io_uring then waits for a frame
 		 * (internal poll) instead of failing the read with EAGAIN */
-		fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+		fd = net_tap_queue_open(dev->name, t->name, 0);
 		if (fd < 0) {
-			err = -errno;
+			err = fd;
 			goto fail;
 		}
 		t->fds[i] = fd;
-		memset(&ifr, 0, sizeof(ifr));
-		ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE;
-		if (i)
-			memcpy(ifr.ifr_name, t->name, sizeof(t->name));
-		else if (name && *name)
-			snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
-		if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
-			err = -errno;
-			UVH_ERR("%s: TUNSETIFF %s: %s", dev->name, ifr.ifr_name, strerror(errno));
-			goto fail;
-		}
-		if (!i)
-			snprintf(t->name, sizeof(t->name), "%s", ifr.ifr_name);
-		if (ioctl(fd, TUNSETVNETHDRSZ, &sz) < 0) {
-			err = -errno;
-			goto fail;
-		}
 	}
 	UVH_INFO("%s: tap %s, %u queues", dev->name, t->name, dev->max_pairs);
 	return 0;

@@ -54,6 +54,8 @@ struct net_uplink_ops {
 	unsigned int (*rx_begin)(struct net_uplink *u, unsigned int q, struct iovec *v,
 				 unsigned int max);
 	void (*rx_end)(struct net_uplink *u, unsigned int q, unsigned int n);
+	/** before a burst's frames (may be NULL): reclaim what the kernel sent */
+	void (*tx_begin)(struct net_uplink *u, unsigned int q);
 	/** one frame to the wire, @hdr its offloads (NULL: none); false: dropped */
 	bool (*tx_put)(struct net_uplink *u, unsigned int q, const struct uvh_virtio_net_hdr *hdr,
 		       const struct iovec *iov, unsigned int n, size_t skip, uint32_t len);
@@ -100,28 +102,22 @@ static inline void add(_Atomic uint64_t *c, uint64_t v)
 
 static int tap_open(struct net_uplink *u)
 {
-	struct ifreq ifr;
-	int sz = (int)UVH_NET_HDR_LEN;
-
 	for (unsigned int i = 0; i < u->nq; i++) {
 		struct uplink_tapq *t = &u->q[i].tap;
-		int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+		int fd = net_tap_queue_open("uplink", u->iface, O_NONBLOCK);
 
 		if (fd < 0)
-			return -errno;
+			return fd;
 		t->fd = fd;
-		memset(&ifr, 0, sizeof(ifr));
-		ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE;
-		snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", u->iface);
 		/* the guests' offloaded frames go to the kernel with their
 		 * header; the kernel hands us whole frames with their checksums
 		 * (no TUNSETOFFLOAD bits): a guest may not have taken any */
-		if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETVNETHDRSZ, &sz) < 0 ||
-		    ioctl(fd, TUNSETOFFLOAD, 0) < 0) {
-			UVH_ERR("uplink tap:%s: %s", u->iface, strerror(errno));
-			return -errno;
+		if (ioctl(fd, TUNSETOFFLOAD, 0) < 0) {
+			int err = -errno;
+
+			UVH_ERR("uplink tap:%s: TUNSETOFFLOAD: %s", u->iface, strerror(-err));
+			return err;
 		}
-		snprintf(u->iface, sizeof(u->iface), "%s", ifr.ifr_name);
 		t->buf = malloc(TAP_READS * sizeof(*t->buf));
 		if (!t->buf)
 			return -ENOMEM;
@@ -296,12 +292,16 @@ static void xdp_rx_end(struct net_uplink *u, unsigned int q, unsigned int n)
 static bool xdp_tx_put(struct net_uplink *u, unsigned int q, const struct uvh_virtio_net_hdr *hdr,
 		       const struct iovec *iov, unsigned int n, size_t skip, uint32_t len)
 {
-	struct xdp_sock *s = &u->q[q].xs;
+	/* no offloads reach us: the ports do not offer them (features_drop);
+	 * no room (the kernel has not sent enough yet): dropped, as a NIC does */
+	return !hdr && xdp_sock_tx_put(&u->q[q].xs, iov, n, skip, len);
+}
 
-	/* no offloads reach us: the ports do not offer them (features_drop) */
-	if (hdr || !xdp_sock_tx_room(s, 1))
-		return false;
-	return xdp_sock_tx_put(s, iov, n, skip, len);
+/* Once per burst: completions reaped, a pending kick retried, a link down
+ * looked at again now and then. */
+static void xdp_tx_begin(struct net_uplink *u, unsigned int q)
+{
+	xdp_sock_tx_room(&u->q[q].xs, UVH_NET_BURST);
 }
 
 static void xdp_tx_flush(struct net_uplink *u, unsigned int q)
@@ -320,6 +320,7 @@ static const struct net_uplink_ops uplink_xdp = {
 	.wake_fd = xdp_wake_fd,
 	.rx_begin = xdp_rx_begin,
 	.rx_end = xdp_rx_end,
+	.tx_begin = xdp_tx_begin,
 	.tx_put = xdp_tx_put,
 	.tx_flush = xdp_tx_flush,
 };
@@ -412,6 +413,8 @@ void net_uplink_send(struct net_uplink *u, struct net_ring *tx, const uint8_t *d
 	uint64_t pk = 0, by = 0, dr = 0;
 
 	net_spin_lock(&q->tx_lock);
+	if (u->ops->tx_begin)
+		u->ops->tx_begin(u, qi);
 	for (unsigned int i = 0; i < n; i++) {
 		const struct uvh_vq_chain *c = &tx->tch[i];
 		uint32_t len = tx->tlen[i];

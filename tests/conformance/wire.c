@@ -198,8 +198,12 @@ void mac_of(const char *ifname, uint8_t mac[6])
 /* Guest → wire frame k: @dst, @src, the test ethertype, k and a pattern. */
 void make_out(uint8_t *f, unsigned k, const uint8_t dst[6], const uint8_t src[6])
 {
-	unsigned len = frame_len(k);
+	make_out_len(f, frame_len(k), k, dst, src);
+}
 
+void make_out_len(uint8_t *f, unsigned len, unsigned k, const uint8_t dst[6],
+		  const uint8_t src[6])
+{
 	memcpy(f, dst, 6);
 	memcpy(f + 6, src, 6);
 	f[12] = ETHERTYPE_TEST >> 8;
@@ -354,6 +358,31 @@ unsigned wire_count(int ps, int ms, uint8_t *buf, size_t cap)
 		if (wire_recv(ps, buf, cap, (int)((end - t) / 1000000u) + 1) >= 0)
 			n++;
 	return n;
+}
+
+void wire_expect(int ps, unsigned n, void (*make)(uint8_t *f, unsigned k), const char *what)
+{
+	static uint8_t buf[10000], want[10000];
+	unsigned char seen[256] = {0};
+	uint64_t end = now_ns() + 5000000000ull;
+	unsigned got = 0;
+
+	while (got < n && now_ns() < end) {
+		int len = wire_recv(ps, buf, sizeof(buf), 100);
+		unsigned k;
+
+		if (len < 0)
+			continue;
+		k = buf[14];
+		if (k >= n || seen[k]++)
+			fail("%s: frame %u unknown or twice", what, k);
+		make(want, k);
+		if ((unsigned)len != frame_len(k) || memcmp(buf, want, frame_len(k)))
+			fail("%s: frame %u differs (%d bytes, sent %u)", what, k, len, frame_len(k));
+		got++;
+	}
+	if (got < n)
+		fail("%s: %u of %u frames arrived", what, got, n);
 }
 
 int wire_recv(int ps, uint8_t *buf, size_t cap, int ms)

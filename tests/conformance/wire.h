@@ -59,8 +59,10 @@ unsigned guest_drain(struct guest *g, int ms, uint8_t *buf, size_t cap);
 /* frame k's size: 60 .. 1514 over NFRAMES frames */
 unsigned frame_len(unsigned k);
 void mac_of(const char *ifname, uint8_t mac[6]);
-/* the test ethertype, k at byte 14, a pattern */
+/* the test ethertype, k at byte 14, a pattern; frame_len(k) or @len bytes */
 void make_out(uint8_t *f, unsigned k, const uint8_t dst[6], const uint8_t src[6]);
+void make_out_len(uint8_t *f, unsigned len, unsigned k, const uint8_t dst[6],
+		  const uint8_t src[6]);
 /* UDP/IPv4 to @dst (NULL: broadcast), k at byte 42, source port 1000 + k */
 void make_in(uint8_t *f, unsigned k, const uint8_t dst[6], const uint8_t src[6]);
 
@@ -68,6 +70,9 @@ int packet_socket(const char *ifname);
 void wire_send(int ps, const uint8_t *f, unsigned len);
 /* the next frame of the test ethertype within @ms: its length, -1 if none */
 int wire_recv(int ps, uint8_t *buf, size_t cap, int ms);
+/* frames 0..@n-1 of the test ethertype, each once and equal to @make's (frame_len(k)
+ * bytes), within 5 s; fails (naming @what) otherwise */
+void wire_expect(int ps, unsigned n, void (*make)(uint8_t *f, unsigned k), const char *what);
 /* frames of the test ethertype received within @ms */
 unsigned wire_count(int ps, int ms, uint8_t *buf, size_t cap);
 

@@ -45,6 +45,13 @@
 
 const char *prog = "conformance-xdp";
 static const uint8_t guest_mac[6] = {0x02, 0x75, 0x76, 0x68, 0x00, 0x01};
+static uint8_t mac_b[6];	/* the veth peer's */
+
+/* Guest → wire frame k, as the wire must see it. */
+static void make_to_b(uint8_t *f, unsigned k)
+{
+	make_out(f, k, mac_b, guest_mac);
+}
 
 /* The daemon's CPU time so far (all its threads), seconds. */
 static double daemon_cpu_s(void)
@@ -64,24 +71,11 @@ static double daemon_cpu_s(void)
 	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
-/* A jumbo test frame: @dst, the guest's MAC, the test ethertype, k, a pattern. */
-static void make_big(uint8_t *f, unsigned len, unsigned k, const uint8_t dst[6],
-		     const uint8_t src[6])
-{
-	memcpy(f, dst, 6);
-	memcpy(f + 6, src, 6);
-	f[12] = ETHERTYPE_TEST >> 8;
-	f[13] = ETHERTYPE_TEST & 0xff;
-	f[14] = (uint8_t)k;
-	for (unsigned i = 15; i < len; i++)
-		f[i] = (uint8_t)(i * 13 + k * 7);
-}
-
 /*
  * MTU 9000 on both ends: frames up to 9,014 bytes both ways, byte for byte (XDP
  * multi-buffer: one frame in three UMEM frames; in the guest, merged RX buffers).
  */
-static void jumbo_exchange(struct guest *g, int ps, bool packed, const uint8_t mac_b[6])
+static void jumbo_exchange(struct guest *g, int ps, bool packed)
 {
 	static const unsigned sizes[] = {1514, 3900, 4096, 4200, 8000, 9014};
 	const unsigned nsz = sizeof(sizes) / sizeof(sizes[0]);
@@ -91,7 +85,7 @@ static void jumbo_exchange(struct guest *g, int ps, bool packed, const uint8_t m
 
 	guest_up(g, sock_path, packed, true, true, RX_BUF, true);
 	for (k = 0; k < nsz; k++) {
-		make_big(want, sizes[k], k, mac_b, guest_mac);
+		make_out_len(want, sizes[k], k, mac_b, guest_mac);
 		guest_send_len(g, k, want, sizes[k]);
 	}
 	for (unsigned got = 0; got < nsz;) {
@@ -102,14 +96,14 @@ static void jumbo_exchange(struct guest *g, int ps, bool packed, const uint8_t m
 		k = buf[14];
 		if (k >= nsz)
 			fail("jumbo: wire: frame index %u", k);
-		make_big(want, sizes[k], k, mac_b, guest_mac);
+		make_out_len(want, sizes[k], k, mac_b, guest_mac);
 		if ((unsigned)len != sizes[k] || memcmp(buf, want, sizes[k]))
 			fail("jumbo: wire: frame %u differs (%d bytes, sent %u)", k, len, sizes[k]);
 		got++;
 	}
 	printf("%s: jumbo: guest -> wire: frames of 1514..9014 bytes, byte for byte\n", prog);
 	for (k = 0; k < nsz; k++) {
-		make_big(want, sizes[k], k + 100, bcast, mac_b);
+		make_out_len(want, sizes[k], k + 100, bcast, mac_b);
 		wire_send(ps, want, sizes[k]);
 	}
 	for (unsigned got = 0; got < nsz;) {
@@ -130,7 +124,7 @@ static void jumbo_exchange(struct guest *g, int ps, bool packed, const uint8_t m
 		k = buf[14] - 100u;
 		if (k >= nsz)
 			fail("jumbo: guest: frame index %u", buf[14]);
-		make_big(want, sizes[k], k + 100, bcast, mac_b);
+		make_out_len(want, sizes[k], k + 100, bcast, mac_b);
 		if ((unsigned)len != sizes[k] || memcmp(buf, want, sizes[k]))
 			fail("jumbo: guest: frame %u differs (%d bytes, sent %u)", k, len, sizes[k]);
 		got++;
@@ -144,7 +138,7 @@ int main(int argc, char **argv)
 	bool packed = false, jumbo = false;
 	static struct guest g;
 	static uint8_t buf[4096], want[4096];
-	uint8_t mac_a[6], mac_b[6];
+	uint8_t mac_a[6];
 	bool seen[NFRAMES] = {false};
 	unsigned got = 0, per_ring[2] = {0, 0}, n;
 	uint64_t end;
@@ -197,7 +191,7 @@ int main(int argc, char **argv)
 	ps = packet_socket(ifb);
 
 	if (jumbo) {
-		jumbo_exchange(&g, ps, packed, mac_b);
+		jumbo_exchange(&g, ps, packed);
 		guest_down(&g);
 		/* killed: its program stays on the interface; the next one
 		 * replaces it and takes frames, and removes it at exit */
@@ -207,7 +201,7 @@ int main(int argc, char **argv)
 		start_daemon((char *const[]){(char *)daemon, "--mode", "xdp", "--iface", ifa,
 					     "--queues", "2", "--engine-mode", (char *)engine_mode,
 					     "--socket-path", sock_path, NULL});
-		jumbo_exchange(&g, ps, packed, mac_b);
+		jumbo_exchange(&g, ps, packed);
 		printf("%s: restarted after SIGKILL: the program left behind replaced\n", prog);
 		guest_down(&g);
 		close(ps);
@@ -264,31 +258,10 @@ int main(int argc, char **argv)
 		make_out(want, k, mac_b, guest_mac);
 		guest_send(&g, k, want);
 	}
-	end = now_ns() + 5000000000ull;
-	while (got < NFRAMES && now_ns() < end) {
-		int len = wire_recv(ps, buf, sizeof(buf), 100);
-		unsigned k;
-
-		if (len < 0)
-			continue;
-		k = buf[14];
-		if (k >= NFRAMES)
-			fail("wire: frame with index %u", k);
-		if (seen[k])
-			fail("wire: frame %u came twice", k);
-		make_out(want, k, mac_b, guest_mac);
-		if ((unsigned)len != frame_len(k) || memcmp(buf, want, frame_len(k)))
-			fail("wire: frame %u differs (%d bytes, sent %u)", k, len, frame_len(k));
-		seen[k] = true;
-		got++;
-	}
-	if (got < NFRAMES)
-		fail("wire: %u of %u frames from the guest arrived", got, NFRAMES);
+	wire_expect(ps, NFRAMES, make_to_b, "wire");
 	printf("%s: guest -> wire: %u frames of 60..1514 bytes over 2 TX rings, byte for byte\n",
-	       prog, got);
+	       prog, NFRAMES);
 
-	memset(seen, 0, sizeof(seen));
-	got = 0;
 	for (unsigned k = 0; k < NFRAMES; k++) {
 		make_in(want, k, NULL, mac_b);
 		wire_send(ps, want, frame_len(k));
