@@ -279,6 +279,13 @@ static inline void net_copy_to(struct net_src *s, const struct iovec *dst, unsig
 size_t net_iov_read(const struct iovec *iov, unsigned int n, size_t off, void *buf, size_t len);
 size_t net_iov_write(const struct iovec *iov, unsigned int n, size_t off, const void *buf,
 		     size_t len);
+/* Does RX ring @r take frames (running, enabled, not broken)? Its device's
+ * features and header size may be read only then (see the ownership note
+ * above struct net_ring). */
+static inline bool net_rx_open(const struct net_ring *r)
+{
+	return r->running && r->enabled && !uvh_vq_broken(r->vq);
+}
 void net_rx_begin(struct net_ring *r, unsigned int frames, struct uvh_engine *self);
 bool net_rx_put(struct net_ring *r, const struct uvh_virtio_net_hdr *hdr,
 		const struct iovec *src, unsigned int nsrc, size_t skip, uint32_t len);

@@ -435,6 +435,11 @@ void net_deliver_slow(struct net_ring *rx, struct net_ring *tx, unsigned int i)
 	uint32_t len = tx->tlen[i];
 	struct uvh_virtio_net_hdr oh;
 
+	/* the receiver's features decide below: read only while its ring runs */
+	if (unlikely(!net_rx_open(rx))) {
+		net_drop(rx, UVH_NET_DROP_RING_OFF, 1);	/* as net_rx_put counts it */
+		return;
+	}
 	if (!(tx->toff & (1u << i))) {
 		/* no offload: too big for the receiver */
 		refuse(rx, UVH_NET_DROP_OVERSIZE);

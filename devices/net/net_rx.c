@@ -133,10 +133,6 @@ static inline void rx_used(struct net_ring *r, const struct uvh_vq_chain *c, uin
 }
 
 /* Is the ring there to receive? (switch: read under the ring's lock) */
-static inline bool rx_open(const struct net_ring *r)
-{
-	return r->running && r->enabled && !uvh_vq_broken(r->vq);
-}
 
 void net_rx_begin(struct net_ring *r, unsigned int frames, struct uvh_engine *self)
 {
@@ -153,7 +149,7 @@ void net_rx_begin(struct net_ring *r, unsigned int frames, struct uvh_engine *se
 /* Is there a chain for one more frame? (no drop counted) */
 bool net_rx_room(struct net_ring *r)
 {
-	return rx_open(r) && pool_get(r, r->rx, 0) != NULL;
+	return net_rx_open(r) && pool_get(r, r->rx, 0) != NULL;
 }
 
 bool net_rx_put(struct net_ring *r, const struct uvh_virtio_net_hdr *hdr,
@@ -165,14 +161,17 @@ bool net_rx_put(struct net_ring *r, const struct uvh_virtio_net_hdr *hdr,
 	struct uvh_vq_chain *c;
 	struct net_src s, hs;
 	struct iovec hv;
-	uint32_t need = dev->hdr_len + len, start, take, left;
+	uint32_t need, start, take, left;
 	uint64_t cap = 0;
 	unsigned int k = 0, j;
 
-	if (unlikely(!rx_open(r))) {
+	if (unlikely(!net_rx_open(r))) {
 		net_drop(r, UVH_NET_DROP_RING_OFF, 1);	/* no pool: counted at once */
 		return false;
 	}
+	/* the receiver's header size: written by its control thread only while
+	 * none of its rings runs, so read once this one is known to run */
+	need = dev->hdr_len + len;
 	/* room for the chains this frame may take, pushed before they overflow */
 	if (unlikely(p->nused + NET_RX_POOL > NET_RX_USED))
 		rx_flush(r);
